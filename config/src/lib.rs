@@ -1,0 +1,244 @@
+//! Typed, validated configuration for Fixative.
+//!
+//! A configuration is one TOML file. It is parsed with serde into raw
+//! structs (`deny_unknown_fields`, so a misspelt key is an error), then
+//! validated into [`Config`]. Validation collects *every* problem and names
+//! each by key path and line:
+//!
+//! ```
+//! let src = "[[site]]\nname = \"gallery\"\nhosts = [\"gallery.example\"]\nupstreams = [\"10.0.0.5\"]\n";
+//! let err = fixative_config::Config::from_toml(src, "fixative.toml", None).unwrap_err();
+//! assert_eq!(
+//!     err.problems[0].to_string(),
+//!     "site[0].upstreams[0]: \"10.0.0.5\" has no port (line 4)"
+//! );
+//! ```
+//!
+//! The embedded default ([`DEFAULT_TOML`]) runs a demo origin so that
+//! `fixative run` works with zero setup.
+
+mod error;
+mod raw;
+pub mod spans;
+mod validate;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+pub use error::{ConfigError, Problem};
+pub use ipnet::IpNet;
+
+/// The embedded default configuration, commented, as printed by
+/// `fixative config print-default`.
+pub const DEFAULT_TOML: &str = include_str!("../default.toml");
+
+/// Name used for the embedded default in messages.
+pub const DEFAULT_SOURCE_NAME: &str = "<embedded default>";
+
+/// A validated configuration.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct Config {
+    /// Where this configuration was read from.
+    pub source_name: String,
+    /// The file it was read from, if any (reloads re-read it).
+    pub path: Option<PathBuf>,
+    /// Listeners, timeouts and process settings.
+    pub server: Server,
+    /// Access-log settings.
+    pub log: Log,
+    /// Sites in file order.
+    pub sites: Vec<Site>,
+    /// Index into `sites` of the site that serves unknown hosts.
+    pub default_site: Option<usize>,
+    /// The built-in demo origin, when configured.
+    pub demo: Option<Demo>,
+}
+
+/// `[server]`: listeners and process-wide settings.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct Server {
+    /// Plain-HTTP listeners.
+    pub listen: Vec<SocketAddr>,
+    /// Optional TLS listener (HTTP/2 by ALPN).
+    pub tls: Option<Tls>,
+    /// Admin listener: metrics, health, reload.
+    pub admin: SocketAddr,
+    /// Worker threads of the proxy service.
+    pub threads: usize,
+    /// How long in-flight requests may finish after SIGTERM/SIGINT.
+    pub grace_period: Duration,
+    /// Peers whose `X-Forwarded-For` is believed.
+    pub trusted_proxies: Vec<IpNet>,
+    /// Time allowed to connect to an upstream.
+    pub upstream_connect_timeout: Duration,
+    /// Time allowed between reads from an upstream (gives 504 when exceeded).
+    pub upstream_read_timeout: Duration,
+    /// Interval of upstream TCP health checks.
+    pub health_check_interval: Duration,
+    /// Add `X-Fixative-Verdict` to responses (never enable on public sites).
+    pub debug_headers: bool,
+}
+
+/// `[server.tls]`: downstream TLS listener.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct Tls {
+    /// Address of the TLS listener.
+    pub listen: SocketAddr,
+    /// PEM certificate chain (checked to parse at load time).
+    pub cert: PathBuf,
+    /// PEM private key (checked to parse at load time).
+    pub key: PathBuf,
+}
+
+/// Where access-log lines go.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum AccessLog {
+    /// One JSON object per line on standard output.
+    Stdout,
+    /// Appended to a file.
+    File(PathBuf),
+    /// No access log.
+    Off,
+}
+
+/// `[log]`.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct Log {
+    /// Access-log destination.
+    pub access: AccessLog,
+}
+
+/// A host pattern of a site.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum HostPattern {
+    /// Matches this host exactly (lower-case, no port).
+    Exact(String),
+    /// `*.example.com`: matches any subdomain of `example.com` (stored as
+    /// `.example.com`), not the apex.
+    Wildcard(String),
+}
+
+/// `[[site]]`: one protected site.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct Site {
+    /// Unique name, used in metrics and logs.
+    pub name: String,
+    /// Hosts this site answers for.
+    pub hosts: Vec<HostPattern>,
+    /// Origin servers, resolved at load time; several are balanced round-robin.
+    pub upstreams: Vec<Upstream>,
+    /// TLS towards the origin.
+    pub upstream_tls: Option<UpstreamTls>,
+    /// Name of the detection policy.
+    pub policy: String,
+    /// Serves requests whose host matches no site.
+    pub default: bool,
+}
+
+/// One origin server.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Upstream {
+    /// As written in the file.
+    pub spec: String,
+    /// Resolved address.
+    pub addr: SocketAddr,
+}
+
+/// `upstream_tls`: HTTPS to the origin.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct UpstreamTls {
+    /// Server name sent in SNI and verified in the certificate.
+    pub sni: String,
+    /// Verify the origin's certificate (default true).
+    pub verify: bool,
+}
+
+/// `[demo]`: the built-in demo origin (an artist's portfolio).
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct Demo {
+    /// Loopback address it listens on.
+    pub listen: SocketAddr,
+}
+
+impl Config {
+    /// Parses and validates a configuration from TOML text.
+    ///
+    /// `base_dir` resolves relative paths (certificates, log files); it is
+    /// the directory of the configuration file.
+    pub fn from_toml(
+        src: &str,
+        source_name: &str,
+        base_dir: Option<&Path>,
+    ) -> Result<Config, ConfigError> {
+        validate::load(src, source_name, base_dir)
+    }
+
+    /// Reads, parses and validates a configuration file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let name = path.display().to_string();
+        let src = std::fs::read_to_string(path).map_err(|e| ConfigError {
+            source_name: name.clone(),
+            problems: vec![Problem {
+                path: String::new(),
+                message: format!("cannot read the file: {e}"),
+                line: None,
+            }],
+        })?;
+        let mut cfg = Self::from_toml(&src, &name, path.parent())?;
+        cfg.path = Some(path.to_path_buf());
+        Ok(cfg)
+    }
+
+    /// The embedded default configuration.
+    pub fn embedded_default() -> Result<Config, ConfigError> {
+        Self::from_toml(DEFAULT_TOML, DEFAULT_SOURCE_NAME, None)
+    }
+
+    /// Loads `path` when given, else the embedded default.
+    pub fn load_or_default(path: Option<&Path>) -> Result<Config, ConfigError> {
+        match path {
+            Some(p) => Self::load(p),
+            None => Self::embedded_default(),
+        }
+    }
+
+    /// A one-line summary: sites and listeners.
+    pub fn summary(&self) -> String {
+        let mut listeners: Vec<String> =
+            self.server.listen.iter().map(|a| format!("http://{a}")).collect();
+        if let Some(t) = &self.server.tls {
+            listeners.push(format!("https://{}", t.listen));
+        }
+        let names: Vec<&str> = self.sites.iter().map(|s| s.name.as_str()).collect();
+        format!(
+            "{}: ok, {} site{} ({}), listeners {}, admin http://{}",
+            self.source_name,
+            self.sites.len(),
+            if self.sites.len() == 1 { "" } else { "s" },
+            names.join(", "),
+            listeners.join(" "),
+            self.server.admin
+        )
+    }
+}
+
+impl HostPattern {
+    /// Whether `host` (lower-case, without port) matches.
+    pub fn matches(&self, host: &str) -> bool {
+        match self {
+            HostPattern::Exact(h) => h == host,
+            HostPattern::Wildcard(suffix) => host.len() > suffix.len() && host.ends_with(suffix),
+        }
+    }
+}

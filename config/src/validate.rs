@@ -1,0 +1,580 @@
+//! Validation: raw structs in, [`Config`] or every problem out.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use ipnet::IpNet;
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+
+use crate::raw::RawConfig;
+use crate::spans::{KeyPath, Spans};
+use crate::{
+    AccessLog, Config, ConfigError, Demo, HostPattern, Log, Problem, Server, Site, Tls, Upstream,
+    UpstreamTls,
+};
+
+/// Policies the detection engine knows by name.
+const KNOWN_POLICIES: &[&str] = &["default", "observe", "off"];
+
+struct Ctx<'a> {
+    spans: Spans,
+    problems: Vec<Problem>,
+    base_dir: Option<&'a Path>,
+}
+
+impl Ctx<'_> {
+    fn err(&mut self, path: &KeyPath, message: impl Into<String>) {
+        self.problems.push(Problem {
+            path: path.to_string(),
+            message: message.into(),
+            line: self.spans.line(path),
+        });
+    }
+
+    fn resolve_path(&self, p: &str) -> PathBuf {
+        let pb = PathBuf::from(p);
+        match self.base_dir {
+            Some(base) if pb.is_relative() => base.join(pb),
+            _ => pb,
+        }
+    }
+
+    fn addr(&mut self, path: &KeyPath, s: &str) -> Option<SocketAddr> {
+        match parse_addr(s) {
+            Ok(a) => Some(a),
+            Err(msg) => {
+                self.err(path, format!("{s:?} {msg}"));
+                None
+            }
+        }
+    }
+
+    fn duration(&mut self, path: &KeyPath, s: &str, max: Duration) -> Duration {
+        match humantime::parse_duration(s) {
+            Ok(d) if d <= max => d,
+            Ok(_) => {
+                self.err(
+                    path,
+                    format!("{s:?} is longer than {}", humantime::format_duration(max)),
+                );
+                Duration::ZERO
+            }
+            Err(e) => {
+                self.err(
+                    path,
+                    format!("{s:?} is not a duration ({e}); write e.g. \"5s\" or \"250ms\""),
+                );
+                Duration::ZERO
+            }
+        }
+    }
+}
+
+/// Parses `host:port` (IP or resolvable name).
+pub(crate) fn parse_addr(s: &str) -> Result<SocketAddr, String> {
+    if let Ok(a) = s.parse::<SocketAddr>() {
+        return Ok(a);
+    }
+    if s.parse::<IpAddr>().is_ok() {
+        return Err("has no port".into());
+    }
+    let Some((host, port)) = s.rsplit_once(':') else {
+        return Err("has no port".into());
+    };
+    if host.is_empty() {
+        return Err("has no host".into());
+    }
+    if port.parse::<u16>().is_err() {
+        return Err(format!("has an invalid port {port:?}"));
+    }
+    match s.to_socket_addrs() {
+        Ok(mut it) => it.next().ok_or_else(|| "does not resolve".to_string()),
+        Err(e) => Err(format!("does not resolve ({e})")),
+    }
+}
+
+fn valid_host_label(l: &str) -> bool {
+    !l.is_empty()
+        && l.len() <= 63
+        && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        && !l.starts_with('-')
+        && !l.ends_with('-')
+}
+
+fn parse_host_pattern(s: &str) -> Result<HostPattern, String> {
+    let lower = s.trim().to_ascii_lowercase();
+    if lower.is_empty() {
+        return Err("is empty".into());
+    }
+    if lower.contains(':') && lower.parse::<IpAddr>().is_err() {
+        return Err("must not contain a port (hosts match without the port)".into());
+    }
+    if lower.parse::<IpAddr>().is_ok() {
+        return Ok(HostPattern::Exact(lower));
+    }
+    let (wild, rest) = match lower.strip_prefix("*.") {
+        Some(r) => (true, r),
+        None => (false, lower.as_str()),
+    };
+    if rest.is_empty() || !rest.split('.').all(valid_host_label) {
+        return Err("is not a valid host name (use \"example.com\" or \"*.example.com\")".into());
+    }
+    Ok(if wild {
+        HostPattern::Wildcard(format!(".{rest}"))
+    } else {
+        HostPattern::Exact(rest.to_string())
+    })
+}
+
+fn check_pem_pair(ctx: &mut Ctx<'_>, path: &KeyPath, cert: &Path, key: &Path) {
+    match std::fs::read(cert) {
+        Err(e) => ctx.err(
+            &path.key("cert"),
+            format!("cannot read certificate {}: {e}", cert.display()),
+        ),
+        Ok(bytes) => {
+            let certs: Result<Vec<CertificateDer<'_>>, _> =
+                CertificateDer::pem_slice_iter(&bytes).collect();
+            match certs {
+                Ok(c) if !c.is_empty() => {}
+                Ok(_) => ctx.err(
+                    &path.key("cert"),
+                    format!("{} holds no PEM certificate", cert.display()),
+                ),
+                Err(e) => ctx.err(
+                    &path.key("cert"),
+                    format!("{} is not a valid PEM certificate: {e}", cert.display()),
+                ),
+            }
+        }
+    }
+    match std::fs::read(key) {
+        Err(e) => ctx.err(
+            &path.key("key"),
+            format!("cannot read private key {}: {e}", key.display()),
+        ),
+        Ok(bytes) => {
+            if let Err(e) = PrivateKeyDer::from_pem_slice(&bytes) {
+                ctx.err(
+                    &path.key("key"),
+                    format!("{} holds no valid PEM private key: {e}", key.display()),
+                );
+            }
+        }
+    }
+}
+
+pub(crate) fn load(
+    src: &str,
+    source_name: &str,
+    base_dir: Option<&Path>,
+) -> Result<Config, ConfigError> {
+    let spans = Spans::new(src);
+    let raw: RawConfig = match toml::from_str(src) {
+        Ok(r) => r,
+        Err(e) => {
+            let offset = e.span().map(|s| s.start);
+            let path = offset
+                .and_then(|o| spans.path_at(o))
+                .map(|p| p.to_string())
+                .unwrap_or_default();
+            return Err(ConfigError {
+                source_name: source_name.to_string(),
+                problems: vec![Problem {
+                    path,
+                    message: e.message().trim().to_string(),
+                    line: offset.map(|o| spans.line_of_offset(o)),
+                }],
+            });
+        }
+    };
+    let mut ctx = Ctx {
+        spans,
+        problems: Vec::new(),
+        base_dir,
+    };
+    let cfg = validate(&mut ctx, raw, source_name);
+    if ctx.problems.is_empty() {
+        Ok(cfg)
+    } else {
+        Err(ConfigError {
+            source_name: source_name.to_string(),
+            problems: ctx.problems,
+        })
+    }
+}
+
+fn validate(ctx: &mut Ctx<'_>, raw: RawConfig, source_name: &str) -> Config {
+    let root = KeyPath::root();
+    let sp = root.key("server");
+    let rs = raw.server;
+
+    // Every socket the process binds, to catch clashes.
+    let mut bound: Vec<(SocketAddr, KeyPath)> = Vec::new();
+
+    let mut listen = Vec::new();
+    if rs.listen.is_empty() && rs.tls.is_none() {
+        ctx.err(
+            &sp.key("listen"),
+            "no listener: give at least one address or a [server.tls] listener",
+        );
+    }
+    for (i, l) in rs.listen.iter().enumerate() {
+        let p = sp.key("listen").index(i);
+        if let Some(a) = ctx.addr(&p, l) {
+            listen.push(a);
+            bound.push((a, p));
+        }
+    }
+
+    let tls = rs.tls.as_ref().and_then(|t| {
+        let tp = sp.key("tls");
+        let addr = ctx.addr(&tp.key("listen"), &t.listen);
+        if let Some(a) = addr {
+            bound.push((a, tp.key("listen")));
+        }
+        let cert = ctx.resolve_path(&t.cert);
+        let key = ctx.resolve_path(&t.key);
+        check_pem_pair(ctx, &tp, &cert, &key);
+        addr.map(|listen| Tls { listen, cert, key })
+    });
+
+    let admin = ctx
+        .addr(&sp.key("admin"), &rs.admin)
+        .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 0)));
+    bound.push((admin, sp.key("admin")));
+
+    let threads = if (1..=1024).contains(&rs.threads) {
+        rs.threads as usize
+    } else {
+        ctx.err(
+            &sp.key("threads"),
+            format!("{} is out of range (1 to 1024)", rs.threads),
+        );
+        1
+    };
+
+    let hour = Duration::from_secs(3600);
+    let grace_period = ctx.duration(&sp.key("grace_period"), &rs.grace_period, hour);
+    let upstream_connect_timeout = ctx.duration(
+        &sp.key("upstream_connect_timeout"),
+        &rs.upstream_connect_timeout,
+        hour,
+    );
+    let upstream_read_timeout = ctx.duration(
+        &sp.key("upstream_read_timeout"),
+        &rs.upstream_read_timeout,
+        hour,
+    );
+    let health_check_interval = ctx.duration(
+        &sp.key("health_check_interval"),
+        &rs.health_check_interval,
+        hour,
+    );
+    for (key, d) in [
+        ("upstream_connect_timeout", upstream_connect_timeout),
+        ("upstream_read_timeout", upstream_read_timeout),
+        ("health_check_interval", health_check_interval),
+    ] {
+        if d.is_zero() && !ctx.problems.iter().any(|p| p.path.ends_with(key)) {
+            ctx.err(&sp.key(key), "must be greater than zero");
+        }
+    }
+
+    let mut trusted_proxies = Vec::new();
+    for (i, t) in rs.trusted_proxies.iter().enumerate() {
+        let p = sp.key("trusted_proxies").index(i);
+        match t.parse::<IpNet>() {
+            Ok(n) => trusted_proxies.push(n.trunc()),
+            Err(_) => match t.parse::<IpAddr>() {
+                Ok(ip) => trusted_proxies.push(IpNet::from(ip)),
+                Err(_) => ctx.err(
+                    &p,
+                    format!("{t:?} is not an IP address or CIDR (e.g. \"10.0.0.0/8\")"),
+                ),
+            },
+        }
+    }
+
+    let access = match raw.log.access.as_str() {
+        "stdout" | "-" => AccessLog::Stdout,
+        "off" | "none" => AccessLog::Off,
+        "" => {
+            ctx.err(
+                &root.key("log").key("access"),
+                "is empty: use \"stdout\", \"off\" or a file path",
+            );
+            AccessLog::Off
+        }
+        p => AccessLog::File(ctx.resolve_path(p)),
+    };
+
+    let demo = raw.demo.as_ref().and_then(|d| {
+        let p = root.key("demo").key("listen");
+        let a = ctx.addr(&p, &d.listen)?;
+        if !a.ip().is_loopback() {
+            ctx.err(
+                &p,
+                format!("{a} is not a loopback address; the demo origin listens on loopback only"),
+            );
+            return None;
+        }
+        bound.push((a, p));
+        Some(Demo { listen: a })
+    });
+
+    // Duplicate binds.
+    for i in 0..bound.len() {
+        for j in 0..i {
+            let (a, pa) = &bound[i];
+            let (b, pb) = &bound[j];
+            if a == b && a.port() != 0 {
+                let msg = format!("{a} is already used by {pb}");
+                ctx.err(&pa.clone(), msg);
+            }
+        }
+    }
+
+    // Sites.
+    let mut sites = Vec::new();
+    let mut names: HashMap<String, usize> = HashMap::new();
+    let mut host_owner: HashMap<HostPattern, usize> = HashMap::new();
+    let mut default_site = None;
+    if raw.site.is_empty() {
+        ctx.err(&root.key("site"), "no [[site]] defined: Fixative needs at least one site");
+    }
+    for (i, s) in raw.site.iter().enumerate() {
+        let p = root.key("site").index(i);
+        let name = s.name.trim().to_string();
+        if name.is_empty()
+            || !name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
+        {
+            ctx.err(
+                &p.key("name"),
+                format!("{name:?} is not a valid site name (letters, digits, '-', '_', '.')"),
+            );
+        } else if let Some(prev) = names.insert(name.clone(), i) {
+            ctx.err(
+                &p.key("name"),
+                format!("{name:?} is already the name of site[{prev}]"),
+            );
+        }
+
+        let mut hosts = Vec::new();
+        for (j, h) in s.hosts.iter().enumerate() {
+            let hp = p.key("hosts").index(j);
+            match parse_host_pattern(h) {
+                Ok(pat) => {
+                    if let Some(prev) = host_owner.insert(pat.clone(), i) {
+                        ctx.err(&hp, format!("{h:?} is already a host of site[{prev}]"));
+                    }
+                    hosts.push(pat);
+                }
+                Err(msg) => ctx.err(&hp, format!("{h:?} {msg}")),
+            }
+        }
+        if s.hosts.is_empty() && !s.default {
+            ctx.err(
+                &p.key("hosts"),
+                "no hosts: give at least one host, or mark the site `default = true`",
+            );
+        }
+
+        let mut upstreams = Vec::new();
+        if s.upstreams.is_empty() {
+            ctx.err(&p.key("upstreams"), "no upstreams: give at least one \"host:port\"");
+        }
+        for (j, u) in s.upstreams.iter().enumerate() {
+            let up = p.key("upstreams").index(j);
+            if u.contains("://") {
+                ctx.err(
+                    &up,
+                    format!(
+                        "{u:?} must be \"host:port\" without a scheme; use upstream_tls for HTTPS origins"
+                    ),
+                );
+                continue;
+            }
+            if let Some(addr) = ctx.addr(&up, u) {
+                upstreams.push(Upstream {
+                    spec: u.clone(),
+                    addr,
+                });
+            }
+        }
+
+        let upstream_tls = s.upstream_tls.as_ref().and_then(|t| {
+            if t.sni.trim().is_empty() {
+                ctx.err(&p.key("upstream_tls").key("sni"), "is empty");
+                None
+            } else {
+                Some(UpstreamTls {
+                    sni: t.sni.trim().to_string(),
+                    verify: t.verify,
+                })
+            }
+        });
+
+        if !KNOWN_POLICIES.contains(&s.policy.as_str()) {
+            ctx.err(
+                &p.key("policy"),
+                format!(
+                    "unknown policy {:?} (known: {})",
+                    s.policy,
+                    KNOWN_POLICIES.join(", ")
+                ),
+            );
+        }
+
+        if s.default {
+            if let Some(prev) = default_site {
+                ctx.err(
+                    &p.key("default"),
+                    format!("site[{prev}] is already the default site"),
+                );
+            } else {
+                default_site = Some(i);
+            }
+        }
+
+        sites.push(Site {
+            name,
+            hosts,
+            upstreams,
+            upstream_tls,
+            policy: s.policy.clone(),
+            default: s.default,
+        });
+    }
+
+    Config {
+        source_name: source_name.to_string(),
+        path: None,
+        server: Server {
+            listen,
+            tls,
+            admin,
+            threads,
+            grace_period,
+            trusted_proxies,
+            upstream_connect_timeout,
+            upstream_read_timeout,
+            health_check_interval,
+            debug_headers: rs.debug_headers,
+        },
+        log: Log { access },
+        sites,
+        default_site,
+        demo,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::{Config, HostPattern};
+
+    fn problems(src: &str) -> Vec<String> {
+        match Config::from_toml(src, "t.toml", None) {
+            Ok(_) => Vec::new(),
+            Err(e) => e.problems.iter().map(|p| p.to_string()).collect(),
+        }
+    }
+
+    #[test]
+    fn embedded_default_is_valid() {
+        let c = Config::embedded_default().unwrap();
+        assert!(c.demo.is_some());
+        assert_eq!(c.default_site, Some(0));
+    }
+
+    #[test]
+    fn reports_every_problem_with_path_and_line() {
+        let src = r#"
+[server]
+listen = ["0.0.0.0:8080", "nope"]
+grace_period = "soon"
+trusted_proxies = ["10.0.0.0/8", "banana"]
+
+[[site]]
+name = "gallery"
+hosts = ["gallery.example", "*.gallery.example"]
+upstreams = ["127.0.0.1:3000"]
+
+[[site]]
+name = "gallery"
+hosts = ["gallery.example:80", "gallery.example"]
+upstreams = ["127.0.0.1:3001", "10.0.0.5"]
+policy = "strict"
+"#;
+        let p = problems(src);
+        let expect = [
+            "server.listen[1]: \"nope\" has no port (line 3)",
+            "server.grace_period: \"soon\" is not a duration",
+            "server.trusted_proxies[1]: \"banana\" is not an IP address or CIDR (e.g. \"10.0.0.0/8\") (line 5)",
+            "site[1].name: \"gallery\" is already the name of site[0] (line 13)",
+            "site[1].hosts[0]: \"gallery.example:80\" must not contain a port (hosts match without the port) (line 14)",
+            "site[1].hosts[1]: \"gallery.example\" is already a host of site[0] (line 14)",
+            "site[1].upstreams[1]: \"10.0.0.5\" has no port (line 15)",
+            "site[1].policy: unknown policy \"strict\"",
+        ];
+        for e in expect {
+            assert!(
+                p.iter().any(|x| x.starts_with(e)),
+                "missing {e:?} in {p:#?}"
+            );
+        }
+        assert_eq!(p.len(), expect.len(), "{p:#?}");
+    }
+
+    #[test]
+    fn unknown_keys_name_path_and_line() {
+        let src = "[server]\nlisten = [\"127.0.0.1:1\"]\n\n[[site]]\nname = \"a\"\nhosts = [\"a\"]\nupstreams = [\"127.0.0.1:2\"]\nupstream = \"x\"\n";
+        let p = problems(src);
+        assert_eq!(p.len(), 1);
+        assert!(p[0].starts_with("site[0].upstream: unknown field `upstream`"), "{p:?}");
+        assert!(p[0].ends_with("(line 8)"), "{p:?}");
+    }
+
+    #[test]
+    fn bad_tls_files_are_config_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("cert.pem"), "not a cert").unwrap();
+        let src = "[server]\ntls = { listen = \"127.0.0.1:8443\", cert = \"cert.pem\", key = \"missing.pem\" }\n[[site]]\nname = \"a\"\nhosts = [\"a\"]\nupstreams = [\"127.0.0.1:2\"]\n";
+        let e = Config::from_toml(src, "t.toml", Some(dir.path())).unwrap_err();
+        let p: Vec<String> = e.problems.iter().map(|p| p.to_string()).collect();
+        assert!(p[0].starts_with("server.tls.cert: ") && p[0].contains("holds no PEM certificate"), "{p:?}");
+        assert!(p[1].starts_with("server.tls.key: cannot read private key") && p[1].contains("missing.pem"), "{p:?}");
+    }
+
+    #[test]
+    fn valid_tls_files_pass() {
+        let dir = tempfile::tempdir().unwrap();
+        let ck = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
+        std::fs::write(dir.path().join("c.pem"), ck.cert.pem()).unwrap();
+        std::fs::write(dir.path().join("k.pem"), ck.signing_key.serialize_pem()).unwrap();
+        let src = "[server]\ntls = { listen = \"127.0.0.1:8443\", cert = \"c.pem\", key = \"k.pem\" }\n[[site]]\nname = \"a\"\nhosts = [\"a\"]\nupstreams = [\"127.0.0.1:2\"]\n";
+        let c = Config::from_toml(src, "t.toml", Some(dir.path())).unwrap();
+        assert_eq!(c.server.tls.unwrap().cert, dir.path().join("c.pem"));
+    }
+
+    #[test]
+    fn host_patterns() {
+        let w = HostPattern::Wildcard(".gallery.example".into());
+        assert!(w.matches("a.gallery.example"));
+        assert!(w.matches("a.b.gallery.example"));
+        assert!(!w.matches("gallery.example"));
+        assert!(!w.matches("xgallery.example"));
+    }
+
+    #[test]
+    fn duplicate_listeners_are_rejected() {
+        let src = "[server]\nlisten = [\"127.0.0.1:7000\"]\nadmin = \"127.0.0.1:7000\"\n[[site]]\nname = \"a\"\nhosts = [\"a\"]\nupstreams = [\"127.0.0.1:2\"]\n";
+        let p = problems(src);
+        assert_eq!(p, vec!["server.admin: 127.0.0.1:7000 is already used by server.listen[0] (line 3)"]);
+    }
+}
