@@ -215,8 +215,12 @@ impl Config {
 
     /// A one-line summary: sites and listeners.
     pub fn summary(&self) -> String {
-        let mut listeners: Vec<String> =
-            self.server.listen.iter().map(|a| format!("http://{a}")).collect();
+        let mut listeners: Vec<String> = self
+            .server
+            .listen
+            .iter()
+            .map(|a| format!("http://{a}"))
+            .collect();
         if let Some(t) = &self.server.tls {
             listeners.push(format!("https://{}", t.listen));
         }

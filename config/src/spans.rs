@@ -130,13 +130,29 @@ mod tests {
     fn finds_lines_of_nested_paths() {
         let src = "[server]\nlisten = [\"a\",\n  \"b\"]\n\n[[site]]\nname = \"x\"\n\n[[site]]\nname = \"y\"\nupstreams = [\"1\", \"2\"]\n";
         let s = Spans::new(src);
-        assert_eq!(s.line(&KeyPath::root().key("server").key("listen").index(1)), Some(3));
-        assert_eq!(s.line(&KeyPath::root().key("site").index(1).key("name")), Some(9));
         assert_eq!(
-            s.line(&KeyPath::root().key("site").index(1).key("upstreams").index(1)),
+            s.line(&KeyPath::root().key("server").key("listen").index(1)),
+            Some(3)
+        );
+        assert_eq!(
+            s.line(&KeyPath::root().key("site").index(1).key("name")),
+            Some(9)
+        );
+        assert_eq!(
+            s.line(
+                &KeyPath::root()
+                    .key("site")
+                    .index(1)
+                    .key("upstreams")
+                    .index(1)
+            ),
             Some(10)
         );
-        let p = KeyPath::root().key("site").index(1).key("upstreams").index(0);
+        let p = KeyPath::root()
+            .key("site")
+            .index(1)
+            .key("upstreams")
+            .index(0);
         assert_eq!(p.to_string(), "site[1].upstreams[0]");
     }
 }
@@ -167,7 +183,8 @@ impl Spans {
                 }
             } else if let Some(aot) = item.as_array_of_tables() {
                 for (i, t) in aot.iter().enumerate() {
-                    if t.span().is_some_and(|s| s.start <= offset && offset < s.end)
+                    if t.span()
+                        .is_some_and(|s| s.start <= offset && offset < s.end)
                         || table_contains(t, offset)
                     {
                         path = path.index(i);
@@ -183,7 +200,9 @@ impl Spans {
                 }
             } else if let Some(arr) = item.as_array() {
                 for (i, v) in arr.iter().enumerate() {
-                    if v.span().is_some_and(|s| s.start <= offset && offset < s.end) {
+                    if v.span()
+                        .is_some_and(|s| s.start <= offset && offset < s.end)
+                    {
                         return Some(path.index(i));
                     }
                 }
@@ -204,7 +223,10 @@ fn table_contains(t: &toml_edit::Table, offset: usize) -> bool {
 }
 
 fn contains_offset(item: &Item, offset: usize) -> bool {
-    if item.span().is_some_and(|s| s.start <= offset && offset < s.end) {
+    if item
+        .span()
+        .is_some_and(|s| s.start <= offset && offset < s.end)
+    {
         return true;
     }
     match item {

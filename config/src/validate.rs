@@ -99,7 +99,8 @@ pub(crate) fn parse_addr(s: &str) -> Result<SocketAddr, String> {
 fn valid_host_label(l: &str) -> bool {
     !l.is_empty()
         && l.len() <= 63
-        && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        && l.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
         && !l.starts_with('-')
         && !l.ends_with('-')
 }
@@ -344,7 +345,10 @@ fn validate(ctx: &mut Ctx<'_>, raw: RawConfig, source_name: &str) -> Config {
     let mut host_owner: HashMap<HostPattern, usize> = HashMap::new();
     let mut default_site = None;
     if raw.site.is_empty() {
-        ctx.err(&root.key("site"), "no [[site]] defined: Fixative needs at least one site");
+        ctx.err(
+            &root.key("site"),
+            "no [[site]] defined: Fixative needs at least one site",
+        );
     }
     for (i, s) in raw.site.iter().enumerate() {
         let p = root.key("site").index(i);
@@ -387,7 +391,10 @@ fn validate(ctx: &mut Ctx<'_>, raw: RawConfig, source_name: &str) -> Config {
 
         let mut upstreams = Vec::new();
         if s.upstreams.is_empty() {
-            ctx.err(&p.key("upstreams"), "no upstreams: give at least one \"host:port\"");
+            ctx.err(
+                &p.key("upstreams"),
+                "no upstreams: give at least one \"host:port\"",
+            );
         }
         for (j, u) in s.upstreams.iter().enumerate() {
             let up = p.key("upstreams").index(j);
@@ -536,7 +543,10 @@ policy = "strict"
         let src = "[server]\nlisten = [\"127.0.0.1:1\"]\n\n[[site]]\nname = \"a\"\nhosts = [\"a\"]\nupstreams = [\"127.0.0.1:2\"]\nupstream = \"x\"\n";
         let p = problems(src);
         assert_eq!(p.len(), 1);
-        assert!(p[0].starts_with("site[0].upstream: unknown field `upstream`"), "{p:?}");
+        assert!(
+            p[0].starts_with("site[0].upstream: unknown field `upstream`"),
+            "{p:?}"
+        );
         assert!(p[0].ends_with("(line 8)"), "{p:?}");
     }
 
@@ -547,8 +557,15 @@ policy = "strict"
         let src = "[server]\ntls = { listen = \"127.0.0.1:8443\", cert = \"cert.pem\", key = \"missing.pem\" }\n[[site]]\nname = \"a\"\nhosts = [\"a\"]\nupstreams = [\"127.0.0.1:2\"]\n";
         let e = Config::from_toml(src, "t.toml", Some(dir.path())).unwrap_err();
         let p: Vec<String> = e.problems.iter().map(|p| p.to_string()).collect();
-        assert!(p[0].starts_with("server.tls.cert: ") && p[0].contains("holds no PEM certificate"), "{p:?}");
-        assert!(p[1].starts_with("server.tls.key: cannot read private key") && p[1].contains("missing.pem"), "{p:?}");
+        assert!(
+            p[0].starts_with("server.tls.cert: ") && p[0].contains("holds no PEM certificate"),
+            "{p:?}"
+        );
+        assert!(
+            p[1].starts_with("server.tls.key: cannot read private key")
+                && p[1].contains("missing.pem"),
+            "{p:?}"
+        );
     }
 
     #[test]
@@ -575,6 +592,9 @@ policy = "strict"
     fn duplicate_listeners_are_rejected() {
         let src = "[server]\nlisten = [\"127.0.0.1:7000\"]\nadmin = \"127.0.0.1:7000\"\n[[site]]\nname = \"a\"\nhosts = [\"a\"]\nupstreams = [\"127.0.0.1:2\"]\n";
         let p = problems(src);
-        assert_eq!(p, vec!["server.admin: 127.0.0.1:7000 is already used by server.listen[0] (line 3)"]);
+        assert_eq!(
+            p,
+            vec!["server.admin: 127.0.0.1:7000 is already used by server.listen[0] (line 3)"]
+        );
     }
 }

@@ -1,1 +1,156 @@
-//! placeholder
+//! Fixative's Pingora glue.
+//!
+//! [`run`] turns a validated [`Config`] into a Pingora server: the proxy
+//! service (plain and TLS listeners), the admin listener, the optional demo
+//! origin, and background tasks (health checks, SIGHUP reload). This is the
+//! only crate that does I/O on the request path; detection lives in
+//! `fixative-rules`.
+
+pub mod access_log;
+pub mod admin;
+pub mod background;
+pub mod demo;
+pub mod forwarding;
+pub mod metrics;
+pub mod pages;
+pub mod runtime;
+pub mod service;
+pub mod state;
+
+use std::sync::Arc;
+
+use fixative_config::{AccessLog, Config};
+use pingora::listeners::tls::TlsSettings;
+use pingora::proxy::http_proxy_service_with_name;
+use pingora::server::configuration::ServerConf;
+use pingora::server::{RunArgs, Server};
+use pingora::services::background::background_service;
+use pingora::services::listening::Service;
+use tracing_subscriber::Layer;
+use tracing_subscriber::filter::{EnvFilter, FilterFn};
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+
+pub use state::{ReloadOutcome, Shared};
+
+/// Keeps the access-log writer alive; drop it to flush.
+pub struct LogGuard {
+    _guard: Option<tracing_appender::non_blocking::WorkerGuard>,
+}
+
+/// Installs logging: diagnostics to stderr (filter with `RUST_LOG`,
+/// default `info`), access log to the configured destination.
+pub fn init_logging(log: &fixative_config::Log) -> Result<LogGuard, String> {
+    let env = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let diagnostics = tracing_subscriber::fmt::layer()
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .with_filter(FilterFn::new(|m| m.target() != access_log::TARGET))
+        .with_filter(env);
+    let (access, guard) = match &log.access {
+        AccessLog::Off => (None, None),
+        AccessLog::Stdout => {
+            let (w, g) = tracing_appender::non_blocking(std::io::stdout());
+            (Some(access_log::AccessLayer::new(w)), Some(g))
+        }
+        AccessLog::File(path) => {
+            let file = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)
+                .map_err(|e| format!("log.access: cannot open {}: {e}", path.display()))?;
+            let (w, g) = tracing_appender::non_blocking(file);
+            (Some(access_log::AccessLayer::new(w)), Some(g))
+        }
+        _ => (None, None),
+    };
+    let access = access.map(|a| a.with_filter(FilterFn::new(|m| m.target() == access_log::TARGET)));
+    tracing_subscriber::registry()
+        .with(diagnostics)
+        .with(access)
+        .try_init()
+        .map_err(|e| format!("cannot install logging: {e}"))?;
+    Ok(LogGuard { _guard: guard })
+}
+
+/// Runs Fixative until a shutdown signal; returns after a graceful stop.
+///
+/// Logging must already be installed ([`init_logging`]).
+pub fn run(config: Config) -> Result<(), String> {
+    let metrics = metrics::Metrics::new().map_err(|e| format!("metrics: {e}"))?;
+    let first = runtime::Runtime::build(config.clone())?;
+    let shared = Arc::new(Shared::new(first, metrics, config.path.clone()));
+
+    let mut conf = ServerConf::default();
+    conf.threads = config.server.threads;
+    conf.grace_period_seconds = Some(config.server.grace_period.as_secs());
+    conf.graceful_shutdown_timeout_seconds = Some(1);
+    let tmp = std::env::temp_dir();
+    let pid = std::process::id();
+    conf.pid_file = tmp
+        .join(format!("fixative-{pid}.pid"))
+        .display()
+        .to_string();
+    conf.upgrade_sock = tmp
+        .join(format!("fixative-{pid}-upgrade.sock"))
+        .display()
+        .to_string();
+    let mut server = Server::new_with_opt_and_conf(None, conf);
+    server.bootstrap();
+
+    if !config.server.listen.is_empty() {
+        let mut proxy = http_proxy_service_with_name(
+            &server.configuration,
+            service::FixativeProxy::new(shared.clone(), false),
+            "fixative proxy",
+        );
+        for addr in &config.server.listen {
+            proxy.add_tcp(&addr.to_string());
+        }
+        server.add_service(proxy);
+    }
+
+    if let Some(tls) = &config.server.tls {
+        let mut proxy = http_proxy_service_with_name(
+            &server.configuration,
+            service::FixativeProxy::new(shared.clone(), true),
+            "fixative proxy (tls)",
+        );
+        let cert = tls.cert.display().to_string();
+        let key = tls.key.display().to_string();
+        let mut settings =
+            TlsSettings::intermediate(&cert, &key).map_err(|e| format!("server.tls: {e}"))?;
+        settings.enable_h2();
+        proxy.add_tls_with_settings(&tls.listen.to_string(), None, settings);
+        server.add_service(proxy);
+    }
+
+    let mut admin = Service::new(
+        "fixative admin".to_string(),
+        admin::Admin::new(shared.clone()),
+    );
+    admin.threads = Some(1);
+    admin.add_tcp(&config.server.admin.to_string());
+    server.add_service(admin);
+
+    if let Some(demo) = &config.demo {
+        let mut origin = Service::new("fixative demo origin".to_string(), demo::DemoOrigin);
+        origin.threads = Some(1);
+        origin.add_tcp(&demo.listen.to_string());
+        server.add_service(origin);
+    }
+
+    server.add_service(background_service(
+        "upstream health checks",
+        background::HealthChecks::new(shared.clone()),
+    ));
+    server.add_service(background_service(
+        "reload on SIGHUP",
+        background::ReloadOnHangup::new(shared.clone()),
+    ));
+
+    server.run(RunArgs {
+        shutdown_signal: Box::new(background::Signals),
+    });
+    Ok(())
+}

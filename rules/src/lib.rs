@@ -1,1 +1,12 @@
-//! placeholder
+//! Fixative's detection engine.
+//!
+//! Pure and synchronous: the proxy gathers [`RequestFacts`], calls
+//! [`Engine::evaluate`], and acts on the returned [`Verdict`]. Nothing here
+//! does I/O, so the same engine runs in the proxy, in `fixative explain`
+//! and in tests.
+
+mod engine;
+mod verdict;
+
+pub use engine::{Engine, RequestFacts};
+pub use verdict::{Action, Category, Reason, Verdict};

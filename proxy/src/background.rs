@@ -1,0 +1,117 @@
+//! Background tasks: upstream health checks, SIGHUP reloads, and the
+//! shutdown-signal policy.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use async_trait::async_trait;
+use pingora::server::{ShutdownSignal, ShutdownSignalWatch, ShutdownWatch};
+use pingora::services::background::BackgroundService;
+use tokio::signal::unix::{SignalKind, signal};
+
+use crate::state::Shared;
+
+/// Runs TCP health checks of multi-upstream sites at the configured interval.
+pub struct HealthChecks {
+    shared: Arc<Shared>,
+}
+
+impl HealthChecks {
+    /// Creates the task.
+    pub fn new(shared: Arc<Shared>) -> Self {
+        HealthChecks { shared }
+    }
+}
+
+#[async_trait]
+impl BackgroundService for HealthChecks {
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        self.shared.ready.store(true, Ordering::Release);
+        loop {
+            let rt = self.shared.runtime.load_full();
+            for site in rt.sites.iter().filter(|s| s.health_checked) {
+                site.balancer.backends().run_health_check(true).await;
+            }
+            let interval = rt.config.server.health_check_interval;
+            drop(rt);
+            tokio::select! {
+                _ = shutdown.changed() => return,
+                _ = tokio::time::sleep(interval) => {}
+            }
+        }
+    }
+}
+
+/// Reloads the configuration on SIGHUP.
+pub struct ReloadOnHangup {
+    shared: Arc<Shared>,
+}
+
+impl ReloadOnHangup {
+    /// Creates the task.
+    pub fn new(shared: Arc<Shared>) -> Self {
+        ReloadOnHangup { shared }
+    }
+}
+
+#[async_trait]
+impl BackgroundService for ReloadOnHangup {
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        let mut hup = match signal(SignalKind::hangup()) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::error!("cannot listen for SIGHUP, reload with POST /-/reload: {e}");
+                return;
+            }
+        };
+        loop {
+            tokio::select! {
+                _ = shutdown.changed() => return,
+                got = hup.recv() => {
+                    if got.is_none() {
+                        return;
+                    }
+                    tracing::info!("SIGHUP: reloading the configuration");
+                    let shared = self.shared.clone();
+                    if let Err(e) = tokio::task::spawn_blocking(move || shared.reload()).await {
+                        tracing::error!("reload task failed: {e}");
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// SIGTERM and SIGINT both shut down gracefully (in-flight requests get
+/// the grace period); SIGQUIT hands the listeners to a new process
+/// (Pingora's graceful upgrade).
+pub struct Signals;
+
+#[async_trait]
+impl ShutdownSignalWatch for Signals {
+    async fn recv(&self) -> ShutdownSignal {
+        let (term, int, quit) = (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+            signal(SignalKind::quit()),
+        );
+        let (Ok(mut term), Ok(mut int), Ok(mut quit)) = (term, int, quit) else {
+            tracing::error!("cannot install signal handlers; shutting down");
+            return ShutdownSignal::FastShutdown;
+        };
+        tokio::select! {
+            _ = term.recv() => {
+                tracing::info!("SIGTERM: graceful shutdown");
+                ShutdownSignal::GracefulTerminate
+            }
+            _ = int.recv() => {
+                tracing::info!("SIGINT: graceful shutdown");
+                ShutdownSignal::GracefulTerminate
+            }
+            _ = quit.recv() => {
+                tracing::info!("SIGQUIT: graceful upgrade");
+                ShutdownSignal::GracefulUpgrade
+            }
+        }
+    }
+}

@@ -1,0 +1,159 @@
+//! Client address resolution and forwarding headers.
+//!
+//! `X-Forwarded-For` is believed only when the TCP peer is a trusted proxy;
+//! then the chain is walked from the right, skipping trusted hops, and the
+//! first untrusted address is the client.
+
+use std::net::IpAddr;
+
+use ipnet::IpNet;
+
+/// Whether `ip` is inside one of the trusted networks.
+pub fn is_trusted(ip: IpAddr, trusted: &[IpNet]) -> bool {
+    let ip = canonical(ip);
+    trusted.iter().any(|n| n.contains(&ip))
+}
+
+/// IPv4-mapped IPv6 addresses as IPv4, so that lists written in IPv4 match.
+pub fn canonical(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => IpAddr::V6(v6),
+        },
+        v4 => v4,
+    }
+}
+
+/// Parses one `X-Forwarded-For` element: `1.2.3.4`, `1.2.3.4:5678`,
+/// `2001:db8::1` or `[2001:db8::1]:5678`.
+pub fn parse_xff_element(s: &str) -> Option<IpAddr> {
+    let s = s.trim();
+    if let Ok(ip) = s.parse::<IpAddr>() {
+        return Some(canonical(ip));
+    }
+    if let Ok(sa) = s.parse::<std::net::SocketAddr>() {
+        return Some(canonical(sa.ip()));
+    }
+    if let Some(rest) = s.strip_prefix('[') {
+        let inner = rest.split(']').next()?;
+        return inner.parse::<IpAddr>().ok().map(canonical);
+    }
+    None
+}
+
+/// The client's real address.
+///
+/// `xff` is every `X-Forwarded-For` header value, in order.
+pub fn client_ip(peer: IpAddr, xff: &[&str], trusted: &[IpNet]) -> IpAddr {
+    let peer = canonical(peer);
+    if !is_trusted(peer, trusted) {
+        return peer;
+    }
+    let mut client = peer;
+    let elements = xff.iter().flat_map(|h| h.split(',')).collect::<Vec<_>>();
+    for el in elements.iter().rev() {
+        match parse_xff_element(el) {
+            Some(ip) => {
+                client = ip;
+                if !is_trusted(ip, trusted) {
+                    return ip;
+                }
+            }
+            // Garbage in the chain: stop at the last hop we could vouch for.
+            None => return client,
+        }
+    }
+    client
+}
+
+/// The `X-Forwarded-For` value to send upstream.
+pub fn forwarded_for(peer: IpAddr, xff: &[&str], trusted: &[IpNet]) -> String {
+    let peer = canonical(peer);
+    let prior: Vec<&str> = xff
+        .iter()
+        .flat_map(|h| h.split(','))
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .collect();
+    if is_trusted(peer, trusted) && !prior.is_empty() {
+        format!("{}, {}", prior.join(", "), peer)
+    } else {
+        peer.to_string()
+    }
+}
+
+/// One RFC 7239 `Forwarded` element for this hop.
+pub fn forwarded_element(peer: IpAddr, host: &str, proto: &str) -> String {
+    let peer = canonical(peer);
+    let node = match peer {
+        IpAddr::V4(v4) => v4.to_string(),
+        IpAddr::V6(v6) => format!("\"[{v6}]\""),
+    };
+    let host: String = host
+        .chars()
+        .filter(|c| c.is_ascii_graphic() && *c != '"' && *c != '\\')
+        .collect();
+    format!("for={node};host=\"{host}\";proto={proto}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn nets(v: &[&str]) -> Vec<IpNet> {
+        v.iter().map(|s| s.parse().unwrap()).collect()
+    }
+
+    #[test]
+    fn untrusted_peer_xff_is_ignored() {
+        let t = nets(&["10.0.0.0/8"]);
+        let peer: IpAddr = "203.0.113.9".parse().unwrap();
+        assert_eq!(client_ip(peer, &["1.1.1.1"], &t), peer);
+        assert_eq!(forwarded_for(peer, &["1.1.1.1"], &t), "203.0.113.9");
+    }
+
+    #[test]
+    fn trusted_chain_is_walked_from_the_right() {
+        let t = nets(&["10.0.0.0/8"]);
+        let peer: IpAddr = "10.0.0.2".parse().unwrap();
+        let xff = ["198.51.100.7, 203.0.113.5", "10.1.1.1"];
+        assert_eq!(
+            client_ip(peer, &xff, &t),
+            "203.0.113.5".parse::<IpAddr>().unwrap()
+        );
+        assert_eq!(
+            forwarded_for(peer, &xff, &t),
+            "198.51.100.7, 203.0.113.5, 10.1.1.1, 10.0.0.2"
+        );
+    }
+
+    #[test]
+    fn garbage_stops_the_walk_and_ports_are_accepted() {
+        let t = nets(&["10.0.0.0/8"]);
+        let peer: IpAddr = "10.0.0.2".parse().unwrap();
+        assert_eq!(
+            client_ip(peer, &["evil, 10.0.0.3"], &t),
+            "10.0.0.3".parse::<IpAddr>().unwrap()
+        );
+        assert_eq!(
+            client_ip(peer, &["[2001:db8::1]:443"], &t),
+            "2001:db8::1".parse::<IpAddr>().unwrap()
+        );
+        assert_eq!(
+            client_ip(peer, &["192.0.2.1:5555"], &t),
+            "192.0.2.1".parse::<IpAddr>().unwrap()
+        );
+    }
+
+    #[test]
+    fn mapped_ipv4_is_canonical_and_forwarded_quotes_v6() {
+        let t = nets(&["127.0.0.0/8"]);
+        let peer: IpAddr = "::ffff:127.0.0.1".parse().unwrap();
+        assert!(is_trusted(peer, &t));
+        assert_eq!(
+            forwarded_element("2001:db8::1".parse().unwrap(), "a.example", "https"),
+            "for=\"[2001:db8::1]\";host=\"a.example\";proto=https"
+        );
+    }
+}

@@ -1,0 +1,95 @@
+//! Prometheus metrics, on their own registry, served by the admin listener.
+//!
+//! Every label has bounded cardinality: site names come from the
+//! configuration, actions and categories from fixed enums. Never IPs,
+//! paths or user agents.
+
+use prometheus::{
+    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder,
+};
+
+/// All of Fixative's metrics.
+pub struct Metrics {
+    registry: Registry,
+    /// `fixative_requests_total{site,action,category}`.
+    pub requests: IntCounterVec,
+    /// `fixative_request_duration_seconds{site}`.
+    pub duration: HistogramVec,
+    /// `fixative_upstream_errors_total{site}`.
+    pub upstream_errors: IntCounterVec,
+    /// `fixative_config_reloads_total{result}`.
+    pub reloads: IntCounterVec,
+    /// `fixative_build_info{version}`, always 1.
+    pub build_info: IntGaugeVec,
+}
+
+impl Metrics {
+    /// Creates and registers every metric.
+    pub fn new() -> Result<Metrics, prometheus::Error> {
+        let registry = Registry::new();
+        let requests = IntCounterVec::new(
+            Opts::new(
+                "fixative_requests_total",
+                "Requests handled, by site, verdict action and crawler category.",
+            ),
+            &["site", "action", "category"],
+        )?;
+        let duration = HistogramVec::new(
+            HistogramOpts::new(
+                "fixative_request_duration_seconds",
+                "Time from request start to the end of the response, by site.",
+            )
+            .buckets(vec![
+                0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+            ]),
+            &["site"],
+        )?;
+        let upstream_errors = IntCounterVec::new(
+            Opts::new(
+                "fixative_upstream_errors_total",
+                "Requests that failed because of the upstream (502/504), by site.",
+            ),
+            &["site"],
+        )?;
+        let reloads = IntCounterVec::new(
+            Opts::new(
+                "fixative_config_reloads_total",
+                "Configuration reloads, by result (success, error).",
+            ),
+            &["result"],
+        )?;
+        let build_info = IntGaugeVec::new(
+            Opts::new("fixative_build_info", "Build information; always 1."),
+            &["version"],
+        )?;
+        registry.register(Box::new(requests.clone()))?;
+        registry.register(Box::new(duration.clone()))?;
+        registry.register(Box::new(upstream_errors.clone()))?;
+        registry.register(Box::new(reloads.clone()))?;
+        registry.register(Box::new(build_info.clone()))?;
+        build_info
+            .with_label_values(&[env!("CARGO_PKG_VERSION")])
+            .set(1);
+        // Make both reload results visible from the start.
+        reloads.with_label_values(&["success"]);
+        reloads.with_label_values(&["error"]);
+        Ok(Metrics {
+            registry,
+            requests,
+            duration,
+            upstream_errors,
+            reloads,
+            build_info,
+        })
+    }
+
+    /// The Prometheus text exposition of every metric.
+    pub fn render(&self) -> Vec<u8> {
+        let mut buf = Vec::new();
+        let families = self.registry.gather();
+        if let Err(e) = TextEncoder::new().encode(&families, &mut buf) {
+            tracing::error!("cannot encode metrics: {e}");
+        }
+        buf
+    }
+}

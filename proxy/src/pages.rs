@@ -1,0 +1,82 @@
+//! Small, humane HTML pages for Fixative's own responses.
+
+/// Escapes text for HTML.
+pub fn escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '&' => out.push_str("&amp;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// A complete error page: status, a title and an explanation for people.
+pub fn page(status: u16, title: &str, explanation: &str, request_id: &str) -> String {
+    format!(
+        "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
+<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
+<meta name=\"robots\" content=\"noindex, noai, noimageai\">\
+<title>{status} {title}</title>\
+<style>body{{font:16px/1.5 system-ui,sans-serif;max-width:36rem;margin:4rem auto;padding:0 1rem;color:#222}}\
+code{{background:#f2f2f2;padding:.1rem .3rem;border-radius:3px}}</style></head>\
+<body><h1>{title}</h1><p>{explanation}</p>\
+<p>If you need help, quote this request id: <code>{rid}</code></p>\
+<hr><p><small>Fixative</small></p></body></html>\n",
+        title = escape(title),
+        explanation = escape(explanation),
+        rid = escape(request_id),
+    )
+}
+
+/// 502: the origin could not be reached or answered badly.
+pub fn bad_gateway(request_id: &str) -> String {
+    page(
+        502,
+        "Bad gateway",
+        "The site's server could not be reached or sent a broken answer. Please try again in a moment.",
+        request_id,
+    )
+}
+
+/// 504: the origin took too long.
+pub fn gateway_timeout(request_id: &str) -> String {
+    page(
+        504,
+        "Gateway timeout",
+        "The site's server took too long to answer. Please try again in a moment.",
+        request_id,
+    )
+}
+
+/// 421: no site for this host.
+pub fn misdirected(request_id: &str) -> String {
+    page(
+        421,
+        "Unknown site",
+        "This server does not host the site you asked for. Check the address.",
+        request_id,
+    )
+}
+
+/// 400: malformed request.
+pub fn bad_request(request_id: &str, why: &str) -> String {
+    page(400, "Bad request", why, request_id)
+}
+
+/// 403: blocked by policy.
+pub fn blocked(request_id: &str) -> String {
+    page(
+        403,
+        "Access refused",
+        "This site does not allow automated collection of its content, including for AI training. \
+Your request looked automated, so it was refused. If you are a person using a normal browser, \
+please contact the site's owner and quote the request id below.",
+        request_id,
+    )
+}

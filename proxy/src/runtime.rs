@@ -1,0 +1,190 @@
+//! A configuration made ready to serve: routing table, balancers, engine.
+//!
+//! One [`Runtime`] is built per (re)load and swapped in atomically; each
+//! request holds an `Arc` to the runtime it started on, so in-flight
+//! requests finish on the old configuration after a reload.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use fixative_config::{Config, HostPattern};
+use fixative_rules::Engine;
+use pingora::lb::LoadBalancer;
+use pingora::lb::health_check::TcpHealthCheck;
+use pingora::lb::selection::RoundRobin;
+
+/// One site, ready to serve.
+pub struct SiteRuntime {
+    /// Name from the configuration (a metrics label).
+    pub name: String,
+    /// Round-robin balancer over the site's upstreams.
+    pub balancer: Arc<LoadBalancer<RoundRobin>>,
+    /// Whether health checks run (more than one upstream).
+    pub health_checked: bool,
+    /// SNI for HTTPS origins.
+    pub tls_sni: Option<String>,
+    /// Verify the origin's certificate.
+    pub tls_verify: bool,
+}
+
+/// Maps a request's host to a site.
+#[derive(Debug, Default)]
+pub struct Router {
+    exact: HashMap<String, usize>,
+    /// (suffix starting with '.', site), longest suffix first.
+    wildcards: Vec<(String, usize)>,
+    default: Option<usize>,
+}
+
+impl Router {
+    /// Builds the table from the configuration.
+    pub fn new(config: &Config) -> Router {
+        let mut r = Router {
+            default: config.default_site,
+            ..Router::default()
+        };
+        for (i, site) in config.sites.iter().enumerate() {
+            for h in &site.hosts {
+                match h {
+                    HostPattern::Exact(h) => {
+                        r.exact.insert(h.clone(), i);
+                    }
+                    HostPattern::Wildcard(suffix) => r.wildcards.push((suffix.clone(), i)),
+                    _ => {}
+                }
+            }
+        }
+        r.wildcards.sort_by(|a, b| b.0.len().cmp(&a.0.len()));
+        r
+    }
+
+    /// The site for `host` (lower-case, no port): exact, then the most
+    /// specific wildcard, then the default site.
+    pub fn route(&self, host: &str) -> Option<usize> {
+        if let Some(i) = self.exact.get(host) {
+            return Some(*i);
+        }
+        for (suffix, i) in &self.wildcards {
+            if host.len() > suffix.len() && host.ends_with(suffix.as_str()) {
+                return Some(*i);
+            }
+        }
+        self.default
+    }
+}
+
+/// Normalises a Host header or `:authority`: lower-case, no port, no
+/// trailing dot. Returns `None` for an empty or malformed value.
+pub fn normalize_host(raw: &str) -> Option<String> {
+    let raw = raw.trim();
+    let host = if let Some(rest) = raw.strip_prefix('[') {
+        // [v6]:port
+        let end = rest.find(']')?;
+        &rest[..end]
+    } else {
+        match raw.rsplit_once(':') {
+            Some((h, port)) if port.bytes().all(|b| b.is_ascii_digit()) => h,
+            _ => raw,
+        }
+    };
+    let host = host.trim_end_matches('.');
+    if host.is_empty() || host.len() > 253 {
+        return None;
+    }
+    if !host
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.' || b == b'_' || b == b':')
+    {
+        return None;
+    }
+    Some(host.to_ascii_lowercase())
+}
+
+/// Everything a request needs from one configuration generation.
+pub struct Runtime {
+    /// The validated configuration.
+    pub config: Arc<Config>,
+    /// Host routing.
+    pub router: Router,
+    /// Sites, indexed like `config.sites`.
+    pub sites: Vec<SiteRuntime>,
+    /// The detection engine.
+    pub engine: Engine,
+}
+
+impl Runtime {
+    /// Builds a runtime; fails only on resources that cannot be created.
+    pub fn build(config: Config) -> Result<Runtime, String> {
+        let mut sites = Vec::with_capacity(config.sites.len());
+        for site in &config.sites {
+            let addrs: Vec<std::net::SocketAddr> = site.upstreams.iter().map(|u| u.addr).collect();
+            let mut lb = LoadBalancer::<RoundRobin>::try_from_iter(addrs).map_err(|e| {
+                format!("site {:?}: cannot build the upstream pool: {e}", site.name)
+            })?;
+            let health_checked = site.upstreams.len() > 1;
+            if health_checked {
+                let mut hc = TcpHealthCheck::new();
+                hc.peer_template.options.connection_timeout =
+                    Some(config.server.upstream_connect_timeout);
+                if let Some(tls) = &site.upstream_tls {
+                    hc.peer_template.sni = tls.sni.clone();
+                }
+                lb.set_health_check(hc);
+            }
+            sites.push(SiteRuntime {
+                name: site.name.clone(),
+                balancer: Arc::new(lb),
+                health_checked,
+                tls_sni: site.upstream_tls.as_ref().map(|t| t.sni.clone()),
+                tls_verify: site.upstream_tls.as_ref().is_none_or(|t| t.verify),
+            });
+        }
+        Ok(Runtime {
+            router: Router::new(&config),
+            sites,
+            engine: Engine::new(),
+            config: Arc::new(config),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hosts_are_normalized() {
+        assert_eq!(
+            normalize_host("Gallery.Example:8080").as_deref(),
+            Some("gallery.example")
+        );
+        assert_eq!(
+            normalize_host("gallery.example.").as_deref(),
+            Some("gallery.example")
+        );
+        assert_eq!(normalize_host("[::1]:80").as_deref(), Some("::1"));
+        assert_eq!(normalize_host("bad host"), None);
+        assert_eq!(normalize_host(""), None);
+    }
+
+    #[test]
+    fn routes_exact_then_wildcard_then_default() {
+        let src = r#"
+[[site]]
+name = "a"
+hosts = ["a.example", "*.a.example"]
+upstreams = ["127.0.0.1:1"]
+[[site]]
+name = "b"
+hosts = ["*.x.a.example"]
+upstreams = ["127.0.0.1:2"]
+default = true
+"#;
+        let c = Config::from_toml(src, "t", None).unwrap();
+        let r = Router::new(&c);
+        assert_eq!(r.route("a.example"), Some(0));
+        assert_eq!(r.route("www.a.example"), Some(0));
+        assert_eq!(r.route("y.x.a.example"), Some(1));
+        assert_eq!(r.route("other.example"), Some(1));
+    }
+}

@@ -1,0 +1,387 @@
+//! The Pingora `ProxyHttp` implementation: routing, verdicts, forwarding,
+//! error pages, access log and metrics.
+
+use std::net::{IpAddr, Ipv4Addr};
+use std::sync::Arc;
+use std::time::Instant;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use fixative_rules::{Action, RequestFacts, Verdict};
+use pingora::ErrorType;
+use pingora::http::ResponseHeader;
+use pingora::prelude::*;
+use pingora::proxy::{FailToProxy, ProxyHttp, Session};
+
+use crate::access_log;
+use crate::forwarding;
+use crate::pages;
+use crate::runtime::{Runtime, normalize_host};
+use crate::state::Shared;
+
+/// Per-request context.
+pub struct Ctx {
+    started: Instant,
+    request_id: String,
+    runtime: Option<Arc<Runtime>>,
+    site: Option<usize>,
+    client_ip: IpAddr,
+    host: String,
+    verdict: Verdict,
+    upstream_failed: bool,
+}
+
+/// The proxy application.
+pub struct FixativeProxy {
+    shared: Arc<Shared>,
+    tls_listener: bool,
+}
+
+impl FixativeProxy {
+    /// Creates the application; `tls_listener` says whether this service
+    /// terminates TLS (for `X-Forwarded-Proto`).
+    pub fn new(shared: Arc<Shared>, tls_listener: bool) -> FixativeProxy {
+        FixativeProxy {
+            shared,
+            tls_listener,
+        }
+    }
+
+    fn site_name<'a>(&self, ctx: &'a Ctx) -> &'a str {
+        match (&ctx.runtime, ctx.site) {
+            (Some(rt), Some(i)) => rt
+                .sites
+                .get(i)
+                .map(|s| s.name.as_str())
+                .unwrap_or("unknown"),
+            _ => "unknown",
+        }
+    }
+}
+
+/// Writes a complete HTML response and closes the connection.
+async fn respond_html(session: &mut Session, status: u16, html: String, rid: &str) -> Result<()> {
+    let mut resp = ResponseHeader::build(status, Some(4))?;
+    resp.insert_header("content-type", "text/html; charset=utf-8")?;
+    resp.insert_header("content-length", html.len().to_string())?;
+    resp.insert_header("cache-control", "no-store")?;
+    resp.insert_header("x-request-id", rid)?;
+    session.set_keepalive(None);
+    let head_only = session.req_header().method == http::Method::HEAD;
+    session
+        .write_response_header(Box::new(resp), head_only)
+        .await?;
+    if !head_only {
+        session
+            .write_response_body(Some(Bytes::from(html)), true)
+            .await?;
+    }
+    Ok(())
+}
+
+fn header_values<'a>(session: &'a Session, name: &str) -> Vec<&'a str> {
+    session
+        .req_header()
+        .headers
+        .get_all(name)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .collect()
+}
+
+#[async_trait]
+impl ProxyHttp for FixativeProxy {
+    type CTX = Ctx;
+
+    fn new_ctx(&self) -> Ctx {
+        Ctx {
+            started: Instant::now(),
+            request_id: self.shared.next_request_id(),
+            runtime: None,
+            site: None,
+            client_ip: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+            host: String::new(),
+            verdict: Verdict::allow(),
+            upstream_failed: false,
+        }
+    }
+
+    async fn early_request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<()> {
+        // Smuggling defence: Pingora still accepts a request that carries
+        // both Content-Length and Transfer-Encoding; nginx answers 400.
+        let h = &session.req_header().headers;
+        let has_te = h.contains_key(http::header::TRANSFER_ENCODING);
+        let cls: Vec<&[u8]> = h
+            .get_all(http::header::CONTENT_LENGTH)
+            .iter()
+            .map(|v| v.as_bytes())
+            .collect();
+        let conflicting_cl = cls.windows(2).any(|w| w[0] != w[1]);
+        if !session.is_http2() && ((has_te && !cls.is_empty()) || conflicting_cl) {
+            let html = pages::bad_request(
+                &ctx.request_id,
+                "The request's length headers contradict each other.",
+            );
+            respond_html(session, 400, html, &ctx.request_id).await?;
+            return Err(Error::explain(
+                ErrorType::HTTPStatus(400),
+                "conflicting Content-Length / Transfer-Encoding",
+            ));
+        }
+        Ok(())
+    }
+
+    async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
+        let rt = self.shared.runtime.load_full();
+        let cfg = rt.config.clone();
+        ctx.runtime = Some(rt.clone());
+
+        let peer = session
+            .client_addr()
+            .and_then(|a| a.as_inet())
+            .map(|a| a.ip())
+            .unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST));
+        let xff = header_values(session, "x-forwarded-for");
+        ctx.client_ip = forwarding::client_ip(peer, &xff, &cfg.server.trusted_proxies);
+
+        let raw_host = session
+            .req_header()
+            .uri
+            .host()
+            .map(str::to_string)
+            .or_else(|| {
+                header_values(session, "host")
+                    .first()
+                    .map(|s| s.to_string())
+            })
+            .unwrap_or_default();
+        ctx.host = normalize_host(&raw_host).unwrap_or_default();
+
+        ctx.site = rt.router.route(&ctx.host);
+        if ctx.site.is_none() {
+            let html = pages::misdirected(&ctx.request_id);
+            respond_html(session, 421, html, &ctx.request_id).await?;
+            return Ok(true);
+        }
+
+        let path = session
+            .req_header()
+            .uri
+            .path_and_query()
+            .map(|p| p.as_str())
+            .unwrap_or("/");
+        let method = session.req_header().method.as_str();
+        let ua = session
+            .req_header()
+            .headers
+            .get(http::header::USER_AGENT)
+            .and_then(|v| v.to_str().ok());
+        let facts = RequestFacts {
+            client_ip: ctx.client_ip,
+            method,
+            host: &ctx.host,
+            path,
+            user_agent: ua,
+        };
+        ctx.verdict = rt.engine.evaluate(&facts);
+
+        if let Action::Block(status) = ctx.verdict.action {
+            let html = pages::blocked(&ctx.request_id);
+            respond_html(session, status, html, &ctx.request_id).await?;
+            return Ok(true);
+        }
+        Ok(false)
+    }
+
+    async fn upstream_peer(&self, _session: &mut Session, ctx: &mut Ctx) -> Result<Box<HttpPeer>> {
+        let (Some(rt), Some(i)) = (&ctx.runtime, ctx.site) else {
+            return Err(Error::explain(ErrorType::InternalError, "no site selected"));
+        };
+        let Some(site) = rt.sites.get(i) else {
+            return Err(Error::explain(
+                ErrorType::InternalError,
+                "site index out of range",
+            ));
+        };
+        // Prefer a healthy backend; when none is healthy, try one anyway so
+        // that a flapping check never turns a working origin into errors.
+        let backend = site
+            .balancer
+            .select(b"", 256)
+            .or_else(|| site.balancer.select_with(b"", 256, |_, _| true))
+            .ok_or_else(|| Error::explain(ErrorType::ConnectNoRoute, "no upstream"))?;
+        let tls = site.tls_sni.is_some();
+        let sni = site.tls_sni.clone().unwrap_or_default();
+        let mut peer = HttpPeer::new(backend.addr, tls, sni);
+        let s = &rt.config.server;
+        peer.options.connection_timeout = Some(s.upstream_connect_timeout);
+        peer.options.total_connection_timeout = Some(s.upstream_connect_timeout * 2);
+        peer.options.read_timeout = Some(s.upstream_read_timeout);
+        peer.options.write_timeout = Some(s.upstream_read_timeout);
+        peer.options.idle_timeout = Some(std::time::Duration::from_secs(60));
+        if tls {
+            peer.options.verify_cert = site.tls_verify;
+            peer.options.verify_hostname = site.tls_verify;
+            peer.options.alpn = pingora::protocols::ALPN::H2H1;
+        }
+        Ok(Box::new(peer))
+    }
+
+    async fn upstream_request_filter(
+        &self,
+        session: &mut Session,
+        upstream: &mut pingora::http::RequestHeader,
+        ctx: &mut Ctx,
+    ) -> Result<()> {
+        let trusted = ctx
+            .runtime
+            .as_ref()
+            .map(|r| r.config.server.trusted_proxies.clone())
+            .unwrap_or_default();
+        let peer = session
+            .client_addr()
+            .and_then(|a| a.as_inet())
+            .map(|a| a.ip())
+            .unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST));
+        let peer_trusted = forwarding::is_trusted(peer, &trusted);
+        let xff = header_values(session, "x-forwarded-for");
+        let xff_value = forwarding::forwarded_for(peer, &xff, &trusted);
+        let proto = if self.tls_listener { "https" } else { "http" };
+        let incoming_proto = header_values(session, "x-forwarded-proto")
+            .first()
+            .map(|s| s.to_string());
+        let proto_value = match incoming_proto {
+            Some(p) if peer_trusted && (p == "http" || p == "https") => p,
+            _ => proto.to_string(),
+        };
+        let element = forwarding::forwarded_element(peer, &ctx.host, proto);
+        let prior_forwarded = header_values(session, "forwarded").join(", ");
+        let forwarded = if peer_trusted && !prior_forwarded.is_empty() {
+            format!("{prior_forwarded}, {element}")
+        } else {
+            element
+        };
+
+        upstream.insert_header("x-forwarded-for", xff_value)?;
+        upstream.insert_header("x-forwarded-proto", proto_value)?;
+        upstream.insert_header("forwarded", forwarded)?;
+        upstream.insert_header("x-real-ip", ctx.client_ip.to_string())?;
+        if !ctx.host.is_empty() {
+            upstream.insert_header("x-forwarded-host", ctx.host.clone())?;
+        }
+        upstream.insert_header("x-request-id", ctx.request_id.clone())?;
+        // h2 clients send :authority only; origins expect a Host header.
+        if upstream.headers.get(http::header::HOST).is_none() && !ctx.host.is_empty() {
+            upstream.insert_header(http::header::HOST, ctx.host.clone())?;
+        }
+        Ok(())
+    }
+
+    async fn response_filter(
+        &self,
+        _session: &mut Session,
+        resp: &mut ResponseHeader,
+        ctx: &mut Ctx,
+    ) -> Result<()> {
+        resp.insert_header("x-request-id", ctx.request_id.clone())?;
+        let debug = ctx
+            .runtime
+            .as_ref()
+            .is_some_and(|r| r.config.server.debug_headers);
+        if debug {
+            resp.insert_header("x-fixative-verdict", ctx.verdict.header_value())?;
+        }
+        Ok(())
+    }
+
+    async fn fail_to_proxy(&self, session: &mut Session, e: &Error, ctx: &mut Ctx) -> FailToProxy {
+        let code = match e.etype() {
+            ErrorType::HTTPStatus(c) => *c,
+            ErrorType::ConnectTimedout | ErrorType::ReadTimedout | ErrorType::WriteTimedout
+                if e.esource() == &pingora::ErrorSource::Upstream =>
+            {
+                504
+            }
+            ErrorType::ConnectTimedout => 504,
+            _ => match e.esource() {
+                pingora::ErrorSource::Upstream => 502,
+                pingora::ErrorSource::Downstream => match e.etype() {
+                    ErrorType::WriteError | ErrorType::ReadError | ErrorType::ConnectionClosed => 0,
+                    _ => 400,
+                },
+                _ => {
+                    if matches!(
+                        e.etype(),
+                        ErrorType::ConnectRefused
+                            | ErrorType::ConnectNoRoute
+                            | ErrorType::ConnectError
+                            | ErrorType::TLSHandshakeFailure
+                    ) {
+                        502
+                    } else {
+                        500
+                    }
+                }
+            },
+        };
+        if code == 502 || code == 504 {
+            ctx.upstream_failed = true;
+        }
+        if code > 0 && session.response_written().is_none() {
+            let html = match code {
+                504 => pages::gateway_timeout(&ctx.request_id),
+                502 => pages::bad_gateway(&ctx.request_id),
+                400 => pages::bad_request(&ctx.request_id, "The request could not be understood."),
+                _ => pages::page(
+                    code,
+                    "Something went wrong",
+                    "The request could not be completed.",
+                    &ctx.request_id,
+                ),
+            };
+            if let Err(err) = respond_html(session, code, html, &ctx.request_id).await {
+                tracing::debug!("cannot send the error page: {err}");
+            }
+        }
+        FailToProxy {
+            error_code: code,
+            can_reuse_downstream: false,
+        }
+    }
+
+    async fn logging(&self, session: &mut Session, _e: Option<&Error>, ctx: &mut Ctx) {
+        let status = session
+            .response_written()
+            .map(|r| r.status.as_u16())
+            .unwrap_or(0);
+        let site = self.site_name(ctx).to_string();
+        let elapsed = ctx.started.elapsed();
+        let m = &self.shared.metrics;
+        m.requests
+            .with_label_values(&[
+                site.as_str(),
+                ctx.verdict.action.as_str(),
+                ctx.verdict.category_label(),
+            ])
+            .inc();
+        m.duration
+            .with_label_values(&[site.as_str()])
+            .observe(elapsed.as_secs_f64());
+        if ctx.upstream_failed {
+            m.upstream_errors.with_label_values(&[site.as_str()]).inc();
+        }
+        let req = session.req_header();
+        access_log::emit(&access_log::Entry {
+            request_id: &ctx.request_id,
+            client_ip: ctx.client_ip,
+            site: &site,
+            host: &ctx.host,
+            method: req.method.as_str(),
+            path: req.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/"),
+            status,
+            bytes: session.body_bytes_sent() as u64,
+            duration: elapsed,
+            verdict: &ctx.verdict,
+        });
+    }
+}

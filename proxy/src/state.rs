@@ -1,0 +1,134 @@
+//! Process-wide shared state: the current runtime, metrics, reloading.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use arc_swap::ArcSwap;
+use fixative_config::Config;
+
+use crate::metrics::Metrics;
+use crate::runtime::Runtime;
+
+/// State shared by the proxy, the admin listener and background tasks.
+pub struct Shared {
+    /// The runtime new requests use.
+    pub runtime: ArcSwap<Runtime>,
+    /// Metrics registry.
+    pub metrics: Metrics,
+    /// The file reloads re-read; `None` reloads the embedded default.
+    pub config_path: Option<PathBuf>,
+    /// Whether the proxy has finished starting.
+    pub ready: std::sync::atomic::AtomicBool,
+    request_seed: u64,
+    request_counter: AtomicU64,
+}
+
+/// Outcome of a reload.
+#[derive(Debug)]
+pub enum ReloadOutcome {
+    /// The new configuration is serving; its summary.
+    Applied(String),
+    /// Rejected; the old configuration keeps serving. The errors.
+    Rejected(String),
+}
+
+impl Shared {
+    /// Creates the shared state around a first runtime.
+    pub fn new(runtime: Runtime, metrics: Metrics, config_path: Option<PathBuf>) -> Shared {
+        use std::hash::{BuildHasher, Hasher};
+        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+        h.write_u64(std::process::id() as u64);
+        Shared {
+            runtime: ArcSwap::from_pointee(runtime),
+            metrics,
+            config_path,
+            ready: std::sync::atomic::AtomicBool::new(false),
+            request_seed: h.finish(),
+            request_counter: AtomicU64::new(0),
+        }
+    }
+
+    /// A new request id: 16 hex digits, unique within the process and
+    /// unpredictable across processes.
+    pub fn next_request_id(&self) -> String {
+        let n = self.request_counter.fetch_add(1, Ordering::Relaxed);
+        // A bijective mix keeps ids unique while hiding the counter.
+        let mut x = n ^ self.request_seed;
+        x = (x ^ (x >> 30)).wrapping_mul(0xbf58476d1ce4e5b9);
+        x = (x ^ (x >> 27)).wrapping_mul(0x94d049bb133111eb);
+        x ^= x >> 31;
+        format!("{x:016x}")
+    }
+
+    /// Re-reads the configuration and swaps it in when valid.
+    ///
+    /// An invalid file is rejected with all its errors, logged and counted;
+    /// the old configuration keeps serving. Settings that need a restart
+    /// (listeners, threads, access-log destination) are reported.
+    pub fn reload(&self) -> ReloadOutcome {
+        let loaded = Config::load_or_default(self.config_path.as_deref());
+        let config = match loaded {
+            Ok(c) => c,
+            Err(e) => {
+                self.metrics.reloads.with_label_values(&["error"]).inc();
+                let msg = e.to_string();
+                tracing::error!(
+                    "configuration reload rejected; the previous configuration keeps serving\n{msg}"
+                );
+                return ReloadOutcome::Rejected(msg);
+            }
+        };
+        let old = self.runtime.load();
+        let restart_needed = restart_only_changes(&old.config, &config);
+        let summary = config.summary();
+        match Runtime::build(config) {
+            Ok(rt) => {
+                self.runtime.store(Arc::new(rt));
+                self.metrics.reloads.with_label_values(&["success"]).inc();
+                let mut msg = format!("configuration reloaded: {summary}");
+                if !restart_needed.is_empty() {
+                    msg.push_str(&format!(
+                        "\nthese changes take effect only after a restart: {}",
+                        restart_needed.join(", ")
+                    ));
+                }
+                tracing::info!("{msg}");
+                ReloadOutcome::Applied(msg)
+            }
+            Err(e) => {
+                self.metrics.reloads.with_label_values(&["error"]).inc();
+                tracing::error!("configuration reload rejected: {e}");
+                ReloadOutcome::Rejected(e)
+            }
+        }
+    }
+}
+
+fn restart_only_changes(old: &Config, new: &Config) -> Vec<&'static str> {
+    let mut v = Vec::new();
+    if old.server.listen != new.server.listen {
+        v.push("server.listen");
+    }
+    if old.server.tls.as_ref().map(|t| (t.listen, &t.cert, &t.key))
+        != new.server.tls.as_ref().map(|t| (t.listen, &t.cert, &t.key))
+    {
+        v.push("server.tls");
+    }
+    if old.server.admin != new.server.admin {
+        v.push("server.admin");
+    }
+    if old.server.threads != new.server.threads {
+        v.push("server.threads");
+    }
+    if old.server.grace_period != new.server.grace_period {
+        v.push("server.grace_period");
+    }
+    if old.log.access != new.log.access {
+        v.push("log.access");
+    }
+    if old.demo.as_ref().map(|d| d.listen) != new.demo.as_ref().map(|d| d.listen) {
+        v.push("demo");
+    }
+    v
+}

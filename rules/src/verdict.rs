@@ -1,0 +1,188 @@
+//! The verdict: what the engine decided for one request, and why.
+
+use serde::Serialize;
+
+/// What kind of client a crawler is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+#[non_exhaustive]
+pub enum Category {
+    /// Collects content to train models.
+    AiTraining,
+    /// Builds an AI answer index.
+    AiSearch,
+    /// Fetches on a person's request inside an AI assistant or agent.
+    AiAssistant,
+    /// Classic search engine.
+    SearchEngine,
+    /// Link preview for a shared URL.
+    SocialPreview,
+    /// Web archive.
+    Archiver,
+    /// SEO tooling.
+    Seo,
+    /// Uptime and monitoring.
+    Monitoring,
+    /// Generic HTTP library or command-line client.
+    HttpLibrary,
+    /// Automated or headless browser.
+    HeadlessBrowser,
+    /// Anything else that identifies as a bot.
+    Other,
+}
+
+impl Category {
+    /// All categories, for metrics and documentation.
+    pub const ALL: [Category; 11] = [
+        Category::AiTraining,
+        Category::AiSearch,
+        Category::AiAssistant,
+        Category::SearchEngine,
+        Category::SocialPreview,
+        Category::Archiver,
+        Category::Seo,
+        Category::Monitoring,
+        Category::HttpLibrary,
+        Category::HeadlessBrowser,
+        Category::Other,
+    ];
+
+    /// The kebab-case name used in config, logs and metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Category::AiTraining => "ai-training",
+            Category::AiSearch => "ai-search",
+            Category::AiAssistant => "ai-assistant",
+            Category::SearchEngine => "search-engine",
+            Category::SocialPreview => "social-preview",
+            Category::Archiver => "archiver",
+            Category::Seo => "seo",
+            Category::Monitoring => "monitoring",
+            Category::HttpLibrary => "http-library",
+            Category::HeadlessBrowser => "headless-browser",
+            Category::Other => "other",
+        }
+    }
+
+    /// Parses a kebab-case name.
+    pub fn parse(s: &str) -> Option<Category> {
+        Category::ALL.into_iter().find(|c| c.as_str() == s)
+    }
+}
+
+/// What the proxy does with a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+#[non_exhaustive]
+pub enum Action {
+    /// Pass to the origin.
+    Allow,
+    /// Pass to the origin; counted and logged as noteworthy.
+    Observe,
+    /// Pass while under quota, 429 above it.
+    Limit,
+    /// Serve protected image variants instead of originals.
+    Cloak,
+    /// Refuse with this status (403 unless the rule says otherwise).
+    Block(u16),
+}
+
+impl Action {
+    /// The bounded label used in logs and metrics.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Action::Allow => "allow",
+            Action::Observe => "observe",
+            Action::Limit => "limit",
+            Action::Cloak => "cloak",
+            Action::Block(_) => "block",
+        }
+    }
+}
+
+/// One signal that contributed to a verdict.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Reason {
+    /// Signal name, e.g. `ua.catalog`.
+    pub signal: &'static str,
+    /// Weight added to the score.
+    pub weight: i32,
+    /// Human-readable detail, e.g. the crawler's name.
+    pub detail: String,
+}
+
+/// The engine's decision for one request.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
+pub struct Verdict {
+    /// What to do.
+    pub action: Action,
+    /// Sum of the reasons' weights.
+    pub score: i32,
+    /// Category of the matched crawler, if any.
+    pub category: Option<Category>,
+    /// Name of the matched crawler, if any.
+    pub crawler: Option<String>,
+    /// Name of the rule that decided, if any.
+    pub rule: Option<String>,
+    /// The signals and their weights.
+    pub reasons: Vec<Reason>,
+}
+
+impl Verdict {
+    /// A plain allow with no signals.
+    pub fn allow() -> Verdict {
+        Verdict {
+            action: Action::Allow,
+            score: 0,
+            category: None,
+            crawler: None,
+            rule: None,
+            reasons: Vec::new(),
+        }
+    }
+
+    /// `category` label, `"none"` when there is none (bounded).
+    pub fn category_label(&self) -> &'static str {
+        self.category.map(Category::as_str).unwrap_or("none")
+    }
+
+    /// Compact one-line form for the `X-Fixative-Verdict` debug header.
+    pub fn header_value(&self) -> String {
+        let mut s = format!("action={}; score={}", self.action.as_str(), self.score);
+        if let Some(c) = self.category {
+            s.push_str("; category=");
+            s.push_str(c.as_str());
+        }
+        if let Some(c) = &self.crawler {
+            s.push_str("; crawler=");
+            s.push_str(&sanitize(c));
+        }
+        if let Some(r) = &self.rule {
+            s.push_str("; rule=");
+            s.push_str(&sanitize(r));
+        }
+        s
+    }
+
+    /// Reasons as `signal(+weight)` strings, for the access log.
+    pub fn reason_strings(&self) -> Vec<String> {
+        self.reasons
+            .iter()
+            .map(|r| format!("{}:{}({:+})", r.signal, r.detail, r.weight))
+            .collect()
+    }
+}
+
+fn sanitize(s: &str) -> String {
+    s.chars()
+        .map(|c| {
+            if c.is_ascii_graphic() || c == ' ' {
+                c
+            } else {
+                '?'
+            }
+        })
+        .filter(|c| *c != ';')
+        .collect()
+}
