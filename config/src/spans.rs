@@ -122,41 +122,6 @@ impl Spans {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn finds_lines_of_nested_paths() {
-        let src = "[server]\nlisten = [\"a\",\n  \"b\"]\n\n[[site]]\nname = \"x\"\n\n[[site]]\nname = \"y\"\nupstreams = [\"1\", \"2\"]\n";
-        let s = Spans::new(src);
-        assert_eq!(
-            s.line(&KeyPath::root().key("server").key("listen").index(1)),
-            Some(3)
-        );
-        assert_eq!(
-            s.line(&KeyPath::root().key("site").index(1).key("name")),
-            Some(9)
-        );
-        assert_eq!(
-            s.line(
-                &KeyPath::root()
-                    .key("site")
-                    .index(1)
-                    .key("upstreams")
-                    .index(1)
-            ),
-            Some(10)
-        );
-        let p = KeyPath::root()
-            .key("site")
-            .index(1)
-            .key("upstreams")
-            .index(0);
-        assert_eq!(p.to_string(), "site[1].upstreams[0]");
-    }
-}
-
 impl Spans {
     /// The deepest key path whose value covers byte `offset`, if any.
     ///
@@ -233,5 +198,40 @@ fn contains_offset(item: &Item, offset: usize) -> bool {
         Item::Table(t) => table_contains(t, offset),
         Item::ArrayOfTables(a) => a.iter().any(|t| table_contains(t, offset)),
         _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_lines_of_nested_paths() {
+        let src = "[server]\nlisten = [\"a\",\n  \"b\"]\n\n[[site]]\nname = \"x\"\n\n[[site]]\nname = \"y\"\nupstreams = [\"1\", \"2\"]\n";
+        let s = Spans::new(src);
+        assert_eq!(
+            s.line(&KeyPath::root().key("server").key("listen").index(1)),
+            Some(3)
+        );
+        assert_eq!(
+            s.line(&KeyPath::root().key("site").index(1).key("name")),
+            Some(9)
+        );
+        assert_eq!(
+            s.line(
+                &KeyPath::root()
+                    .key("site")
+                    .index(1)
+                    .key("upstreams")
+                    .index(1)
+            ),
+            Some(10)
+        );
+        let p = KeyPath::root()
+            .key("site")
+            .index(1)
+            .key("upstreams")
+            .index(0);
+        assert_eq!(p.to_string(), "site[1].upstreams[0]");
     }
 }

@@ -81,20 +81,22 @@ pub fn run(config: Config) -> Result<(), String> {
     let first = runtime::Runtime::build(config.clone())?;
     let shared = Arc::new(Shared::new(first, metrics, config.path.clone()));
 
-    let mut conf = ServerConf::default();
-    conf.threads = config.server.threads;
-    conf.grace_period_seconds = Some(config.server.grace_period.as_secs());
-    conf.graceful_shutdown_timeout_seconds = Some(1);
     let tmp = std::env::temp_dir();
     let pid = std::process::id();
-    conf.pid_file = tmp
-        .join(format!("fixative-{pid}.pid"))
-        .display()
-        .to_string();
-    conf.upgrade_sock = tmp
-        .join(format!("fixative-{pid}-upgrade.sock"))
-        .display()
-        .to_string();
+    let conf = ServerConf {
+        threads: config.server.threads,
+        grace_period_seconds: Some(config.server.grace_period.as_secs()),
+        graceful_shutdown_timeout_seconds: Some(1),
+        pid_file: tmp
+            .join(format!("fixative-{pid}.pid"))
+            .display()
+            .to_string(),
+        upgrade_sock: tmp
+            .join(format!("fixative-{pid}-upgrade.sock"))
+            .display()
+            .to_string(),
+        ..ServerConf::default()
+    };
     let mut server = Server::new_with_opt_and_conf(None, conf);
     server.bootstrap();
 

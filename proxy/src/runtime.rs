@@ -54,7 +54,7 @@ impl Router {
                 }
             }
         }
-        r.wildcards.sort_by(|a, b| b.0.len().cmp(&a.0.len()));
+        r.wildcards.sort_by_key(|w| std::cmp::Reverse(w.0.len()));
         r
     }
 

@@ -1,0 +1,393 @@
+//! Test harness: real origins (axum) and the real `fixative` binary on
+//! ephemeral loopback ports.
+
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::io::Read;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::any;
+use futures_util::StreamExt;
+
+/// A port that was free a moment ago.
+pub fn free_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind :0");
+    l.local_addr().expect("local addr").port()
+}
+
+/// What an origin saw of one request.
+#[derive(Clone, Debug, Default)]
+pub struct Seen {
+    pub method: String,
+    pub path: String,
+    pub headers: BTreeMap<String, String>,
+    pub body_len: usize,
+}
+
+#[derive(Clone)]
+struct OriginState {
+    name: String,
+    hits: Arc<AtomicUsize>,
+    last: Arc<std::sync::Mutex<Option<Seen>>>,
+}
+
+/// An in-process origin server.
+pub struct Origin {
+    pub addr: SocketAddr,
+    pub hits: Arc<AtomicUsize>,
+    last: Arc<std::sync::Mutex<Option<Seen>>>,
+    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+impl Origin {
+    /// Starts an origin named `name` on 127.0.0.1:0.
+    ///
+    /// Routes: `/big/N` streams N bytes; `/slow/MS` answers after MS ms;
+    /// everything else echoes (method, path, headers as JSON, body length),
+    /// and streams the request body through a counter without keeping it.
+    pub async fn start(name: &str) -> Origin {
+        let state = OriginState {
+            name: name.to_string(),
+            hits: Arc::new(AtomicUsize::new(0)),
+            last: Arc::new(std::sync::Mutex::new(None)),
+        };
+        let app = Router::new()
+            .route("/", any(echo))
+            .route("/{*rest}", any(echo))
+            .with_state(state.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind origin");
+        let addr = listener.local_addr().expect("origin addr");
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, app)
+                .with_graceful_shutdown(async {
+                    let _ = rx.await;
+                })
+                .await;
+        });
+        Origin {
+            addr,
+            hits: state.hits,
+            last: state.last,
+            shutdown: Some(tx),
+        }
+    }
+
+    /// The last request this origin saw.
+    pub fn last(&self) -> Option<Seen> {
+        self.last.lock().expect("lock").clone()
+    }
+
+    /// Stops the origin.
+    pub fn stop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+    }
+}
+
+impl Drop for Origin {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+async fn echo(State(st): State<OriginState>, req: Request) -> Response {
+    st.hits.fetch_add(1, Ordering::SeqCst);
+    let method = req.method().to_string();
+    let path = req.uri().path().to_string();
+    let headers: BTreeMap<String, String> = req
+        .headers()
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_str().unwrap_or("").to_string()))
+        .collect();
+    if let Some(n) = path.strip_prefix("/slow/") {
+        let ms: u64 = n.parse().unwrap_or(1000);
+        tokio::time::sleep(Duration::from_millis(ms)).await;
+    }
+    if let Some(n) = path.strip_prefix("/big/") {
+        let total: usize = n.parse().unwrap_or(0);
+        let chunk = vec![b'x'; 64 * 1024];
+        let stream = futures_util::stream::unfold(0usize, move |sent| {
+            let chunk = chunk.clone();
+            async move {
+                if sent >= total {
+                    return None;
+                }
+                let n = (total - sent).min(chunk.len());
+                Some((
+                    Ok::<_, std::io::Error>(bytes::Bytes::copy_from_slice(&chunk[..n])),
+                    sent + n,
+                ))
+            }
+        });
+        let mut h = HeaderMap::new();
+        h.insert("content-type", "application/octet-stream".parse().unwrap());
+        h.insert("x-origin", st.name.parse().unwrap());
+        return (h, Body::from_stream(stream)).into_response();
+    }
+    let mut body = req.into_body().into_data_stream();
+    let mut body_len = 0usize;
+    while let Some(chunk) = body.next().await {
+        match chunk {
+            Ok(c) => body_len += c.len(),
+            Err(_) => return StatusCode::BAD_REQUEST.into_response(),
+        }
+    }
+    let seen = Seen {
+        method: method.clone(),
+        path: path.clone(),
+        headers: headers.clone(),
+        body_len,
+    };
+    *st.last.lock().expect("lock") = Some(seen);
+    let json = serde_json::json!({
+        "origin": st.name,
+        "method": method,
+        "path": path,
+        "headers": headers,
+        "body_len": body_len,
+    });
+    let mut h = HeaderMap::new();
+    h.insert("content-type", "application/json".parse().unwrap());
+    h.insert("x-origin", st.name.parse().unwrap());
+    (h, json.to_string()).into_response()
+}
+
+/// A running `fixative` process.
+pub struct Fixative {
+    pub child: Child,
+    pub dir: tempfile::TempDir,
+    pub config_path: PathBuf,
+    pub http: SocketAddr,
+    pub admin: SocketAddr,
+    pub stdout_path: PathBuf,
+    pub stderr_path: PathBuf,
+}
+
+/// Path of the binary under test.
+pub fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_fixative")
+}
+
+impl Fixative {
+    /// Writes `sites_and_extra` after a generated `[server]` section with
+    /// fresh ports and starts the binary. `server_extra` is appended inside
+    /// `[server]`.
+    pub fn start(server_extra: &str, rest: &str) -> Fixative {
+        let dir = tempfile::tempdir().expect("tempdir");
+        Self::start_in(dir, server_extra, rest)
+    }
+
+    /// Like [`Fixative::start`] in a given directory (for TLS files).
+    pub fn start_in(dir: tempfile::TempDir, server_extra: &str, rest: &str) -> Fixative {
+        let http: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        let admin: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        let config = format!(
+            "[server]\nlisten = [\"{http}\"]\nadmin = \"{admin}\"\nthreads = 2\ngrace_period = \"1s\"\nhealth_check_interval = \"200ms\"\n{server_extra}\n\n{rest}\n"
+        );
+        let config_path = dir.path().join("fixative.toml");
+        std::fs::write(&config_path, config).expect("write config");
+        let stdout_path = dir.path().join("stdout.log");
+        let stderr_path = dir.path().join("stderr.log");
+        let child = Command::new(bin())
+            .args(["run", "--config"])
+            .arg(&config_path)
+            .stdout(Stdio::from(std::fs::File::create(&stdout_path).unwrap()))
+            .stderr(Stdio::from(std::fs::File::create(&stderr_path).unwrap()))
+            .env("RUST_LOG", "info")
+            .spawn()
+            .expect("spawn fixative");
+        let mut f = Fixative {
+            child,
+            dir,
+            config_path,
+            http,
+            admin,
+            stdout_path,
+            stderr_path,
+        };
+        f.wait_ready();
+        f
+    }
+
+    fn wait_ready(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!("fixative exited early ({status}):\n{}", self.stderr());
+            }
+            let admin_ok = http_get_status(self.admin, "/readyz") == Some(200);
+            let proxy_ok = std::net::TcpStream::connect(self.http).is_ok();
+            if admin_ok && proxy_ok {
+                return;
+            }
+            if Instant::now() > deadline {
+                panic!("fixative not ready in time:\n{}", self.stderr());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// `http://127.0.0.1:PORT` of the plain listener.
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.http, path)
+    }
+
+    /// `http://127.0.0.1:PORT` of the admin listener.
+    pub fn admin_url(&self, path: &str) -> String {
+        format!("http://{}{}", self.admin, path)
+    }
+
+    /// Everything written to stderr so far.
+    pub fn stderr(&self) -> String {
+        read_to_string(&self.stderr_path)
+    }
+
+    /// Access-log lines so far, parsed.
+    pub fn access_log(&self) -> Vec<serde_json::Value> {
+        read_to_string(&self.stdout_path)
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect()
+    }
+
+    /// Replaces the configuration file (same listeners).
+    pub fn rewrite_config(&self, server_extra: &str, rest: &str) {
+        let config = format!(
+            "[server]\nlisten = [\"{}\"]\nadmin = \"{}\"\nthreads = 2\ngrace_period = \"1s\"\nhealth_check_interval = \"200ms\"\n{server_extra}\n\n{rest}\n",
+            self.http, self.admin
+        );
+        std::fs::write(&self.config_path, config).expect("rewrite config");
+    }
+
+    /// Sends a signal to the process.
+    pub fn signal(&self, sig: i32) {
+        unsafe {
+            libc::kill(self.child.id() as i32, sig);
+        }
+    }
+
+    /// The process's peak resident set size in KiB.
+    pub fn peak_rss_kib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
+            .unwrap_or_default();
+        status
+            .lines()
+            .find(|l| l.starts_with("VmHWM:"))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    }
+
+    /// Scrapes `/metrics` and returns the value of one sample line.
+    pub fn metric(&self, name_and_labels: &str) -> f64 {
+        let body = http_get(self.admin, "/metrics")
+            .map(|(_, b)| b)
+            .unwrap_or_default();
+        body.lines()
+            .find(|l| l.starts_with(name_and_labels) && l[name_and_labels.len()..].starts_with(' '))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0.0)
+    }
+
+    /// Polls a metric until it reaches `want` (the logging phase runs just
+    /// after the response is sent) or a deadline passes; returns the last value.
+    pub fn metric_eventually(&self, name_and_labels: &str, want: f64) -> f64 {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let v = self.metric(name_and_labels);
+            if v >= want || Instant::now() > deadline {
+                return v;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Waits until the access log has at least `n` lines, then returns them.
+    pub fn access_log_lines(&self, n: usize) -> Vec<serde_json::Value> {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let log = self.access_log();
+            if log.len() >= n || Instant::now() > deadline {
+                return log;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Fixative {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn read_to_string(p: &Path) -> String {
+    let mut s = String::new();
+    if let Ok(mut f) = std::fs::File::open(p) {
+        let _ = f.read_to_string(&mut s);
+    }
+    s
+}
+
+/// A tiny blocking HTTP/1.1 GET (no client library, safe inside async
+/// tests): status and body.
+pub fn http_get(addr: SocketAddr, path: &str) -> Option<(u16, String)> {
+    use std::io::Write;
+    let mut s = std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(500)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut buf = String::new();
+    s.read_to_string(&mut buf).ok()?;
+    let status = buf.split_whitespace().nth(1)?.parse().ok()?;
+    let body = buf
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    Some((status, body))
+}
+
+/// Status of a GET, for readiness polling.
+pub fn http_get_status(addr: SocketAddr, path: &str) -> Option<u16> {
+    http_get(addr, path).map(|(s, _)| s)
+}
+
+/// An async client that never uses a system proxy.
+pub fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .no_proxy()
+        .timeout(Duration::from_secs(60))
+        .build()
+        .expect("client")
+}
+
+/// A `[[site]]` block.
+pub fn site(name: &str, hosts: &[&str], upstreams: &[SocketAddr], extra: &str) -> String {
+    let hosts: Vec<String> = hosts.iter().map(|h| format!("\"{h}\"")).collect();
+    let ups: Vec<String> = upstreams.iter().map(|u| format!("\"{u}\"")).collect();
+    format!(
+        "[[site]]\nname = \"{name}\"\nhosts = [{}]\nupstreams = [{}]\n{extra}\n",
+        hosts.join(", "),
+        ups.join(", ")
+    )
+}
