@@ -32,6 +32,35 @@ enum Command {
         #[arg(short, long)]
         config: Option<PathBuf>,
     },
+    /// Explain the verdict for one request: every signal, weight and the
+    /// deciding rule.
+    Explain {
+        /// Configuration file (TOML); the embedded default when omitted.
+        #[arg(short, long)]
+        config: Option<PathBuf>,
+        /// User-Agent header.
+        #[arg(long)]
+        ua: Option<String>,
+        /// Client IP address.
+        #[arg(long, default_value = "192.0.2.1")]
+        ip: std::net::IpAddr,
+        /// Path and query.
+        #[arg(long, default_value = "/")]
+        path: String,
+        /// Host (selects the site and so its policy).
+        #[arg(long)]
+        host: Option<String>,
+        /// Method.
+        #[arg(long, default_value = "GET")]
+        method: String,
+        /// Extra header, `'Name: value'`; repeatable. When no header is given,
+        /// header signals are not evaluated (as for a log without headers).
+        #[arg(long = "header")]
+        headers: Vec<String>,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Configuration helpers.
     Config {
         #[command(subcommand)]
@@ -97,6 +126,22 @@ fn main() -> ExitCode {
             }
             Err(code) => code,
         },
+        Command::Explain {
+            config,
+            ua,
+            ip,
+            path,
+            host,
+            method,
+            headers,
+            json,
+        } => {
+            let cfg = match load(config.as_deref()) {
+                Ok(c) => c,
+                Err(code) => return code,
+            };
+            explain(&cfg, ua, ip, &path, host, &method, &headers, json)
+        }
         Command::Config {
             command: ConfigCommand::PrintDefault,
         } => {
@@ -127,4 +172,100 @@ fn main() -> ExitCode {
             }
         }
     }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn explain(
+    cfg: &Config,
+    ua: Option<String>,
+    ip: std::net::IpAddr,
+    path: &str,
+    host: Option<String>,
+    method: &str,
+    headers: &[String],
+    json: bool,
+) -> ExitCode {
+    let engine = match fixative_rules::Engine::with_default_catalog() {
+        Ok(e) => e,
+        Err(e) => {
+            eprintln!("catalog: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let mut parsed: Vec<(String, String)> = Vec::new();
+    for h in headers {
+        let Some((k, v)) = h.split_once(':') else {
+            eprintln!("--header {h:?}: expected 'Name: value'");
+            return ExitCode::from(2);
+        };
+        parsed.push((k.trim().to_ascii_lowercase(), v.trim().to_string()));
+    }
+    let get = |n: &str| parsed.iter().find(|(k, _)| k == n).map(|(_, v)| v.as_str());
+    let host = host.unwrap_or_default().to_ascii_lowercase();
+    let site = cfg
+        .sites
+        .iter()
+        .position(|s| s.hosts.iter().any(|p| p.matches(&host)))
+        .or(cfg.default_site);
+    let site_cfg = site.and_then(|i| cfg.sites.get(i));
+    let policy = site_cfg
+        .and_then(|s| fixative_rules::Policy::by_name(&s.policy))
+        .unwrap_or(fixative_rules::Policy::Default);
+    let facts = fixative_rules::RequestFacts {
+        client_ip: ip,
+        method,
+        host: &host,
+        path,
+        user_agent: ua.as_deref().or(get("user-agent")),
+        headers_known: !parsed.is_empty(),
+        accept: get("accept"),
+        accept_language: get("accept-language"),
+        sec_fetch_mode: get("sec-fetch-mode"),
+        sec_ch_ua: get("sec-ch-ua"),
+        http10: false,
+    };
+    let v = engine.evaluate(&facts, policy);
+    let site_name = site_cfg.map(|s| s.name.as_str()).unwrap_or("none");
+    if json {
+        let mut obj = serde_json::to_value(&v).unwrap_or_default();
+        if let Some(o) = obj.as_object_mut() {
+            o.insert("site".into(), site_name.into());
+            o.insert("policy".into(), format!("{policy:?}").to_lowercase().into());
+        }
+        println!("{obj}");
+    } else {
+        println!(
+            "site:     {site_name} (policy {})",
+            format!("{policy:?}").to_lowercase()
+        );
+        println!(
+            "action:   {}",
+            match v.action {
+                fixative_rules::Action::Block(s) => format!("block ({s})"),
+                a => a.as_str().to_string(),
+            }
+        );
+        if let Some(w) = v.would {
+            println!("would:    {} (observe mode)", w.as_str());
+        }
+        println!("score:    {}", v.score);
+        println!("category: {}", v.category_label());
+        println!("crawler:  {}", v.crawler.as_deref().unwrap_or("-"));
+        println!(
+            "rule:     {}",
+            v.rule.as_deref().unwrap_or("- (no rule matched: allow)")
+        );
+        if v.reasons.is_empty() {
+            println!("reasons:  none");
+        } else {
+            println!("reasons:");
+            for r in &v.reasons {
+                println!("  {:+4}  {:<28} {}", r.weight, r.signal, r.detail);
+            }
+        }
+        if !facts.headers_known {
+            println!("(no --header given: header signals were not evaluated)");
+        }
+    }
+    ExitCode::SUCCESS
 }

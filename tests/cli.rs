@@ -69,3 +69,45 @@ fn print_default_round_trips_through_check() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+#[test]
+fn explain_shows_signals_weights_and_rule() {
+    let out = Command::new(common::bin())
+        .args([
+            "explain",
+            "--ua",
+            "Mozilla/5.0 (compatible; ClaudeBot/1.0; +claudebot@anthropic.com)",
+            "--ip",
+            "192.0.2.9",
+            "--json",
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["action"]["block"], 403);
+    assert_eq!(v["crawler"], "ClaudeBot");
+    assert_eq!(v["rule"], "block-ai-crawlers");
+    assert_eq!(v["reasons"][0]["signal"], "ua.catalog");
+    assert_eq!(v["reasons"][0]["weight"], 100);
+
+    let out = Command::new(common::bin())
+        .args([
+            "explain",
+            "--ua",
+            "Mozilla/5.0 (X11; Linux x86_64; rv:133.0) Gecko/20100101 Firefox/133.0",
+            "--header",
+            "Accept: text/html",
+            "--header",
+            "Accept-Language: fr",
+            "--header",
+            "Sec-Fetch-Mode: navigate",
+        ])
+        .output()
+        .unwrap();
+    let s = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        s.contains("action:   allow") && s.contains("score:    0"),
+        "{s}"
+    );
+}

@@ -59,6 +59,7 @@ struct Line<'a> {
     category: Option<&'static str>,
     crawler: Option<&'a str>,
     rule: Option<&'a str>,
+    would: Option<&'static str>,
     reasons: Vec<String>,
 }
 
@@ -83,6 +84,7 @@ pub fn emit(e: &Entry<'_>) {
         category: e.verdict.category.map(|c| c.as_str()),
         crawler: e.verdict.crawler.as_deref(),
         rule: e.verdict.rule.as_deref(),
+        would: e.verdict.would.map(|a| a.as_str()),
         reasons: e.verdict.reason_strings(),
     };
     match serde_json::to_string(&line) {

@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use fixative_config::{Config, HostPattern};
-use fixative_rules::Engine;
+use fixative_rules::{Engine, Policy};
 use pingora::lb::LoadBalancer;
 use pingora::lb::health_check::TcpHealthCheck;
 use pingora::lb::selection::RoundRobin;
@@ -25,6 +25,8 @@ pub struct SiteRuntime {
     pub tls_sni: Option<String>,
     /// Verify the origin's certificate.
     pub tls_verify: bool,
+    /// Detection policy.
+    pub policy: Policy,
 }
 
 /// Maps a request's host to a site.
@@ -137,12 +139,15 @@ impl Runtime {
                 health_checked,
                 tls_sni: site.upstream_tls.as_ref().map(|t| t.sni.clone()),
                 tls_verify: site.upstream_tls.as_ref().is_none_or(|t| t.verify),
+                policy: Policy::by_name(&site.policy).ok_or_else(|| {
+                    format!("site {:?}: unknown policy {:?}", site.name, site.policy)
+                })?,
             });
         }
         Ok(Runtime {
             router: Router::new(&config),
             sites,
-            engine: Engine::new(),
+            engine: Engine::with_default_catalog()?,
             config: Arc::new(config),
         })
     }

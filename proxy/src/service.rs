@@ -60,12 +60,19 @@ impl FixativeProxy {
 }
 
 /// Writes a complete HTML response and closes the connection.
-async fn respond_html(session: &mut Session, status: u16, html: String, rid: &str) -> Result<()> {
-    let mut resp = ResponseHeader::build(status, Some(4))?;
+async fn respond_html(session: &mut Session, status: u16, html: String, ctx: &Ctx) -> Result<()> {
+    let mut resp = ResponseHeader::build(status, Some(5))?;
     resp.insert_header("content-type", "text/html; charset=utf-8")?;
     resp.insert_header("content-length", html.len().to_string())?;
     resp.insert_header("cache-control", "no-store")?;
-    resp.insert_header("x-request-id", rid)?;
+    resp.insert_header("x-request-id", ctx.request_id.as_str())?;
+    if ctx
+        .runtime
+        .as_ref()
+        .is_some_and(|r| r.config.server.debug_headers)
+    {
+        resp.insert_header("x-fixative-verdict", ctx.verdict.header_value())?;
+    }
     session.set_keepalive(None);
     let head_only = session.req_header().method == http::Method::HEAD;
     session
@@ -122,7 +129,7 @@ impl ProxyHttp for FixativeProxy {
                 &ctx.request_id,
                 "The request's length headers contradict each other.",
             );
-            respond_html(session, 400, html, &ctx.request_id).await?;
+            respond_html(session, 400, html, ctx).await?;
             return Err(Error::explain(
                 ErrorType::HTTPStatus(400),
                 "conflicting Content-Length / Transfer-Encoding",
@@ -160,7 +167,7 @@ impl ProxyHttp for FixativeProxy {
         ctx.site = rt.router.route(&ctx.host);
         if ctx.site.is_none() {
             let html = pages::misdirected(&ctx.request_id);
-            respond_html(session, 421, html, &ctx.request_id).await?;
+            respond_html(session, 421, html, ctx).await?;
             return Ok(true);
         }
 
@@ -171,23 +178,31 @@ impl ProxyHttp for FixativeProxy {
             .map(|p| p.as_str())
             .unwrap_or("/");
         let method = session.req_header().method.as_str();
-        let ua = session
-            .req_header()
-            .headers
-            .get(http::header::USER_AGENT)
-            .and_then(|v| v.to_str().ok());
+        let h = &session.req_header().headers;
+        let get = |name: http::header::HeaderName| h.get(name).and_then(|v| v.to_str().ok());
         let facts = RequestFacts {
             client_ip: ctx.client_ip,
             method,
             host: &ctx.host,
             path,
-            user_agent: ua,
+            user_agent: get(http::header::USER_AGENT),
+            headers_known: true,
+            accept: get(http::header::ACCEPT),
+            accept_language: get(http::header::ACCEPT_LANGUAGE),
+            sec_fetch_mode: h.get("sec-fetch-mode").and_then(|v| v.to_str().ok()),
+            sec_ch_ua: h.get("sec-ch-ua").and_then(|v| v.to_str().ok()),
+            http10: session.req_header().version == http::Version::HTTP_10,
         };
-        ctx.verdict = rt.engine.evaluate(&facts);
+        let policy = rt
+            .sites
+            .get(ctx.site.unwrap_or(0))
+            .map(|s| s.policy)
+            .unwrap_or(fixative_rules::Policy::Default);
+        ctx.verdict = rt.engine.evaluate(&facts, policy);
 
         if let Action::Block(status) = ctx.verdict.action {
             let html = pages::blocked(&ctx.request_id);
-            respond_html(session, status, html, &ctx.request_id).await?;
+            respond_html(session, status, html, ctx).await?;
             return Ok(true);
         }
         Ok(false)
@@ -339,7 +354,7 @@ impl ProxyHttp for FixativeProxy {
                     &ctx.request_id,
                 ),
             };
-            if let Err(err) = respond_html(session, code, html, &ctx.request_id).await {
+            if let Err(err) = respond_html(session, code, html, ctx).await {
                 tracing::debug!("cannot send the error page: {err}");
             }
         }

@@ -5,8 +5,10 @@
 //! does I/O, so the same engine runs in the proxy, in `fixative explain`
 //! and in tests.
 
+pub mod catalog;
 mod engine;
 mod verdict;
 
-pub use engine::{Engine, RequestFacts};
+pub use catalog::{Catalog, Crawler};
+pub use engine::{Engine, Policy, RequestFacts, SUSPICIOUS_SCORE};
 pub use verdict::{Action, Category, Reason, Verdict};

@@ -127,6 +127,8 @@ pub struct Verdict {
     pub rule: Option<String>,
     /// The signals and their weights.
     pub reasons: Vec<Reason>,
+    /// In observe (shadow) mode: the action the policy would have taken.
+    pub would: Option<Action>,
 }
 
 impl Verdict {
@@ -139,6 +141,7 @@ impl Verdict {
             crawler: None,
             rule: None,
             reasons: Vec::new(),
+            would: None,
         }
     }
 
@@ -161,6 +164,10 @@ impl Verdict {
         if let Some(r) = &self.rule {
             s.push_str("; rule=");
             s.push_str(&sanitize(r));
+        }
+        if let Some(w) = &self.would {
+            s.push_str("; would=");
+            s.push_str(w.as_str());
         }
         s
     }

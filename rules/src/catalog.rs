@@ -1,0 +1,243 @@
+//! The crawler catalog: data, compiled into a user-agent matcher.
+//!
+//! The default catalog (`rules/data/catalog.toml`) is compiled in. Each
+//! entry names a crawler, its operator and [`Category`], the user-agent
+//! tokens it sends, the robots.txt tokens it obeys, and for verifiable bots
+//! the reverse-DNS suffixes and IP-range files.
+//!
+//! Matching is literal (one Aho-Corasick automaton over every token, ASCII
+//! case-insensitive) with word boundaries, so `GPTBot` matches
+//! `Mozilla/5.0 (compatible; GPTBot/1.2)` but `LCC` never matches `SLCC2`.
+//! Entries marked `strict` are generic words (`Code`, `Spider`, `Cursor`…):
+//! they match only case-sensitively as a product token (`Code/1.2` at the
+//! start or after a space, `(` or `;`), and they are flagged weak so that
+//! policy never blocks on them alone.
+
+use aho_corasick::{AhoCorasick, AhoCorasickBuilder, MatchKind};
+use serde::Deserialize;
+
+use crate::verdict::Category;
+
+/// The default catalog, as shipped.
+pub const DEFAULT_CATALOG: &str = include_str!("../data/catalog.toml");
+
+/// One crawler.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Crawler {
+    /// Display name.
+    pub name: String,
+    /// Who runs it.
+    pub operator: String,
+    /// What it is.
+    pub category: Category,
+    /// User-agent tokens.
+    #[serde(default)]
+    pub ua: Vec<String>,
+    /// robots.txt `User-agent` tokens.
+    #[serde(default)]
+    pub robots: Vec<String>,
+    /// Generic word: product-token, case-sensitive match only; weak signal.
+    #[serde(default)]
+    pub strict: bool,
+    /// Reverse-DNS suffixes that verify it.
+    #[serde(default)]
+    pub rdns: Vec<String>,
+    /// Published IP-range files that verify it.
+    #[serde(default)]
+    pub ip_ranges: Vec<String>,
+    /// Where the entry comes from.
+    #[serde(default)]
+    pub source: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CatalogFile {
+    #[serde(default)]
+    crawler: Vec<Crawler>,
+}
+
+/// A match of a user agent against the catalog.
+#[derive(Debug, Clone, Copy)]
+pub struct UaMatch<'a> {
+    /// The crawler.
+    pub crawler: &'a Crawler,
+    /// Whether only a generic (strict) token matched.
+    pub weak: bool,
+}
+
+/// The compiled catalog.
+#[derive(Debug)]
+pub struct Catalog {
+    crawlers: Vec<Crawler>,
+    automaton: AhoCorasick,
+    /// Pattern index → (crawler index, token is strict, token).
+    patterns: Vec<(usize, bool, String)>,
+}
+
+impl Catalog {
+    /// Parses and compiles a catalog from TOML text.
+    pub fn from_toml(src: &str) -> Result<Catalog, String> {
+        let file: CatalogFile = toml::from_str(src).map_err(|e| e.to_string())?;
+        Catalog::new(file.crawler)
+    }
+
+    /// The compiled-in default catalog.
+    pub fn default_catalog() -> Result<Catalog, String> {
+        Catalog::from_toml(DEFAULT_CATALOG)
+    }
+
+    /// Compiles a list of crawlers.
+    pub fn new(crawlers: Vec<Crawler>) -> Result<Catalog, String> {
+        let mut patterns = Vec::new();
+        for (i, c) in crawlers.iter().enumerate() {
+            if c.name.trim().is_empty() {
+                return Err(format!("crawler #{i} has an empty name"));
+            }
+            for t in &c.ua {
+                if t.len() < 2 {
+                    return Err(format!(
+                        "crawler {:?}: user-agent token {t:?} is too short",
+                        c.name
+                    ));
+                }
+                patterns.push((i, c.strict, t.clone()));
+            }
+        }
+        let automaton = AhoCorasickBuilder::new()
+            .ascii_case_insensitive(true)
+            .match_kind(MatchKind::Standard)
+            .build(patterns.iter().map(|p| p.2.as_str()))
+            .map_err(|e| e.to_string())?;
+        Ok(Catalog {
+            crawlers,
+            automaton,
+            patterns,
+        })
+    }
+
+    /// Every crawler.
+    pub fn crawlers(&self) -> &[Crawler] {
+        &self.crawlers
+    }
+
+    /// The most specific crawler named by a user agent, if any.
+    ///
+    /// Non-strict matches win over strict ones; among equals the longest
+    /// token wins (`GoogleOther-Image` over `GoogleOther`). Allocation-free.
+    pub fn match_ua<'a>(&'a self, ua: &str) -> Option<UaMatch<'a>> {
+        let bytes = ua.as_bytes();
+        let mut best: Option<(usize, bool, usize)> = None; // (crawler, strict, len)
+        for m in self.automaton.find_overlapping_iter(ua) {
+            let Some((ci, strict, token)) = self.patterns.get(m.pattern().as_usize()) else {
+                continue;
+            };
+            let (s, e) = (m.start(), m.end());
+            let before = s.checked_sub(1).and_then(|i| bytes.get(i)).copied();
+            let after = bytes.get(e).copied();
+            let ok = if *strict {
+                // Case-sensitive product token: `Name/` at the start or
+                // after a space, '(' or ';'.
+                &ua[s..e] == token.as_str()
+                    && matches!(before, None | Some(b' ' | b'(' | b';'))
+                    && after == Some(b'/')
+            } else {
+                !before.is_some_and(|b| b.is_ascii_alphanumeric())
+                    && !after.is_some_and(|b| b.is_ascii_alphanumeric())
+            };
+            if !ok {
+                continue;
+            }
+            let len = e - s;
+            let better = match best {
+                None => true,
+                Some((_, bs, bl)) => (bs && !strict) || (bs == *strict && len > bl),
+            };
+            if better {
+                best = Some((*ci, *strict, len));
+            }
+        }
+        best.and_then(|(ci, strict, _)| {
+            self.crawlers.get(ci).map(|c| UaMatch {
+                crawler: c,
+                weak: strict,
+            })
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cat() -> Catalog {
+        Catalog::default_catalog().unwrap()
+    }
+
+    #[test]
+    fn covers_every_ai_robots_txt_agent() {
+        let c = cat();
+        let json: serde_json::Value =
+            serde_json::from_str(include_str!("../data/ai-robots-txt.json")).unwrap();
+        for name in json.as_object().unwrap().keys() {
+            assert!(
+                c.crawlers()
+                    .iter()
+                    .any(|cr| cr.robots.iter().any(|r| r == name)),
+                "{name} missing from the catalog's robots tokens"
+            );
+        }
+    }
+
+    #[test]
+    fn every_entry_is_detected_from_a_user_agent_of_its_own() {
+        let c = cat();
+        for cr in c.crawlers() {
+            for tok in &cr.ua {
+                let ua = format!("Mozilla/5.0 (compatible; {tok}/1.0; +https://bot.example/info)");
+                let m = c
+                    .match_ua(&ua)
+                    .unwrap_or_else(|| panic!("{tok} not detected"));
+                assert_eq!(
+                    m.crawler.category, cr.category,
+                    "{tok} matched {}",
+                    m.crawler.name
+                );
+                assert_eq!(m.weak, cr.strict, "{tok}");
+            }
+        }
+    }
+
+    #[test]
+    fn word_boundaries_and_specificity() {
+        let c = cat();
+        let m = c
+            .match_ua("Mozilla/5.0 AppleWebKit/537.36 (KHTML, like Gecko; compatible; GPTBot/1.2; +https://openai.com/gptbot)")
+            .unwrap();
+        assert_eq!(m.crawler.name, "GPTBot");
+        assert!(!m.weak);
+        assert_eq!(
+            c.match_ua("GoogleOther-Image/1.0").unwrap().crawler.name,
+            "GoogleOther-Image"
+        );
+        // LCC must not match old IE's SLCC2 token.
+        assert!(c
+            .match_ua("Mozilla/4.0 (compatible; MSIE 8.0; Windows NT 6.1; Trident/4.0; SLCC2; .NET CLR 2.0.50727)")
+            .is_none());
+    }
+
+    #[test]
+    fn generic_words_match_only_as_weak_product_tokens() {
+        let c = cat();
+        let vscode = "Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7) AppleWebKit/537.36 (KHTML, like Gecko) Code/1.85.1 Chrome/114.0.5735.289 Electron/25.9.7 Safari/537.36";
+        let m = c.match_ua(vscode).unwrap();
+        assert_eq!(m.crawler.name, "Code");
+        assert!(m.weak);
+        // Baiduspider's URL contains "spider.html": Baidu, not "Spider".
+        let baidu =
+            "Mozilla/5.0 (compatible; Baiduspider/2.0; +http://www.baidu.com/search/spider.html)";
+        assert_eq!(c.match_ua(baidu).unwrap().crawler.name, "Baiduspider");
+        assert!(c.match_ua("my code spider operator").is_none());
+    }
+}
