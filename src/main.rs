@@ -121,6 +121,10 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Check { config } => match load(config.as_deref()) {
             Ok(cfg) => {
+                if let Err(e) = fixative_proxy::preflight(&cfg) {
+                    eprintln!("{}: {e}", cfg.source_name);
+                    return ExitCode::from(2);
+                }
                 println!("{}", cfg.summary());
                 ExitCode::SUCCESS
             }
@@ -153,6 +157,10 @@ fn main() -> ExitCode {
                 Ok(c) => c,
                 Err(code) => return code,
             };
+            if let Err(e) = fixative_proxy::preflight(&cfg) {
+                eprintln!("{}: {e}", cfg.source_name);
+                return ExitCode::from(2);
+            }
             let guard = match fixative_proxy::init_logging(&cfg.log) {
                 Ok(g) => g,
                 Err(e) => {

@@ -111,3 +111,32 @@ fn explain_shows_signals_weights_and_rule() {
         "{s}"
     );
 }
+
+#[test]
+fn mismatched_tls_certificate_and_key_is_an_error_not_a_panic() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = rcgen::generate_simple_self_signed(vec!["a.test".into()]).unwrap();
+    let b = rcgen::generate_simple_self_signed(vec!["b.test".into()]).unwrap();
+    std::fs::write(dir.path().join("cert.pem"), a.cert.pem()).unwrap();
+    std::fs::write(dir.path().join("key.pem"), b.signing_key.serialize_pem()).unwrap();
+    let path = dir.path().join("f.toml");
+    std::fs::write(
+        &path,
+        "[server]\nlisten = []\ntls = { listen = \"127.0.0.1:1\", cert = \"cert.pem\", key = \"key.pem\" }\n[[site]]\nname = \"a\"\nhosts = [\"a.test\"]\nupstreams = [\"127.0.0.1:2\"]\n",
+    )
+    .unwrap();
+    for cmd in ["check", "run"] {
+        let out = Command::new(common::bin())
+            .args([cmd, "--config"])
+            .arg(&path)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2), "{cmd}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains("server.tls:") && err.contains("cert.pem"),
+            "{cmd}: {err}"
+        );
+        assert!(!err.contains("panicked"), "{cmd}: {err}");
+    }
+}

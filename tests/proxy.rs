@@ -456,3 +456,58 @@ async fn metrics_count_the_traffic_just_sent() {
     assert_eq!(log[0]["site"], "gallery");
     assert_eq!(log[0]["status"], 200);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn https_origin_behind_upstream_tls() {
+    // The HTTPS origin is a second Fixative terminating TLS with a
+    // self-signed certificate in front of a plain origin.
+    let origin = Origin::start("deep").await;
+    let dir = tempfile::tempdir().unwrap();
+    let ck = rcgen::generate_simple_self_signed(vec!["origin.test".into()]).unwrap();
+    std::fs::write(dir.path().join("cert.pem"), ck.cert.pem()).unwrap();
+    std::fs::write(dir.path().join("key.pem"), ck.signing_key.serialize_pem()).unwrap();
+    let tls_port = common::free_port();
+    let https_origin = Fixative::start_in(
+        dir,
+        &format!(
+            "tls = {{ listen = \"127.0.0.1:{tls_port}\", cert = \"cert.pem\", key = \"key.pem\" }}"
+        ),
+        &site("deep", &["origin.test"], &[origin.addr], "default = true"),
+    );
+    let tls_addr: std::net::SocketAddr = format!("127.0.0.1:{tls_port}").parse().unwrap();
+    let edge = Fixative::start(
+        "",
+        &site(
+            "edge",
+            &["edge.test"],
+            &[tls_addr],
+            "upstream_tls = { sni = \"origin.test\", verify = false }\ndefault = true",
+        ),
+    );
+    let r = client()
+        .post(edge.url("/via-tls"))
+        .body("abc")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let v: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(v["origin"], "deep");
+    assert_eq!(v["body_len"], 3);
+    // The inner hop was HTTPS: the TLS-terminating Fixative says so.
+    assert_eq!(origin.last().unwrap().headers["x-forwarded-proto"], "https");
+
+    // With verification on, the self-signed origin is refused: 502.
+    let strict = Fixative::start(
+        "",
+        &site(
+            "edge",
+            &["edge.test"],
+            &[tls_addr],
+            "upstream_tls = { sni = \"origin.test\" }\ndefault = true",
+        ),
+    );
+    let r = client().get(strict.url("/")).send().await.unwrap();
+    assert_eq!(r.status(), 502);
+    drop(https_origin);
+}

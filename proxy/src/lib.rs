@@ -73,10 +73,34 @@ pub fn init_logging(log: &fixative_config::Log) -> Result<LogGuard, String> {
     Ok(LogGuard { _guard: guard })
 }
 
+/// Checks what the configuration layer cannot: that the TLS certificate
+/// and key load in rustls and belong together. Pingora panics on a bad pair
+/// when the listener starts; this turns that into an error naming the files.
+pub fn preflight(config: &Config) -> Result<(), String> {
+    if let Some(tls) = &config.server.tls {
+        let cert = tls.cert.display().to_string();
+        let key = tls.key.display().to_string();
+        let loaded = pingora::tls::load_certs_and_key_files(&cert, &key)
+            .map_err(|e| format!("server.tls: cannot load {cert} / {key}: {e}"))?;
+        let Some((certs, key_der)) = loaded else {
+            return Err(format!(
+                "server.tls: {cert} / {key}: no usable certificate or private key"
+            ));
+        };
+        pingora::tls::install_default_crypto_provider();
+        pingora::tls::ServerConfig::builder()
+            .with_no_client_auth()
+            .with_single_cert(certs, key_der)
+            .map_err(|e| format!("server.tls: {cert} and {key} do not form a usable pair: {e}"))?;
+    }
+    Ok(())
+}
+
 /// Runs Fixative until a shutdown signal; returns after a graceful stop.
 ///
 /// Logging must already be installed ([`init_logging`]).
 pub fn run(config: Config) -> Result<(), String> {
+    preflight(&config)?;
     let metrics = metrics::Metrics::new().map_err(|e| format!("metrics: {e}"))?;
     let first = runtime::Runtime::build(config.clone())?;
     let shared = Arc::new(Shared::new(first, metrics, config.path.clone()));
