@@ -74,6 +74,7 @@ $DEMO_SECTION
 name = "bench"
 hosts = ["127.0.0.1"]
 upstreams = ["127.0.0.1:$ORIGIN_PORT"]
+policy = "off"   # detection runs, nothing is limited (wrk is one client)
 default = true
 TOML
 ./target/release/fixative run --config "$work/fixative.toml" 2>"$work/fixative.err" &

@@ -3,6 +3,9 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+mod explain;
+mod replay;
+
 use clap::{Parser, Subcommand};
 use fixative_config::{Config, DEFAULT_TOML};
 
@@ -60,6 +63,18 @@ enum Command {
         /// Print JSON.
         #[arg(long)]
         json: bool,
+    },
+    /// Run an access log through the engine, in order and with state;
+    /// one JSON verdict per input line on stdout, a summary on stderr.
+    Replay {
+        /// Configuration file (TOML); the embedded default when omitted.
+        #[arg(short, long)]
+        config: Option<PathBuf>,
+        /// Input format.
+        #[arg(long, value_enum, default_value = "jsonl")]
+        format: replay::Format,
+        /// Log file, or `-` for standard input.
+        file: String,
     },
     /// Configuration helpers.
     Config {
@@ -144,8 +159,27 @@ fn main() -> ExitCode {
                 Ok(c) => c,
                 Err(code) => return code,
             };
-            explain(&cfg, ua, ip, &path, host, &method, &headers, json)
+            explain::run(
+                &cfg,
+                &explain::Args {
+                    ua,
+                    ip,
+                    path,
+                    host,
+                    method,
+                    headers,
+                    json,
+                },
+            )
         }
+        Command::Replay {
+            config,
+            format,
+            file,
+        } => match load(config.as_deref()) {
+            Ok(cfg) => replay::run(&cfg, format, &file),
+            Err(code) => code,
+        },
         Command::Config {
             command: ConfigCommand::PrintDefault,
         } => {
@@ -180,100 +214,4 @@ fn main() -> ExitCode {
             }
         }
     }
-}
-
-#[allow(clippy::too_many_arguments)]
-fn explain(
-    cfg: &Config,
-    ua: Option<String>,
-    ip: std::net::IpAddr,
-    path: &str,
-    host: Option<String>,
-    method: &str,
-    headers: &[String],
-    json: bool,
-) -> ExitCode {
-    let engine = match fixative_rules::Engine::with_default_catalog() {
-        Ok(e) => e,
-        Err(e) => {
-            eprintln!("catalog: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    let mut parsed: Vec<(String, String)> = Vec::new();
-    for h in headers {
-        let Some((k, v)) = h.split_once(':') else {
-            eprintln!("--header {h:?}: expected 'Name: value'");
-            return ExitCode::from(2);
-        };
-        parsed.push((k.trim().to_ascii_lowercase(), v.trim().to_string()));
-    }
-    let get = |n: &str| parsed.iter().find(|(k, _)| k == n).map(|(_, v)| v.as_str());
-    let host = host.unwrap_or_default().to_ascii_lowercase();
-    let site = cfg
-        .sites
-        .iter()
-        .position(|s| s.hosts.iter().any(|p| p.matches(&host)))
-        .or(cfg.default_site);
-    let site_cfg = site.and_then(|i| cfg.sites.get(i));
-    let policy = site_cfg
-        .and_then(|s| fixative_rules::Policy::by_name(&s.policy))
-        .unwrap_or(fixative_rules::Policy::Default);
-    let facts = fixative_rules::RequestFacts {
-        client_ip: ip,
-        method,
-        host: &host,
-        path,
-        user_agent: ua.as_deref().or(get("user-agent")),
-        headers_known: !parsed.is_empty(),
-        accept: get("accept"),
-        accept_language: get("accept-language"),
-        sec_fetch_mode: get("sec-fetch-mode"),
-        sec_ch_ua: get("sec-ch-ua"),
-        http10: false,
-    };
-    let v = engine.evaluate(&facts, policy);
-    let site_name = site_cfg.map(|s| s.name.as_str()).unwrap_or("none");
-    if json {
-        let mut obj = serde_json::to_value(&v).unwrap_or_default();
-        if let Some(o) = obj.as_object_mut() {
-            o.insert("site".into(), site_name.into());
-            o.insert("policy".into(), format!("{policy:?}").to_lowercase().into());
-        }
-        println!("{obj}");
-    } else {
-        println!(
-            "site:     {site_name} (policy {})",
-            format!("{policy:?}").to_lowercase()
-        );
-        println!(
-            "action:   {}",
-            match v.action {
-                fixative_rules::Action::Block(s) => format!("block ({s})"),
-                a => a.as_str().to_string(),
-            }
-        );
-        if let Some(w) = v.would {
-            println!("would:    {} (observe mode)", w.as_str());
-        }
-        println!("score:    {}", v.score);
-        println!("category: {}", v.category_label());
-        println!("crawler:  {}", v.crawler.as_deref().unwrap_or("-"));
-        println!(
-            "rule:     {}",
-            v.rule.as_deref().unwrap_or("- (no rule matched: allow)")
-        );
-        if v.reasons.is_empty() {
-            println!("reasons:  none");
-        } else {
-            println!("reasons:");
-            for r in &v.reasons {
-                println!("  {:+4}  {:<28} {}", r.weight, r.signal, r.detail);
-            }
-        }
-        if !facts.headers_known {
-            println!("(no --header given: header signals were not evaluated)");
-        }
-    }
-    ExitCode::SUCCESS
 }

@@ -107,7 +107,9 @@ fn explain_shows_signals_weights_and_rule() {
         .unwrap();
     let s = String::from_utf8_lossy(&out.stdout);
     assert!(
-        s.contains("action:   allow") && s.contains("score:    0"),
+        s.contains("action:   limit")
+            && s.contains("score:    0")
+            && s.contains("rule:     limit-everyone"),
         "{s}"
     );
 }
@@ -139,4 +141,89 @@ fn mismatched_tls_certificate_and_key_is_an_error_not_a_panic() {
         );
         assert!(!err.contains("panicked"), "{cmd}: {err}");
     }
+}
+
+#[test]
+fn replay_of_a_sample_log_gives_the_expected_verdicts_and_summary() {
+    let out = Command::new(common::bin())
+        .args([
+            "replay",
+            "--format",
+            "combined",
+            "tests/fixtures/sample-combined.log",
+        ])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lines: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 14);
+    let rule = |n: usize| lines[n - 1]["rule"].as_str().unwrap_or("").to_string();
+    assert_eq!(lines[0]["action"], "block");
+    assert_eq!(lines[0]["crawler"], "GPTBot");
+    assert_eq!(rule(4), "trusted-networks");
+    assert_eq!(rule(6), "spoofed-crawler");
+    // Line 10 hits the robots.txt trap; the same client's images are then cloaked.
+    assert!(
+        lines[9]["reasons"][0]
+            .as_str()
+            .unwrap()
+            .starts_with("behaviour.robots-trap")
+    );
+    assert_eq!(lines[10]["action"], "cloak");
+    assert_eq!(lines[11]["action"], "cloak");
+    assert_eq!(lines[12]["category"], "http-library");
+    assert!(lines[13]["error"].is_string());
+    // Header signals cannot fire on a combined log.
+    assert!(lines.iter().all(|l| !l.to_string().contains("header.")));
+    let summary = String::from_utf8_lossy(&out.stderr);
+    for want in [
+        "replayed 14 lines (1 unparsable)",
+        "4  block",
+        "2  cloak",
+        "5  limit",
+        "2  allow",
+        "3  ai-training",
+        "1  spoofed-crawler",
+        "3  Googlebot",
+    ] {
+        assert!(summary.contains(want), "missing {want:?} in\n{summary}");
+    }
+}
+
+#[test]
+fn replay_reads_jsonl_from_stdin_with_header_signals() {
+    use std::io::Write;
+    let mut child = Command::new(common::bin())
+        .args(["replay", "-"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let input = std::fs::read(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/sample.jsonl"
+    ))
+    .unwrap();
+    child.stdin.take().unwrap().write_all(&input).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success());
+    let lines: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines[0]["crawler"], "ClaudeBot");
+    assert_eq!(lines[1]["score"], 0);
+    assert_eq!(
+        lines[2]["score"], 65,
+        "a Chrome UA without Accept, Accept-Language, Sec-Fetch-Mode"
+    );
 }

@@ -70,7 +70,7 @@ async fn ai_crawler_blocked_browser_passes_observe_mode_logs() {
         r.headers()["x-fixative-verdict"]
             .to_str()
             .unwrap()
-            .starts_with("action=allow; score=0")
+            .starts_with("action=limit; score=0")
     );
 
     let r = c
@@ -109,5 +109,91 @@ async fn ai_crawler_blocked_browser_passes_observe_mode_logs() {
             "fixative_requests_total{action=\"block\",category=\"ai-training\",site=\"enforce\"}"
         ),
         1.0
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rate_limit_429_with_retry_after_then_recovery() {
+    let origin = Origin::start("a").await;
+    let policy = "[policy.tight]\n[[policy.tight.rule]]\nname = \"per-ip\"\naction = \"limit\"\nquota = { rate = 2, per = \"second\", burst = 3, key = \"ip\" }\n";
+    let fx = Fixative::start(
+        "",
+        &format!(
+            "{}{policy}",
+            site(
+                "a",
+                &["a.test"],
+                &[origin.addr],
+                "default = true\npolicy = \"tight\""
+            )
+        ),
+    );
+    let c = client();
+    for i in 0..3 {
+        let r = c.get(fx.url("/")).send().await.unwrap();
+        assert_eq!(r.status(), 200, "request {i}");
+        assert_eq!(r.headers()["ratelimit-policy"], "\"per-ip\";q=2;w=1");
+    }
+    let r = c.get(fx.url("/")).send().await.unwrap();
+    assert_eq!(r.status(), 429);
+    let retry: u64 = r.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert_eq!(retry, 1);
+    assert_eq!(r.headers()["ratelimit"], "\"per-ip\";r=0;t=1");
+    assert!(r.text().await.unwrap().contains("Slow down"));
+    tokio::time::sleep(std::time::Duration::from_millis(retry * 1000 + 50)).await;
+    let r = c.get(fx.url("/")).send().await.unwrap();
+    assert_eq!(r.status(), 200, "recovers after Retry-After");
+    assert_eq!(
+        fx.metric_eventually(
+            "fixative_rule_matches_total{action=\"limited\",rule=\"per-ip\",site=\"a\"}",
+            1.0
+        ),
+        1.0
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn trap_hit_through_the_proxy_raises_later_verdicts() {
+    let origin = Origin::start("a").await;
+    let fx = Fixative::start(
+        "debug_headers = true",
+        &site("a", &["a.test"], &[origin.addr], "default = true"),
+    );
+    let c = client();
+    let browser = |r: reqwest::RequestBuilder| {
+        r.header("user-agent", FIREFOX)
+            .header("accept", "text/html")
+            .header("accept-language", "en")
+            .header("sec-fetch-mode", "navigate")
+    };
+    let r = browser(c.get(fx.url("/art/a.png"))).send().await.unwrap();
+    assert!(
+        r.headers()["x-fixative-verdict"]
+            .to_str()
+            .unwrap()
+            .contains("score=0")
+    );
+    let r = browser(c.get(fx.url("/gallery/archive/full-resolution/")))
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        r.headers()["x-fixative-verdict"]
+            .to_str()
+            .unwrap()
+            .contains("score=100")
+    );
+    let r = browser(c.get(fx.url("/art/b.png"))).send().await.unwrap();
+    let v = r.headers()["x-fixative-verdict"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        v.contains("action=cloak") && v.contains("rule=cloak-images-for-scrapers"),
+        "{v}"
     );
 }

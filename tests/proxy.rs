@@ -419,7 +419,7 @@ async fn metrics_count_the_traffic_just_sent() {
     }
     assert_eq!(
         fx.metric_eventually(
-            "fixative_requests_total{action=\"allow\",category=\"none\",site=\"gallery\"}",
+            "fixative_requests_total{action=\"limit\",category=\"none\",site=\"gallery\"}",
             7.0
         ),
         7.0

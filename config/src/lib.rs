@@ -18,6 +18,7 @@
 //! `fixative run` works with zero setup.
 
 mod error;
+pub mod policy;
 mod raw;
 pub mod spans;
 mod validate;
@@ -28,6 +29,10 @@ use std::time::Duration;
 
 pub use error::{ConfigError, Problem};
 pub use ipnet::IpNet;
+pub use policy::{
+    CATEGORIES, DetectionConfig, MatchConfig, Mode, PolicyConfig, Quota, QuotaKey, RuleAction,
+    RuleConfig,
+};
 
 /// The embedded default configuration, commented, as printed by
 /// `fixative config print-default`.
@@ -54,6 +59,11 @@ pub struct Config {
     pub default_site: Option<usize>,
     /// The built-in demo origin, when configured.
     pub demo: Option<Demo>,
+    /// Detection policies by name (built-in ones, replaced by same-named
+    /// ones from the file).
+    pub policies: std::collections::BTreeMap<String, PolicyConfig>,
+    /// Detection settings.
+    pub detection: DetectionConfig,
 }
 
 /// `[server]`: listeners and process-wide settings.

@@ -15,6 +15,10 @@ pub struct RawConfig {
     #[serde(default)]
     pub site: Vec<RawSite>,
     pub demo: Option<RawDemo>,
+    #[serde(default)]
+    pub policy: std::collections::BTreeMap<String, RawPolicy>,
+    #[serde(default)]
+    pub detection: RawDetection,
 }
 
 #[derive(Debug, Deserialize)]
@@ -146,4 +150,131 @@ pub struct RawDemo {
 
 fn default_demo_listen() -> String {
     "127.0.0.1:8081".to_string()
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawPolicy {
+    pub mode: Option<String>,
+    #[serde(default)]
+    pub rule: Vec<RawRule>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRule {
+    pub name: String,
+    #[serde(default, rename = "match")]
+    pub matches: RawMatch,
+    pub action: String,
+    pub status: Option<i64>,
+    pub mode: Option<String>,
+    pub quota: Option<RawQuota>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawMatch {
+    #[serde(default)]
+    pub category: Vec<String>,
+    #[serde(default)]
+    pub crawler: Vec<String>,
+    pub ua_regex: Option<String>,
+    #[serde(default)]
+    pub path: Vec<String>,
+    #[serde(default)]
+    pub method: Vec<String>,
+    #[serde(default)]
+    pub header_present: Vec<String>,
+    #[serde(default)]
+    pub header_regex: std::collections::BTreeMap<String, String>,
+    #[serde(default)]
+    pub cidr: Vec<String>,
+    #[serde(default)]
+    pub asn: Vec<i64>,
+    #[serde(default)]
+    pub country: Vec<String>,
+    pub score_at_least: Option<i64>,
+    pub verified: Option<bool>,
+    pub spoofed: Option<bool>,
+    pub image: Option<bool>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawQuota {
+    pub rate: i64,
+    pub per: String,
+    pub burst: Option<i64>,
+    #[serde(default = "default_quota_key")]
+    pub key: String,
+}
+
+fn default_quota_key() -> String {
+    "ip".to_string()
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawPolicies {
+    #[serde(default)]
+    pub policy: std::collections::BTreeMap<String, RawPolicy>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawDetection {
+    #[serde(default = "default_trap")]
+    pub trap_path: String,
+    #[serde(default = "default_penalty")]
+    pub penalty: String,
+    #[serde(default = "default_window")]
+    pub window: String,
+    #[serde(default = "default_max_clients")]
+    pub max_tracked_clients: i64,
+    #[serde(default = "default_max_clients")]
+    pub max_limiter_keys: i64,
+    #[serde(default)]
+    pub catalog_files: Vec<String>,
+    pub ip_ranges_dir: Option<String>,
+    pub asn_db: Option<String>,
+    pub country_db: Option<String>,
+    #[serde(default)]
+    pub datacenter_asns: std::collections::BTreeMap<String, i64>,
+    #[serde(default)]
+    pub allow_cidrs: Vec<String>,
+    #[serde(default)]
+    pub deny_cidrs: Vec<String>,
+}
+
+impl Default for RawDetection {
+    fn default() -> Self {
+        RawDetection {
+            trap_path: default_trap(),
+            penalty: default_penalty(),
+            window: default_window(),
+            max_tracked_clients: default_max_clients(),
+            max_limiter_keys: default_max_clients(),
+            catalog_files: Vec::new(),
+            ip_ranges_dir: None,
+            asn_db: None,
+            country_db: None,
+            datacenter_asns: Default::default(),
+            allow_cidrs: Vec::new(),
+            deny_cidrs: Vec::new(),
+        }
+    }
+}
+
+fn default_trap() -> String {
+    "/gallery/archive/full-resolution/".to_string()
+}
+fn default_penalty() -> String {
+    "10m".to_string()
+}
+fn default_window() -> String {
+    "60s".to_string()
+}
+fn default_max_clients() -> i64 {
+    100_000
 }

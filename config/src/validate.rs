@@ -1,6 +1,6 @@
 //! Validation: raw structs in, [`Config`] or every problem out.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -9,6 +9,7 @@ use ipnet::IpNet;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 
+use crate::policy::PolicyConfig;
 use crate::raw::RawConfig;
 use crate::spans::{KeyPath, Spans};
 use crate::{
@@ -16,17 +17,22 @@ use crate::{
     UpstreamTls,
 };
 
-/// Policies the detection engine knows by name.
-const KNOWN_POLICIES: &[&str] = &["default", "observe", "off"];
+pub(crate) struct Ctx<'a> {
+    pub(crate) spans: Spans,
+    pub(crate) problems: Vec<Problem>,
+    pub(crate) base_dir: Option<&'a Path>,
+}
 
-struct Ctx<'a> {
-    spans: Spans,
-    problems: Vec<Problem>,
-    base_dir: Option<&'a Path>,
+/// Parses a CIDR or a bare IP (as a host network).
+pub(crate) fn parse_net(s: &str) -> Option<IpNet> {
+    s.parse::<IpNet>()
+        .map(|n| n.trunc())
+        .ok()
+        .or_else(|| s.parse::<IpAddr>().ok().map(IpNet::from))
 }
 
 impl Ctx<'_> {
-    fn err(&mut self, path: &KeyPath, message: impl Into<String>) {
+    pub(crate) fn err(&mut self, path: &KeyPath, message: impl Into<String>) {
         self.problems.push(Problem {
             path: path.to_string(),
             message: message.into(),
@@ -34,7 +40,7 @@ impl Ctx<'_> {
         });
     }
 
-    fn resolve_path(&self, p: &str) -> PathBuf {
+    pub(crate) fn resolve_path(&self, p: &str) -> PathBuf {
         let pb = PathBuf::from(p);
         match self.base_dir {
             Some(base) if pb.is_relative() => base.join(pb),
@@ -52,7 +58,7 @@ impl Ctx<'_> {
         }
     }
 
-    fn duration(&mut self, path: &KeyPath, s: &str, max: Duration) -> Duration {
+    pub(crate) fn duration(&mut self, path: &KeyPath, s: &str, max: Duration) -> Duration {
         match humantime::parse_duration(s) {
             Ok(d) if d <= max => d,
             Ok(_) => {
@@ -208,8 +214,40 @@ pub(crate) fn load(
     }
 }
 
+/// The built-in policies, validated (a failure here is a bug, caught by tests).
+fn builtin_policies() -> BTreeMap<String, PolicyConfig> {
+    builtin_policies_checked().0
+}
+
+fn builtin_policies_checked() -> (BTreeMap<String, PolicyConfig>, Vec<Problem>) {
+    let mut out = BTreeMap::new();
+    let raw: crate::raw::RawPolicies = match toml::from_str(crate::policy::BUILTIN_POLICIES) {
+        Ok(r) => r,
+        Err(e) => {
+            return (
+                out,
+                vec![Problem {
+                    path: String::new(),
+                    message: e.to_string(),
+                    line: None,
+                }],
+            );
+        }
+    };
+    let mut ctx = Ctx {
+        spans: Spans::new(crate::policy::BUILTIN_POLICIES),
+        problems: Vec::new(),
+        base_dir: None,
+    };
+    crate::policy::validate_policies(&mut ctx, &raw.policy, &mut out);
+    (out, ctx.problems)
+}
+
 fn validate(ctx: &mut Ctx<'_>, raw: RawConfig, source_name: &str) -> Config {
     let root = KeyPath::root();
+    let mut policies = builtin_policies();
+    crate::policy::validate_policies(ctx, &raw.policy, &mut policies);
+    let detection = crate::policy::validate_detection(ctx, &raw.detection);
     let sp = root.key("server");
     let rs = raw.server;
 
@@ -427,13 +465,14 @@ fn validate(ctx: &mut Ctx<'_>, raw: RawConfig, source_name: &str) -> Config {
             }
         });
 
-        if !KNOWN_POLICIES.contains(&s.policy.as_str()) {
+        if !policies.contains_key(&s.policy) {
+            let known: Vec<&str> = policies.keys().map(String::as_str).collect();
             ctx.err(
                 &p.key("policy"),
                 format!(
                     "unknown policy {:?} (known: {})",
                     s.policy,
-                    KNOWN_POLICIES.join(", ")
+                    known.join(", ")
                 ),
             );
         }
@@ -478,6 +517,8 @@ fn validate(ctx: &mut Ctx<'_>, raw: RawConfig, source_name: &str) -> Config {
         sites,
         default_site,
         demo,
+        policies,
+        detection,
     }
 }
 
@@ -577,6 +618,39 @@ policy = "strict"
         let src = "[server]\ntls = { listen = \"127.0.0.1:8443\", cert = \"c.pem\", key = \"k.pem\" }\n[[site]]\nname = \"a\"\nhosts = [\"a\"]\nupstreams = [\"127.0.0.1:2\"]\n";
         let c = Config::from_toml(src, "t.toml", Some(dir.path())).unwrap();
         assert_eq!(c.server.tls.unwrap().cert, dir.path().join("c.pem"));
+    }
+
+    #[test]
+    fn builtin_policies_are_valid_and_user_policies_are_checked() {
+        let (b, builtin_problems) = super::builtin_policies_checked();
+        assert!(builtin_problems.is_empty(), "{builtin_problems:?}");
+        assert!(b["default"].rules.len() >= 5);
+        assert_eq!(b["observe"].mode, crate::Mode::Observe);
+        let src = "[[site]]\nname = \"a\"\nhosts = [\"a\"]\nupstreams = [\"127.0.0.1:2\"]\npolicy = \"strict\"\n\n[policy.strict]\n[[policy.strict.rule]]\nname = \"x\"\nmatch = { category = [\"ai-trainers\"], ua_regex = \"(\" }\naction = \"limit\"\n\n[[policy.strict.rule]]\nname = \"y\"\naction = \"limit\"\nquota = { rate = 5, per = \"fortnight\" }\n";
+        let p = problems(src);
+        assert!(
+            p.iter().any(|x| x.starts_with(
+                "policy.strict.rule[0].match.category[0]: unknown category \"ai-trainers\""
+            ) && x.ends_with("(line 10)")),
+            "{p:#?}"
+        );
+        assert!(
+            p.iter()
+                .any(|x| x.starts_with("policy.strict.rule[0].match.ua_regex: invalid regex")),
+            "{p:#?}"
+        );
+        assert!(
+            p.iter()
+                .any(|x| x.starts_with("policy.strict.rule[0].action: \"limit\" needs a quota")),
+            "{p:#?}"
+        );
+        assert!(
+            p.iter()
+                .any(|x| x
+                    .starts_with("policy.strict.rule[1].quota.per: \"fortnight\" is not a period")),
+            "{p:#?}"
+        );
+        assert_eq!(p.len(), 4, "{p:#?}");
     }
 
     #[test]

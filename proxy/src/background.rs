@@ -11,15 +11,23 @@ use tokio::signal::unix::{SignalKind, signal};
 
 use crate::state::Shared;
 
-/// Runs TCP health checks of multi-upstream sites at the configured interval.
+/// How often idle rate-limiter keys are dropped.
+const SWEEP_EVERY: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Runs TCP health checks of multi-upstream sites at the configured
+/// interval, sweeps idle rate-limiter keys and exports state gauges.
 pub struct HealthChecks {
     shared: Arc<Shared>,
+    last_sweep: std::sync::Mutex<std::time::Instant>,
 }
 
 impl HealthChecks {
     /// Creates the task.
     pub fn new(shared: Arc<Shared>) -> Self {
-        HealthChecks { shared }
+        HealthChecks {
+            shared,
+            last_sweep: std::sync::Mutex::new(std::time::Instant::now()),
+        }
     }
 }
 
@@ -33,6 +41,22 @@ impl BackgroundService for HealthChecks {
                 site.balancer.backends().run_health_check(true).await;
             }
             let interval = rt.config.server.health_check_interval;
+            // Bounded state: drop idle limiter keys and export sizes.
+            let now = std::time::Instant::now();
+            if now.duration_since(*self.last_sweep.lock().unwrap_or_else(|e| e.into_inner()))
+                >= SWEEP_EVERY
+            {
+                rt.engine.sweep();
+                *self.last_sweep.lock().unwrap_or_else(|e| e.into_inner()) = now;
+            }
+            let sizes = rt.engine.state_sizes();
+            let m = &self.shared.metrics;
+            m.tracked_clients.set(sizes.tracked_clients as i64);
+            for (policy, rule, n) in sizes.limiter_keys {
+                m.limiter_keys
+                    .with_label_values(&[&policy, &rule])
+                    .set(n as i64);
+            }
             drop(rt);
             tokio::select! {
                 _ = shutdown.changed() => return,

@@ -21,6 +21,12 @@ pub struct Metrics {
     pub reloads: IntCounterVec,
     /// `fixative_build_info{version}`, always 1.
     pub build_info: IntGaugeVec,
+    /// `fixative_rule_matches_total{site,rule,action}`.
+    pub rule_matches: IntCounterVec,
+    /// `fixative_limiter_keys{policy,rule}`: live rate-limiter keys.
+    pub limiter_keys: IntGaugeVec,
+    /// `fixative_tracked_clients`: clients in the behaviour tracker.
+    pub tracked_clients: prometheus::IntGauge,
 }
 
 impl Metrics {
@@ -62,6 +68,27 @@ impl Metrics {
             Opts::new("fixative_build_info", "Build information; always 1."),
             &["version"],
         )?;
+        let rule_matches = IntCounterVec::new(
+            Opts::new(
+                "fixative_rule_matches_total",
+                "Requests decided by a policy rule, by site, rule and action.",
+            ),
+            &["site", "rule", "action"],
+        )?;
+        let limiter_keys = IntGaugeVec::new(
+            Opts::new(
+                "fixative_limiter_keys",
+                "Live keys per rate limiter (bounded by detection.max_limiter_keys).",
+            ),
+            &["policy", "rule"],
+        )?;
+        let tracked_clients = prometheus::IntGauge::new(
+            "fixative_tracked_clients",
+            "Clients in the behaviour tracker (bounded by detection.max_tracked_clients).",
+        )?;
+        registry.register(Box::new(rule_matches.clone()))?;
+        registry.register(Box::new(limiter_keys.clone()))?;
+        registry.register(Box::new(tracked_clients.clone()))?;
         registry.register(Box::new(requests.clone()))?;
         registry.register(Box::new(duration.clone()))?;
         registry.register(Box::new(upstream_errors.clone()))?;
@@ -80,6 +107,9 @@ impl Metrics {
             upstream_errors,
             reloads,
             build_info,
+            rule_matches,
+            limiter_keys,
+            tracked_clients,
         })
     }
 

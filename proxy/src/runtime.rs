@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use fixative_config::{Config, HostPattern};
-use fixative_rules::{Engine, Policy};
+use fixative_rules::Engine;
 use pingora::lb::LoadBalancer;
 use pingora::lb::health_check::TcpHealthCheck;
 use pingora::lb::selection::RoundRobin;
@@ -25,8 +25,8 @@ pub struct SiteRuntime {
     pub tls_sni: Option<String>,
     /// Verify the origin's certificate.
     pub tls_verify: bool,
-    /// Detection policy.
-    pub policy: Policy,
+    /// Detection policy name.
+    pub policy: String,
 }
 
 /// Maps a request's host to a site.
@@ -110,8 +110,11 @@ pub struct Runtime {
     pub router: Router,
     /// Sites, indexed like `config.sites`.
     pub sites: Vec<SiteRuntime>,
-    /// The detection engine.
+    /// The detection engine (its per-client state lives as long as this
+    /// configuration generation).
     pub engine: Engine,
+    /// Monotonic epoch for the engine's clock.
+    pub epoch: std::time::Instant,
 }
 
 impl Runtime {
@@ -139,15 +142,14 @@ impl Runtime {
                 health_checked,
                 tls_sni: site.upstream_tls.as_ref().map(|t| t.sni.clone()),
                 tls_verify: site.upstream_tls.as_ref().is_none_or(|t| t.verify),
-                policy: Policy::by_name(&site.policy).ok_or_else(|| {
-                    format!("site {:?}: unknown policy {:?}", site.name, site.policy)
-                })?,
+                policy: site.policy.clone(),
             });
         }
         Ok(Runtime {
             router: Router::new(&config),
             sites,
-            engine: Engine::with_default_catalog()?,
+            engine: Engine::new(&config)?,
+            epoch: std::time::Instant::now(),
             config: Arc::new(config),
         })
     }

@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use fixative_rules::{Action, RequestFacts, Verdict};
+use fixative_rules::{Action, HeaderLookup, RequestFacts, Verdict};
 use pingora::ErrorType;
 use pingora::http::ResponseHeader;
 use pingora::prelude::*;
@@ -29,6 +29,55 @@ pub struct Ctx {
     host: String,
     verdict: Verdict,
     upstream_failed: bool,
+    now: std::time::Duration,
+}
+
+/// Header lookup over Pingora's request headers.
+struct HeaderMapLookup<'a>(&'a http::HeaderMap);
+
+impl HeaderLookup for HeaderMapLookup<'_> {
+    fn get(&self, name: &str) -> Option<&str> {
+        self.0.get(name).and_then(|v| v.to_str().ok())
+    }
+}
+
+/// `RateLimit-Policy` and `RateLimit` values (draft-ietf-httpapi-ratelimit-headers).
+fn ratelimit_headers(v: &Verdict) -> Option<(String, String)> {
+    let l = v.limit?;
+    let name = v.rule.as_deref().unwrap_or("default");
+    let name: String = name
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric() || *c == '-' || *c == '_')
+        .collect();
+    let t = if l.retry_after > 0 {
+        l.retry_after
+    } else {
+        l.reset
+    };
+    Some((
+        format!("\"{name}\";q={};w={}", l.quota, l.window),
+        format!("\"{name}\";r={};t={t}", l.remaining),
+    ))
+}
+
+/// 429 with `Retry-After` and rate-limit headers, and a short page.
+async fn respond_limited(session: &mut Session, ctx: &Ctx) -> Result<()> {
+    let retry = ctx.verdict.limit.map(|l| l.retry_after.max(1)).unwrap_or(1);
+    let html = pages::page(
+        429,
+        "Slow down",
+        &format!(
+            "Too many requests came from your network in a short time. Please wait {retry} second{} and try again.",
+            if retry == 1 { "" } else { "s" }
+        ),
+        &ctx.request_id,
+    );
+    let mut extra = vec![("retry-after".to_string(), retry.to_string())];
+    if let Some((policy, state)) = ratelimit_headers(&ctx.verdict) {
+        extra.push(("ratelimit-policy".into(), policy));
+        extra.push(("ratelimit".into(), state));
+    }
+    respond_html_with(session, 429, html, ctx, &extra).await
 }
 
 /// The proxy application.
@@ -61,7 +110,20 @@ impl FixativeProxy {
 
 /// Writes a complete HTML response and closes the connection.
 async fn respond_html(session: &mut Session, status: u16, html: String, ctx: &Ctx) -> Result<()> {
-    let mut resp = ResponseHeader::build(status, Some(5))?;
+    respond_html_with(session, status, html, ctx, &[]).await
+}
+
+async fn respond_html_with(
+    session: &mut Session,
+    status: u16,
+    html: String,
+    ctx: &Ctx,
+    extra: &[(String, String)],
+) -> Result<()> {
+    let mut resp = ResponseHeader::build(status, Some(5 + extra.len()))?;
+    for (k, v) in extra {
+        resp.insert_header(k.clone(), v.as_str())?;
+    }
     resp.insert_header("content-type", "text/html; charset=utf-8")?;
     resp.insert_header("content-length", html.len().to_string())?;
     resp.insert_header("cache-control", "no-store")?;
@@ -110,6 +172,7 @@ impl ProxyHttp for FixativeProxy {
             host: String::new(),
             verdict: Verdict::allow(),
             upstream_failed: false,
+            now: std::time::Duration::ZERO,
         }
     }
 
@@ -178,28 +241,32 @@ impl ProxyHttp for FixativeProxy {
             .map(|p| p.as_str())
             .unwrap_or("/");
         let method = session.req_header().method.as_str();
-        let h = &session.req_header().headers;
-        let get = |name: http::header::HeaderName| h.get(name).and_then(|v| v.to_str().ok());
-        let facts = RequestFacts {
-            client_ip: ctx.client_ip,
-            method,
-            host: &ctx.host,
-            path,
-            user_agent: get(http::header::USER_AGENT),
-            headers_known: true,
-            accept: get(http::header::ACCEPT),
-            accept_language: get(http::header::ACCEPT_LANGUAGE),
-            sec_fetch_mode: h.get("sec-fetch-mode").and_then(|v| v.to_str().ok()),
-            sec_ch_ua: h.get("sec-ch-ua").and_then(|v| v.to_str().ok()),
-            http10: session.req_header().version == http::Version::HTTP_10,
-        };
+        ctx.now = rt.epoch.elapsed();
         let policy = rt
             .sites
             .get(ctx.site.unwrap_or(0))
-            .map(|s| s.policy)
-            .unwrap_or(fixative_rules::Policy::Default);
-        ctx.verdict = rt.engine.evaluate(&facts, policy);
+            .map(|s| s.policy.as_str())
+            .unwrap_or("default");
+        ctx.verdict = {
+            let headers = HeaderMapLookup(&session.req_header().headers);
+            let facts = RequestFacts {
+                now: ctx.now,
+                client_ip: ctx.client_ip,
+                method,
+                host: &ctx.host,
+                path,
+                user_agent: headers.get("user-agent"),
+                headers_known: true,
+                header: &headers,
+                http10: session.req_header().version == http::Version::HTTP_10,
+            };
+            rt.engine.evaluate(&facts, policy)
+        };
 
+        if ctx.verdict.action == Action::Limited {
+            respond_limited(session, ctx).await?;
+            return Ok(true);
+        }
         if let Action::Block(status) = ctx.verdict.action {
             let html = pages::blocked(&ctx.request_id);
             respond_html(session, status, html, ctx).await?;
@@ -306,6 +373,12 @@ impl ProxyHttp for FixativeProxy {
         if debug {
             resp.insert_header("x-fixative-verdict", ctx.verdict.header_value())?;
         }
+        if ctx.verdict.action == Action::Limit
+            && let Some((policy, state)) = ratelimit_headers(&ctx.verdict)
+        {
+            resp.insert_header("ratelimit-policy", policy)?;
+            resp.insert_header("ratelimit", state)?;
+        }
         Ok(())
     }
 
@@ -384,6 +457,16 @@ impl ProxyHttp for FixativeProxy {
             .observe(elapsed.as_secs_f64());
         if ctx.upstream_failed {
             m.upstream_errors.with_label_values(&[site.as_str()]).inc();
+        }
+        if let Some(rule) = &ctx.verdict.rule {
+            m.rule_matches
+                .with_label_values(&[site.as_str(), rule, ctx.verdict.action.as_str()])
+                .inc();
+        }
+        if let Some(rt) = &ctx.runtime
+            && status > 0
+        {
+            rt.engine.record_status(ctx.client_ip, ctx.now, status);
         }
         let req = session.req_header();
         access_log::emit(&access_log::Entry {

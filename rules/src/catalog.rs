@@ -63,6 +63,8 @@ struct CatalogFile {
 pub struct UaMatch<'a> {
     /// The crawler.
     pub crawler: &'a Crawler,
+    /// Its index in [`Catalog::crawlers`].
+    pub index: usize,
     /// Whether only a generic (strict) token matched.
     pub weak: bool,
 }
@@ -86,6 +88,29 @@ impl Catalog {
     /// The compiled-in default catalog.
     pub fn default_catalog() -> Result<Catalog, String> {
         Catalog::from_toml(DEFAULT_CATALOG)
+    }
+
+    /// The shipped catalog extended by files: an entry whose name exists
+    /// already replaces it, others are added.
+    pub fn with_files(files: &[std::path::PathBuf]) -> Result<Catalog, String> {
+        let mut crawlers = toml::from_str::<CatalogFile>(DEFAULT_CATALOG)
+            .map_err(|e| format!("shipped catalog: {e}"))?
+            .crawler;
+        for f in files {
+            let src = std::fs::read_to_string(f).map_err(|e| format!("{}: {e}", f.display()))?;
+            let extra: CatalogFile =
+                toml::from_str(&src).map_err(|e| format!("{}: {e}", f.display()))?;
+            for c in extra.crawler {
+                match crawlers
+                    .iter_mut()
+                    .find(|x| x.name.eq_ignore_ascii_case(&c.name))
+                {
+                    Some(x) => *x = c,
+                    None => crawlers.push(c),
+                }
+            }
+        }
+        Catalog::new(crawlers)
     }
 
     /// Compiles a list of crawlers.
@@ -161,6 +186,7 @@ impl Catalog {
         best.and_then(|(ci, strict, _)| {
             self.crawlers.get(ci).map(|c| UaMatch {
                 crawler: c,
+                index: ci,
                 weak: strict,
             })
         })

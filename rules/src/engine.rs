@@ -1,17 +1,28 @@
 //! The engine: request facts in, verdict out.
 //!
-//! Signals add weights into a score (like a WAF); an ordered policy then
-//! picks the action. Everything is synchronous and allocation-free up to
-//! the building of the returned [`Verdict`]'s reasons.
+//! Signals add weights into a score (like a WAF); the site's policy, an
+//! ordered list of rules, then picks the action. Evaluation is synchronous;
+//! on the common path (a browser matching no signal) it allocates nothing.
 
+use std::collections::HashMap;
 use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use fixative_config::{Config, Mode, RuleAction};
 
 use crate::catalog::Catalog;
-use crate::verdict::{Action, Category, Reason, Verdict};
+use crate::netset::{IpRanges, NetSet};
+use crate::policy::{CompiledPolicy, MatchInput};
+use crate::state::{Behaviour, ManualClock, RequestKind};
+use crate::verdict::{Action, Category, LimitInfo, Reason, Verdict};
 
 /// What the proxy knows about a request when it asks for a verdict.
-#[derive(Debug, Clone, Copy)]
+#[derive(Clone, Copy)]
 pub struct RequestFacts<'a> {
+    /// Time since the engine's epoch (monotonic in the proxy, the log's
+    /// timestamps in replay). Drives rate limits and behaviour windows.
+    pub now: Duration,
     /// The client's address (after trusted-proxy resolution).
     pub client_ip: IpAddr,
     /// Request method.
@@ -22,76 +33,104 @@ pub struct RequestFacts<'a> {
     pub path: &'a str,
     /// `User-Agent`, if sent.
     pub user_agent: Option<&'a str>,
-    /// Whether the headers below are known. Logs in the combined format
-    /// carry no headers beyond the user agent, so header signals must not
-    /// fire on them.
+    /// Whether request headers are known. Logs in the combined format
+    /// carry none beyond the user agent, so header signals must not fire.
     pub headers_known: bool,
-    /// `Accept`.
-    pub accept: Option<&'a str>,
-    /// `Accept-Language`.
-    pub accept_language: Option<&'a str>,
-    /// `Sec-Fetch-Mode`.
-    pub sec_fetch_mode: Option<&'a str>,
-    /// `Sec-CH-UA`.
-    pub sec_ch_ua: Option<&'a str>,
+    /// Header lookup by lower-case name.
+    pub header: &'a dyn HeaderLookup,
     /// Request was HTTP/1.0.
     pub http10: bool,
 }
 
+/// Request headers, looked up by lower-case name.
+pub trait HeaderLookup {
+    /// The first value of a header, if present and valid text.
+    fn get(&self, name: &str) -> Option<&str>;
+}
+
+/// No headers (logs without them).
+pub struct NoHeaders;
+
+impl HeaderLookup for NoHeaders {
+    fn get(&self, _name: &str) -> Option<&str> {
+        None
+    }
+}
+
+impl HeaderLookup for std::collections::BTreeMap<String, String> {
+    fn get(&self, name: &str) -> Option<&str> {
+        std::collections::BTreeMap::get(self, name).map(String::as_str)
+    }
+}
+
+impl HeaderLookup for [(&str, &str)] {
+    fn get(&self, name: &str) -> Option<&str> {
+        self.iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| *v)
+    }
+}
+
 impl<'a> RequestFacts<'a> {
-    /// Facts with only the basics; header fields unknown.
-    pub fn basic(client_ip: IpAddr, method: &'a str, path: &'a str, ua: Option<&'a str>) -> Self {
+    /// Facts with only the basics; headers unknown.
+    pub fn basic(
+        now: Duration,
+        client_ip: IpAddr,
+        method: &'a str,
+        path: &'a str,
+        ua: Option<&'a str>,
+    ) -> Self {
         RequestFacts {
+            now,
             client_ip,
             method,
             host: "",
             path,
             user_agent: ua,
             headers_known: false,
-            accept: None,
-            accept_language: None,
-            sec_fetch_mode: None,
-            sec_ch_ua: None,
+            header: &NoHeaders,
             http10: false,
         }
     }
 }
 
-/// A built-in policy, selected per site by name.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum Policy {
-    /// What an artists' platform wants: allow search engines and link
-    /// previews, block AI crawlers (training, search, assistants), flag
-    /// high scores.
-    Default,
-    /// The default policy in shadow mode: every would-be action is logged
-    /// and counted, every request passes.
-    Observe,
-    /// Detection only: every request passes with its score and category.
-    Off,
+/// Weights of the built-in signals.
+pub mod weights {
+    /// No User-Agent at all.
+    pub const UA_MISSING: i32 = 30;
+    /// A generic catalog word (`Code/1.2`): weak on its own.
+    pub const UA_GENERIC: i32 = 20;
+    /// Claims a verifiable crawler, address outside its published ranges.
+    pub const SPOOFED: i32 = 150;
+    /// Browser UA without `Accept-Language`.
+    pub const NO_ACCEPT_LANGUAGE: i32 = 25;
+    /// Browser UA without `Accept`.
+    pub const NO_ACCEPT: i32 = 20;
+    /// Current browser UA without `Sec-Fetch-Mode`.
+    pub const NO_SEC_FETCH: i32 = 20;
+    /// `Sec-CH-UA` names HeadlessChrome.
+    pub const HEADLESS_HINT: i32 = 60;
+    /// Client hints say Chromium, the UA says otherwise.
+    pub const HINT_MISMATCH: i32 = 40;
+    /// Browser major version far behind current.
+    pub const STALE_BROWSER: i32 = 25;
+    /// HTTP/1.0.
+    pub const HTTP10: i32 = 15;
+    /// Hit the robots.txt trap (this request and later ones, for the penalty time).
+    pub const TRAP: i32 = 100;
+    /// Many images, no pages, in the window.
+    pub const IMAGES_WITHOUT_PAGES: i32 = 60;
+    /// Over 90% images among at least 50 requests.
+    pub const IMAGE_SHARE: i32 = 30;
+    /// Very high request rate in the window.
+    pub const HIGH_RATE: i32 = 30;
+    /// A burst of 404s (penalty time).
+    pub const NOT_FOUND_BURST: i32 = 40;
 }
 
-impl Policy {
-    /// Looks a policy up by its configuration name.
-    pub fn by_name(name: &str) -> Option<Policy> {
-        match name {
-            "default" => Some(Policy::Default),
-            "observe" => Some(Policy::Observe),
-            "off" => Some(Policy::Off),
-            _ => None,
-        }
-    }
-}
-
-/// Score from which a request without a catalog match is flagged.
-pub const SUSPICIOUS_SCORE: i32 = 60;
-
-/// The detection engine, built once per configuration.
-#[derive(Debug)]
-pub struct Engine {
-    catalog: Catalog,
-}
+/// Oldest major versions still counted as current (late 2026).
+const MIN_CHROME: u32 = 120;
+const MIN_FIREFOX: u32 = 115;
 
 fn category_weight(c: Category) -> i32 {
     match c {
@@ -103,40 +142,148 @@ fn category_weight(c: Category) -> i32 {
     }
 }
 
-/// A user agent that claims to be a mainstream browser.
 fn claims_browser(ua: &str) -> bool {
     ua.starts_with("Mozilla/5.0")
         && (ua.contains("Chrome/") || ua.contains("Firefox/") || ua.contains("Safari/"))
 }
 
-/// Chromium-based browsers send `Sec-Fetch-*` since version 76, Firefox
-/// since 90, Safari since 16.4; every current one does.
+fn version_after(ua: &str, tok: &str) -> Option<u32> {
+    let i = ua.find(tok)? + tok.len();
+    ua.get(i..)?
+        .split(['.', ' ', ';', ')'])
+        .next()?
+        .parse()
+        .ok()
+}
+
+/// Every current Chromium (76+), Firefox (90+) and Safari (16.4+) sends
+/// `Sec-Fetch-*`.
 fn sends_sec_fetch(ua: &str) -> bool {
-    let ver = |tok: &str| -> Option<u32> {
-        let i = ua.find(tok)? + tok.len();
-        ua[i..].split(['.', ' ']).next()?.parse().ok()
-    };
-    if let Some(v) = ver("Chrome/") {
+    if let Some(v) = version_after(ua, "Chrome/") {
         return v >= 76;
     }
-    if let Some(v) = ver("Firefox/") {
+    if let Some(v) = version_after(ua, "Firefox/") {
         return v >= 90;
     }
     if ua.contains("Safari/") {
-        return ver("Version/").is_some_and(|v| v >= 17);
+        return version_after(ua, "Version/").is_some_and(|v| v >= 17);
     }
     false
 }
 
+/// The kind of resource a request asks for.
+pub fn request_kind(path: &str, accept: Option<&str>) -> RequestKind {
+    let p = path.split(['?', '#']).next().unwrap_or(path);
+    let ext = p
+        .rsplit('/')
+        .next()
+        .and_then(|last| last.rsplit_once('.'))
+        .map(|(_, e)| e);
+    match ext.map(|e| e.to_ascii_lowercase()).as_deref() {
+        Some(
+            "jpg" | "jpeg" | "png" | "webp" | "gif" | "avif" | "svg" | "bmp" | "tif" | "tiff"
+            | "heic",
+        ) => RequestKind::Image,
+        Some("html" | "htm") | None => {
+            if accept.is_some_and(|a| a.starts_with("image/")) {
+                RequestKind::Image
+            } else {
+                RequestKind::Page
+            }
+        }
+        _ => RequestKind::Other,
+    }
+}
+
+/// The detection engine, built once per configuration generation. Holds
+/// the compiled catalog and policies and the bounded per-client state.
+pub struct Engine {
+    catalog: Catalog,
+    ranges: IpRanges,
+    policies: HashMap<String, CompiledPolicy>,
+    behaviour: Behaviour,
+    clock: ManualClock,
+    trap_path: String,
+    allow: NetSet,
+    deny: NetSet,
+    rule_allow: Arc<str>,
+    rule_deny: Arc<str>,
+    rule_names: HashMap<String, Arc<str>>,
+    crawler_names: Vec<Arc<str>>,
+}
+
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine")
+            .field("crawlers", &self.catalog.crawlers().len())
+            .field("policies", &self.policies.len())
+            .finish()
+    }
+}
+
+/// Live state sizes, for gauges.
+#[derive(Debug, Clone, Default)]
+pub struct StateSizes {
+    /// Clients tracked for behaviour.
+    pub tracked_clients: usize,
+    /// Live limiter keys per (policy, rule).
+    pub limiter_keys: Vec<(String, String, usize)>,
+}
+
 impl Engine {
-    /// Builds the engine around a catalog.
-    pub fn new(catalog: Catalog) -> Engine {
-        Engine { catalog }
+    /// Builds the engine for a configuration: catalog (shipped plus
+    /// `detection.catalog_files`), IP ranges, compiled policies, state.
+    pub fn new(config: &Config) -> Result<Engine, String> {
+        let d = &config.detection;
+        let catalog = Catalog::with_files(&d.catalog_files)?;
+        let ranges = IpRanges::load(d.ip_ranges_dir.as_deref())?;
+        for c in catalog.crawlers() {
+            for f in &c.ip_ranges {
+                if ranges.get(f).is_none() {
+                    return Err(format!(
+                        "crawler {:?}: IP-range file {f:?} is not loaded",
+                        c.name
+                    ));
+                }
+            }
+        }
+        let clock = ManualClock::default();
+        let mut policies = HashMap::new();
+        let mut rule_names = HashMap::new();
+        for (name, p) in &config.policies {
+            let compiled = CompiledPolicy::compile(p, d.max_limiter_keys, &clock)?;
+            for r in &compiled.rules {
+                rule_names
+                    .entry(r.name.clone())
+                    .or_insert_with(|| Arc::from(r.name.as_str()));
+            }
+            policies.insert(name.clone(), compiled);
+        }
+        let crawler_names = catalog
+            .crawlers()
+            .iter()
+            .map(|c| Arc::from(c.name.as_str()))
+            .collect();
+        Ok(Engine {
+            catalog,
+            ranges,
+            policies,
+            behaviour: Behaviour::new(d.max_tracked_clients, d.window, d.penalty),
+            clock,
+            trap_path: d.trap_path.clone(),
+            allow: NetSet::new(&d.allow_cidrs),
+            deny: NetSet::new(&d.deny_cidrs),
+            rule_allow: Arc::from("allow-cidrs"),
+            rule_deny: Arc::from("deny-cidrs"),
+            rule_names,
+            crawler_names,
+        })
     }
 
-    /// Builds the engine with the compiled-in catalog.
-    pub fn with_default_catalog() -> Result<Engine, String> {
-        Ok(Engine::new(Catalog::default_catalog()?))
+    /// The engine for the embedded default configuration.
+    pub fn with_default_config() -> Result<Engine, String> {
+        let cfg = Config::embedded_default().map_err(|e| e.to_string())?;
+        Engine::new(&cfg)
     }
 
     /// The catalog.
@@ -144,207 +291,287 @@ impl Engine {
         &self.catalog
     }
 
-    /// Decides what to do with a request under `policy`.
-    pub fn evaluate(&self, facts: &RequestFacts<'_>, policy: Policy) -> Verdict {
+    /// The robots.txt trap path.
+    pub fn trap_path(&self) -> &str {
+        &self.trap_path
+    }
+
+    /// Decides what to do with a request under the named policy (unknown
+    /// names use `default`).
+    pub fn evaluate(&self, f: &RequestFacts<'_>, policy: &str) -> Verdict {
+        self.clock.set(f.now);
         let mut v = Verdict::allow();
-        let mut weak = false;
-        let add = |v: &mut Verdict, signal: &'static str, weight: i32, detail: String| {
+        let add = |v: &mut Verdict, signal: &'static str, weight: i32, detail: &str| {
             v.score += weight;
             v.reasons.push(Reason {
                 signal,
                 weight,
-                detail,
+                detail: detail.to_string(),
             });
         };
+        let header = |n: &str| {
+            if f.headers_known {
+                f.header.get(n)
+            } else {
+                None
+            }
+        };
 
-        match facts.user_agent.filter(|u| !u.trim().is_empty()) {
-            None => add(&mut v, "ua.missing", 30, "no User-Agent".into()),
+        // Identity: catalog match and verification.
+        let mut weak = false;
+        let mut verified = false;
+        let mut spoofed = false;
+        let ua = f.user_agent.filter(|u| !u.trim().is_empty());
+        match ua {
+            None => add(&mut v, "ua.missing", weights::UA_MISSING, "no User-Agent"),
             Some(ua) => {
                 if let Some(m) = self.catalog.match_ua(ua) {
-                    v.category = Some(m.crawler.category);
-                    v.crawler = Some(m.crawler.name.clone());
+                    let c = m.crawler;
+                    v.category = Some(c.category);
+                    v.crawler = self.crawler_names.get(m.index).cloned();
                     weak = m.weak;
-                    if m.weak {
-                        add(&mut v, "ua.catalog.generic", 20, m.crawler.name.clone());
+                    if weak {
+                        add(&mut v, "ua.catalog.generic", weights::UA_GENERIC, &c.name);
                     } else {
+                        add(&mut v, "ua.catalog", category_weight(c.category), &c.name);
+                        if !c.ip_ranges.is_empty() {
+                            verified = c.ip_ranges.iter().any(|file| {
+                                self.ranges
+                                    .get(file)
+                                    .is_some_and(|s| s.contains(f.client_ip))
+                            });
+                            if verified {
+                                add(&mut v, "crawler.verified", 0, &c.name);
+                            } else {
+                                spoofed = true;
+                                add(&mut v, "crawler.spoofed", weights::SPOOFED, &c.name);
+                            }
+                        }
+                    }
+                }
+                if f.headers_known && v.crawler.is_none() && claims_browser(ua) {
+                    if header("accept-language").is_none() {
                         add(
                             &mut v,
-                            "ua.catalog",
-                            category_weight(m.crawler.category),
-                            m.crawler.name.clone(),
+                            "header.no-accept-language",
+                            weights::NO_ACCEPT_LANGUAGE,
+                            "browser UA",
+                        );
+                    }
+                    if header("accept").is_none() {
+                        add(&mut v, "header.no-accept", weights::NO_ACCEPT, "browser UA");
+                    }
+                    if header("sec-fetch-mode").is_none() && sends_sec_fetch(ua) {
+                        add(
+                            &mut v,
+                            "header.no-sec-fetch",
+                            weights::NO_SEC_FETCH,
+                            "browser UA",
+                        );
+                    }
+                    if let Some(hint) = header("sec-ch-ua")
+                        && (hint.contains("Chromium") || hint.contains("Google Chrome"))
+                        && !ua.contains("Chrome/")
+                    {
+                        add(
+                            &mut v,
+                            "header.hint-mismatch",
+                            weights::HINT_MISMATCH,
+                            "Sec-CH-UA vs User-Agent",
                         );
                     }
                 }
-                if facts.headers_known && claims_browser(ua) && v.crawler.is_none() {
-                    if facts.accept_language.is_none() {
-                        add(&mut v, "header.no-accept-language", 25, "browser UA".into());
-                    }
-                    if facts.accept.is_none() {
-                        add(&mut v, "header.no-accept", 20, "browser UA".into());
-                    }
-                    if facts.sec_fetch_mode.is_none() && sends_sec_fetch(ua) {
-                        add(&mut v, "header.no-sec-fetch", 20, "browser UA".into());
+                if v.crawler.is_none() && claims_browser(ua) {
+                    let stale = match (version_after(ua, "Chrome/"), version_after(ua, "Firefox/"))
+                    {
+                        (Some(c), _) => c < MIN_CHROME,
+                        (None, Some(ff)) => ff < MIN_FIREFOX,
+                        _ => false,
+                    };
+                    if stale {
+                        add(
+                            &mut v,
+                            "ua.stale-browser",
+                            weights::STALE_BROWSER,
+                            "old browser version",
+                        );
                     }
                 }
-                if facts.headers_known
-                    && facts
-                        .sec_ch_ua
-                        .is_some_and(|h| h.contains("HeadlessChrome"))
+                if header("sec-ch-ua").is_some_and(|h| h.contains("HeadlessChrome"))
                     && v.category != Some(Category::HeadlessBrowser)
                 {
                     v.category = Some(Category::HeadlessBrowser);
                     add(
                         &mut v,
                         "header.headless-client-hint",
-                        60,
-                        "Sec-CH-UA".into(),
+                        weights::HEADLESS_HINT,
+                        "Sec-CH-UA",
                     );
                 }
             }
         }
-        if facts.headers_known && facts.http10 {
-            add(&mut v, "http.1.0", 15, "HTTP/1.0".into());
+        if f.headers_known && f.http10 {
+            add(&mut v, "http.1.0", weights::HTTP10, "HTTP/1.0");
         }
 
-        // The policy: ordered rules, first match decides.
-        let decided: Option<(&'static str, Action)> = match v.category {
-            Some(Category::SearchEngine | Category::SocialPreview) => {
-                Some(("allow-search-and-previews", Action::Allow))
+        // Behaviour (stateful).
+        let kind = request_kind(f.path, header("accept"));
+        let trap_hit = f.path.starts_with(self.trap_path.as_str());
+        let stats = self.behaviour.record(f.client_ip, f.now, kind, trap_hit);
+        if Behaviour::penalised(&stats, f.now) {
+            if stats.trapped {
+                add(
+                    &mut v,
+                    "behaviour.robots-trap",
+                    weights::TRAP,
+                    "ignored robots.txt",
+                );
+            } else {
+                add(
+                    &mut v,
+                    "behaviour.404-burst",
+                    weights::NOT_FOUND_BURST,
+                    "many 404s",
+                );
             }
-            Some(Category::AiTraining | Category::AiSearch | Category::AiAssistant) if !weak => {
-                Some(("block-ai-crawlers", Action::Block(403)))
-            }
-            _ if v.score >= SUSPICIOUS_SCORE => Some(("flag-high-score", Action::Observe)),
-            _ => None,
+        }
+        if stats.images >= 20 && stats.pages == 0 {
+            add(
+                &mut v,
+                "behaviour.images-without-pages",
+                weights::IMAGES_WITHOUT_PAGES,
+                "images only",
+            );
+        } else if stats.requests >= 50 && stats.images * 10 > stats.requests * 9 {
+            add(
+                &mut v,
+                "behaviour.image-share",
+                weights::IMAGE_SHARE,
+                ">90% images",
+            );
+        }
+        if stats.requests >= 600 {
+            add(
+                &mut v,
+                "behaviour.high-rate",
+                weights::HIGH_RATE,
+                "requests per window",
+            );
+        }
+
+        // Network lists come before policy.
+        if self.deny.contains(f.client_ip) {
+            v.rule = Some(self.rule_deny.clone());
+            v.action = Action::Block(403);
+            return v;
+        }
+        if self.allow.contains(f.client_ip) {
+            v.rule = Some(self.rule_allow.clone());
+            return v;
+        }
+
+        // Policy: first matching rule decides.
+        let Some(p) = self
+            .policies
+            .get(policy)
+            .or_else(|| self.policies.get("default"))
+        else {
+            return v;
         };
-        if let Some((rule, action)) = decided {
-            v.rule = Some(rule.to_string());
-            v.action = match policy {
-                Policy::Default => action,
-                Policy::Observe | Policy::Off => {
-                    if action != Action::Allow {
-                        v.would = Some(action);
-                    }
-                    if policy == Policy::Observe && action != Action::Allow {
-                        Action::Observe
+        let category = if weak { None } else { v.category };
+        let crawler = if weak { None } else { v.crawler.as_deref() };
+        let input = MatchInput {
+            category,
+            crawler,
+            user_agent: f.user_agent,
+            path: f.path,
+            method: f.method,
+            header: f.header,
+            headers_known: f.headers_known,
+            client_ip: f.client_ip,
+            asn: None,
+            country: None,
+            score: v.score,
+            verified,
+            spoofed,
+            image: kind == RequestKind::Image,
+        };
+        let Some(rule) = p.rules.iter().find(|r| r.matches(&input)) else {
+            return v;
+        };
+        v.rule = self.rule_names.get(&rule.name).cloned();
+        let action = match rule.action {
+            RuleAction::Allow => Action::Allow,
+            RuleAction::Observe => Action::Observe,
+            RuleAction::Cloak => Action::Cloak,
+            RuleAction::Block(s) | RuleAction::Challenge(s) | RuleAction::Tarpit(s) => {
+                Action::Block(s)
+            }
+            RuleAction::Limit(q) => match &rule.limiter {
+                Some(l) => {
+                    let key = l.key(f.client_ip, None, v.crawler.as_deref());
+                    let o = l.check(&key);
+                    v.limit = Some(LimitInfo {
+                        quota: q.rate,
+                        window: q.period.as_secs(),
+                        remaining: o.remaining,
+                        retry_after: o.retry_after,
+                        reset: o.reset,
+                    });
+                    if o.allowed {
+                        Action::Limit
                     } else {
-                        Action::Allow
+                        Action::Limited
                     }
                 }
+                None => Action::Limit,
+            },
+        };
+        if rule.mode == Mode::Observe {
+            if !matches!(action, Action::Allow | Action::Limit) {
+                v.would = Some(action);
+            }
+            v.action = if action == Action::Allow {
+                Action::Allow
+            } else {
+                Action::Observe
             };
+        } else {
+            v.action = action;
         }
         v
     }
-}
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn engine() -> Engine {
-        Engine::with_default_catalog().unwrap()
+    /// Records a response status for behaviour signals (404 bursts).
+    pub fn record_status(&self, client_ip: IpAddr, now: Duration, status: u16) {
+        self.behaviour.record_status(client_ip, now, status);
     }
 
-    fn browser_facts(ua: &str) -> RequestFacts<'_> {
-        RequestFacts {
-            client_ip: "198.51.100.4".parse().unwrap(),
-            method: "GET",
-            host: "gallery.example",
-            path: "/",
-            user_agent: Some(ua),
-            headers_known: true,
-            accept: Some("text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"),
-            accept_language: Some("en-GB,en;q=0.9"),
-            sec_fetch_mode: Some("navigate"),
-            sec_ch_ua: None,
-            http10: false,
+    /// Drops idle limiter keys and frees memory; call every 30–60 s.
+    pub fn sweep(&self) {
+        for p in self.policies.values() {
+            for r in &p.rules {
+                if let Some(l) = &r.limiter {
+                    l.sweep();
+                }
+            }
         }
     }
 
-    #[test]
-    fn ai_crawlers_are_blocked_and_observe_mode_passes() {
-        let e = engine();
-        let f = RequestFacts::basic(
-            "20.1.2.3".parse().unwrap(),
-            "GET",
-            "/",
-            Some(
-                "Mozilla/5.0 AppleWebKit/537.36 (KHTML, like Gecko; compatible; ClaudeBot/1.0; +claudebot@anthropic.com)",
-            ),
-        );
-        let v = e.evaluate(&f, Policy::Default);
-        assert_eq!(v.action, Action::Block(403));
-        assert_eq!(v.category, Some(Category::AiTraining));
-        assert_eq!(v.rule.as_deref(), Some("block-ai-crawlers"));
-        assert_eq!(v.score, 100);
-        let v = e.evaluate(&f, Policy::Observe);
-        assert_eq!(v.action, Action::Observe);
-        assert_eq!(v.would, Some(Action::Block(403)));
-    }
-
-    #[test]
-    fn real_browsers_with_real_headers_are_not_flagged() {
-        let e = engine();
-        for ua in [
-            "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36",
-            "Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/18.1 Safari/605.1.15",
-            "Mozilla/5.0 (X11; Linux x86_64; rv:133.0) Gecko/20100101 Firefox/133.0",
-            "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36 Edg/131.0.0.0",
-            "Mozilla/5.0 (Linux; Android 14; SM-S918B) AppleWebKit/537.36 (KHTML, like Gecko) SamsungBrowser/26.0 Chrome/122.0.0.0 Mobile Safari/537.36",
-            "Mozilla/5.0 (iPhone; CPU iPhone OS 18_1 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/18.1 Mobile/15E148 Safari/604.1",
-            "Mozilla/5.0 (Linux; Android 10; K) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Mobile Safari/537.36",
-            "Mozilla/5.0 (Android 14; Mobile; rv:133.0) Gecko/133.0 Firefox/133.0",
-        ] {
-            let v = e.evaluate(&browser_facts(ua), Policy::Default);
-            assert_eq!(v.action, Action::Allow, "{ua}: {v:?}");
-            assert_eq!(v.score, 0, "{ua}: {v:?}");
-            assert!(v.crawler.is_none(), "{ua}: {v:?}");
+    /// Sizes of the bounded state.
+    pub fn state_sizes(&self) -> StateSizes {
+        let mut s = StateSizes {
+            tracked_clients: self.behaviour.len(),
+            limiter_keys: Vec::new(),
+        };
+        for p in self.policies.values() {
+            for r in &p.rules {
+                if let Some(l) = &r.limiter {
+                    s.limiter_keys
+                        .push((p.name.clone(), r.name.clone(), l.len()));
+                }
+            }
         }
-    }
-
-    #[test]
-    fn search_engines_pass_and_headless_browsers_are_flagged() {
-        let e = engine();
-        let g = RequestFacts::basic(
-            "66.249.66.1".parse().unwrap(),
-            "GET",
-            "/",
-            Some("Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)"),
-        );
-        let v = e.evaluate(&g, Policy::Default);
-        assert_eq!(v.action, Action::Allow);
-        assert_eq!(v.category, Some(Category::SearchEngine));
-        let mut h = browser_facts(
-            "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) HeadlessChrome/131.0.0.0 Safari/537.36",
-        );
-        h.sec_fetch_mode = None;
-        let v = e.evaluate(&h, Policy::Default);
-        assert_eq!(v.category, Some(Category::HeadlessBrowser));
-        assert_eq!(v.action, Action::Observe);
-        assert_eq!(v.rule.as_deref(), Some("flag-high-score"));
-    }
-
-    #[test]
-    fn header_signals_need_known_headers() {
-        let e = engine();
-        let ua = "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36";
-        let mut f = browser_facts(ua);
-        f.accept_language = None;
-        f.accept = None;
-        f.sec_fetch_mode = None;
-        let v = e.evaluate(&f, Policy::Default);
-        assert_eq!(v.score, 65, "{v:?}");
-        assert_eq!(v.action, Action::Observe);
-        f.headers_known = false;
-        assert_eq!(e.evaluate(&f, Policy::Default).score, 0);
-    }
-
-    #[test]
-    fn generic_tokens_never_block_alone() {
-        let e = engine();
-        let vscode = "Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7) AppleWebKit/537.36 (KHTML, like Gecko) Code/1.85.1 Chrome/114.0.5735.289 Electron/25.9.7 Safari/537.36";
-        let v = e.evaluate(&browser_facts(vscode), Policy::Default);
-        assert_eq!(v.action, Action::Allow, "{v:?}");
-        assert_eq!(v.crawler.as_deref(), Some("Code"));
+        s
     }
 }

@@ -7,8 +7,13 @@
 
 pub mod catalog;
 mod engine;
+pub mod netset;
+pub mod policy;
+pub mod state;
 mod verdict;
 
 pub use catalog::{Catalog, Crawler};
-pub use engine::{Engine, Policy, RequestFacts, SUSPICIOUS_SCORE};
-pub use verdict::{Action, Category, Reason, Verdict};
+pub use engine::{
+    Engine, HeaderLookup, NoHeaders, RequestFacts, StateSizes, request_kind, weights,
+};
+pub use verdict::{Action, Category, LimitInfo, Reason, Verdict};

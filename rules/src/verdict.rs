@@ -1,5 +1,7 @@
 //! The verdict: what the engine decided for one request, and why.
 
+use std::sync::Arc;
+
 use serde::Serialize;
 
 /// What kind of client a crawler is.
@@ -79,8 +81,10 @@ pub enum Action {
     Allow,
     /// Pass to the origin; counted and logged as noteworthy.
     Observe,
-    /// Pass while under quota, 429 above it.
+    /// Matched a `limit` rule and is within its quota: passes.
     Limit,
+    /// Over a `limit` rule's quota: 429.
+    Limited,
     /// Serve protected image variants instead of originals.
     Cloak,
     /// Refuse with this status (403 unless the rule says otherwise).
@@ -94,6 +98,7 @@ impl Action {
             Action::Allow => "allow",
             Action::Observe => "observe",
             Action::Limit => "limit",
+            Action::Limited => "limited",
             Action::Cloak => "cloak",
             Action::Block(_) => "block",
         }
@@ -122,13 +127,30 @@ pub struct Verdict {
     /// Category of the matched crawler, if any.
     pub category: Option<Category>,
     /// Name of the matched crawler, if any.
-    pub crawler: Option<String>,
+    pub crawler: Option<Arc<str>>,
     /// Name of the rule that decided, if any.
-    pub rule: Option<String>,
+    pub rule: Option<Arc<str>>,
     /// The signals and their weights.
     pub reasons: Vec<Reason>,
     /// In observe (shadow) mode: the action the policy would have taken.
     pub would: Option<Action>,
+    /// Quota state when a `limit` rule decided.
+    pub limit: Option<LimitInfo>,
+}
+
+/// Quota state for `RateLimit-Policy` / `RateLimit` / `Retry-After`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct LimitInfo {
+    /// Requests per window.
+    pub quota: u32,
+    /// Window in seconds.
+    pub window: u64,
+    /// Requests left.
+    pub remaining: u32,
+    /// Seconds until the quota has room again (0 when it has).
+    pub retry_after: u64,
+    /// Seconds until the quota is fully restored.
+    pub reset: u64,
 }
 
 impl Verdict {
@@ -142,6 +164,7 @@ impl Verdict {
             rule: None,
             reasons: Vec::new(),
             would: None,
+            limit: None,
         }
     }
 

@@ -1,0 +1,455 @@
+//! Per-client state: rate limiters and behaviour, bounded in memory.
+//!
+//! Time is passed in by the caller (`now`, time since an arbitrary epoch),
+//! so the proxy uses a monotonic clock and `fixative replay` the log's own
+//! timestamps.
+
+use std::collections::hash_map::DefaultHasher;
+use std::hash::{Hash, Hasher};
+use std::net::IpAddr;
+use std::num::NonZeroUsize;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use fixative_config::{Quota, QuotaKey};
+use governor::clock::Clock;
+use governor::middleware::{NoOpMiddleware, StateInformationMiddleware};
+use governor::nanos::Nanos;
+use governor::state::StateStore;
+use governor::state::keyed::{DashMapStateStore, ShrinkableKeyedStateStore};
+use governor::{Quota as GQuota, RateLimiter};
+use lru::LruCache;
+
+/// A clock whose time the caller sets before each decision.
+#[derive(Debug, Default, Clone)]
+pub struct ManualClock(std::sync::Arc<AtomicU64>);
+
+impl ManualClock {
+    /// Moves the clock forward to `now` (never backwards).
+    pub fn set(&self, now: Duration) {
+        let n = now.as_nanos().min(u128::from(u64::MAX)) as u64;
+        self.0.fetch_max(n, Ordering::Relaxed);
+    }
+}
+
+impl Clock for ManualClock {
+    type Instant = Nanos;
+    fn now(&self) -> Nanos {
+        Nanos::from(self.0.load(Ordering::Relaxed))
+    }
+}
+
+/// A limiter key: no allocation, bounded size.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum LimitKey {
+    /// A client address or network.
+    Ip(IpAddr),
+    /// An autonomous system.
+    Asn(u32),
+    /// A crawler, by hash of its name.
+    Crawler(u64),
+    /// Shared bucket for keys past the cap.
+    Overflow,
+}
+
+/// A keyed store with a hard cap on live keys: once full, new keys share
+/// one overflow bucket until `retain_recent` frees room.
+#[derive(Debug)]
+pub struct CappedStore {
+    inner: DashMapStateStore<LimitKey>,
+    cap: usize,
+}
+
+impl StateStore for CappedStore {
+    type Key = LimitKey;
+    fn measure_and_replace<T, F, E>(&self, key: &LimitKey, f: F) -> Result<T, E>
+    where
+        F: Fn(Option<Nanos>) -> Result<(T, Nanos), E>,
+    {
+        if self.inner.contains_key(key) || self.inner.len() < self.cap {
+            self.inner.measure_and_replace(key, f)
+        } else {
+            self.inner.measure_and_replace(&LimitKey::Overflow, f)
+        }
+    }
+}
+
+type Limiter = RateLimiter<LimitKey, CappedStore, ManualClock, StateInformationMiddleware>;
+
+/// Outcome of a quota check.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LimitOutcome {
+    /// Within quota.
+    pub allowed: bool,
+    /// Requests left in the current burst.
+    pub remaining: u32,
+    /// Seconds until a request would be allowed (0 when allowed).
+    pub retry_after: u64,
+    /// Seconds until the bucket is full again.
+    pub reset: u64,
+}
+
+/// One limiter per rule with a quota.
+pub struct QuotaLimiter {
+    limiter: Limiter,
+    quota: Quota,
+}
+
+impl std::fmt::Debug for QuotaLimiter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("QuotaLimiter")
+            .field("quota", &self.quota)
+            .finish()
+    }
+}
+
+/// Masks an address to its /24 (IPv4) or /64 (IPv6) network.
+pub fn prefix_of(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(v4) => {
+            let o = v4.octets();
+            IpAddr::from([o[0], o[1], o[2], 0])
+        }
+        IpAddr::V6(v6) => {
+            let s = v6.segments();
+            IpAddr::from([s[0], s[1], s[2], s[3], 0, 0, 0, 0])
+        }
+    }
+}
+
+/// IPv6 clients are tracked per /64 (one subscriber); IPv4 per address.
+pub fn client_key(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) if v6.to_ipv4_mapped().is_none() => prefix_of(ip),
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(ip),
+        v4 => v4,
+    }
+}
+
+impl QuotaLimiter {
+    /// A limiter for `quota` with at most `cap` live keys.
+    pub fn new(quota: Quota, cap: usize, clock: ManualClock) -> QuotaLimiter {
+        let burst =
+            std::num::NonZeroU32::new(quota.burst.max(1)).unwrap_or(std::num::NonZeroU32::MIN);
+        let rate = quota.rate.max(1);
+        let replenish = quota.period / rate;
+        let gq = GQuota::with_period(replenish.max(Duration::from_nanos(1)))
+            .unwrap_or_else(|| GQuota::per_second(std::num::NonZeroU32::MIN))
+            .allow_burst(burst);
+        let store = CappedStore {
+            inner: DashMapStateStore::default(),
+            cap,
+        };
+        let limiter =
+            RateLimiter::<LimitKey, CappedStore, ManualClock, NoOpMiddleware<Nanos>>::new(
+                gq, store, clock,
+            )
+            .with_middleware::<StateInformationMiddleware>();
+        QuotaLimiter { limiter, quota }
+    }
+
+    /// The key for a request.
+    pub fn key(&self, ip: IpAddr, asn: Option<u32>, crawler: Option<&str>) -> LimitKey {
+        match self.quota.key {
+            QuotaKey::Ip => LimitKey::Ip(client_key(ip)),
+            QuotaKey::IpPrefix => LimitKey::Ip(prefix_of(client_key(ip))),
+            QuotaKey::Asn => match asn {
+                Some(a) => LimitKey::Asn(a),
+                None => LimitKey::Ip(prefix_of(client_key(ip))),
+            },
+            QuotaKey::Crawler => match crawler {
+                Some(c) => {
+                    let mut h = DefaultHasher::new();
+                    c.hash(&mut h);
+                    LimitKey::Crawler(h.finish())
+                }
+                None => LimitKey::Ip(client_key(ip)),
+            },
+        }
+    }
+
+    /// Counts one request against `key`.
+    pub fn check(&self, key: &LimitKey) -> LimitOutcome {
+        let per_cell = self.quota.period.as_secs_f64() / f64::from(self.quota.rate.max(1));
+        match self.limiter.check_key(key) {
+            Ok(snap) => {
+                let remaining = snap.remaining_burst_capacity();
+                let missing = self.quota.burst.saturating_sub(remaining);
+                LimitOutcome {
+                    allowed: true,
+                    remaining,
+                    retry_after: 0,
+                    reset: (f64::from(missing) * per_cell).ceil() as u64,
+                }
+            }
+            Err(not_until) => {
+                let wait = not_until.wait_time_from(self.limiter_now());
+                let secs = (wait.as_secs() + u64::from(wait.subsec_nanos() > 0)).max(1);
+                LimitOutcome {
+                    allowed: false,
+                    remaining: 0,
+                    retry_after: secs,
+                    reset: (f64::from(self.quota.burst) * per_cell).ceil() as u64,
+                }
+            }
+        }
+    }
+
+    fn limiter_now(&self) -> Nanos {
+        self.limiter.clock().now()
+    }
+
+    /// The quota.
+    pub fn quota(&self) -> &Quota {
+        &self.quota
+    }
+
+    /// Live keys.
+    pub fn len(&self) -> usize {
+        self.limiter.len()
+    }
+
+    /// Whether no key is live.
+    pub fn is_empty(&self) -> bool {
+        self.limiter.is_empty()
+    }
+
+    /// Drops keys whose bucket is full again, and frees memory.
+    pub fn sweep(&self) {
+        self.limiter.retain_recent();
+        self.limiter.shrink_to_fit();
+    }
+}
+
+// `retain_recent` needs the store to be shrinkable.
+impl ShrinkableKeyedStateStore<LimitKey> for CappedStore {
+    fn retain_recent(&self, drop_below: Nanos) {
+        self.inner.retain_recent(drop_below)
+    }
+    fn shrink_to_fit(&self) {
+        self.inner.shrink_to_fit()
+    }
+    fn len(&self) -> usize {
+        self.inner.len()
+    }
+    fn is_empty(&self) -> bool {
+        self.inner.is_empty()
+    }
+}
+
+/// What a client did recently.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ClientStats {
+    window_start: u64,
+    /// Requests in the window.
+    pub requests: u32,
+    /// HTML page requests in the window.
+    pub pages: u32,
+    /// Image requests in the window.
+    pub images: u32,
+    /// 404 answers in the window.
+    pub not_found: u32,
+    /// Penalised (trap hit or burst) until this time (ns).
+    pub penalty_until: u64,
+    /// Whether the penalty came from the robots.txt trap.
+    pub trapped: bool,
+}
+
+const SHARDS: usize = 16;
+
+/// Behaviour per client key, LRU-bounded.
+pub struct Behaviour {
+    shards: Vec<Mutex<LruCache<IpAddr, ClientStats>>>,
+    window: u64,
+    penalty: u64,
+}
+
+impl std::fmt::Debug for Behaviour {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Behaviour")
+            .field("clients", &self.len())
+            .finish()
+    }
+}
+
+/// Kind of request, for behaviour statistics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RequestKind {
+    /// An HTML page.
+    Page,
+    /// An image.
+    Image,
+    /// Anything else.
+    Other,
+}
+
+impl Behaviour {
+    /// Tracks at most `cap` clients.
+    pub fn new(cap: usize, window: Duration, penalty: Duration) -> Behaviour {
+        let per = NonZeroUsize::new(cap.div_ceil(SHARDS).max(1)).unwrap_or(NonZeroUsize::MIN);
+        Behaviour {
+            shards: (0..SHARDS)
+                .map(|_| Mutex::new(LruCache::new(per)))
+                .collect(),
+            window: window.as_nanos().min(u128::from(u64::MAX)) as u64,
+            penalty: penalty.as_nanos().min(u128::from(u64::MAX)) as u64,
+        }
+    }
+
+    fn shard(&self, key: &IpAddr) -> Option<&Mutex<LruCache<IpAddr, ClientStats>>> {
+        let mut h = DefaultHasher::new();
+        key.hash(&mut h);
+        self.shards.get((h.finish() as usize) % SHARDS)
+    }
+
+    fn update<R>(
+        &self,
+        ip: IpAddr,
+        now: Duration,
+        f: impl FnOnce(&mut ClientStats, u64) -> R,
+    ) -> Option<R> {
+        let key = client_key(ip);
+        let now = now.as_nanos().min(u128::from(u64::MAX)) as u64;
+        let shard = self.shard(&key)?;
+        let mut guard = shard.lock().ok()?;
+        let stats = guard.get_or_insert_mut(key, ClientStats::default);
+        if now.saturating_sub(stats.window_start) > self.window {
+            let keep = (stats.penalty_until, stats.trapped);
+            *stats = ClientStats {
+                window_start: now,
+                penalty_until: keep.0,
+                trapped: keep.1,
+                ..ClientStats::default()
+            };
+        }
+        Some(f(stats, now))
+    }
+
+    /// Counts a request and returns the client's statistics including it.
+    pub fn record(
+        &self,
+        ip: IpAddr,
+        now: Duration,
+        kind: RequestKind,
+        trap_hit: bool,
+    ) -> ClientStats {
+        let penalty = self.penalty;
+        self.update(ip, now, |s, now| {
+            s.requests = s.requests.saturating_add(1);
+            match kind {
+                RequestKind::Page => s.pages = s.pages.saturating_add(1),
+                RequestKind::Image => s.images = s.images.saturating_add(1),
+                RequestKind::Other => {}
+            }
+            if trap_hit {
+                s.penalty_until = now.saturating_add(penalty);
+                s.trapped = true;
+            }
+            *s
+        })
+        .unwrap_or_default()
+    }
+
+    /// Records a response status (404 bursts).
+    pub fn record_status(&self, ip: IpAddr, now: Duration, status: u16) {
+        if status != 404 {
+            return;
+        }
+        let penalty = self.penalty;
+        self.update(ip, now, |s, now| {
+            s.not_found = s.not_found.saturating_add(1);
+            if s.not_found >= NOT_FOUND_BURST {
+                s.penalty_until = s.penalty_until.max(now.saturating_add(penalty));
+            }
+        });
+    }
+
+    /// Clients tracked.
+    pub fn len(&self) -> usize {
+        self.shards
+            .iter()
+            .map(|s| s.lock().map(|g| g.len()).unwrap_or(0))
+            .sum()
+    }
+
+    /// Whether no client is tracked.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Whether a penalty is active at `now`.
+    pub fn penalised(stats: &ClientStats, now: Duration) -> bool {
+        (now.as_nanos().min(u128::from(u64::MAX)) as u64) < stats.penalty_until
+    }
+}
+
+/// 404s in one window that count as a burst.
+pub const NOT_FOUND_BURST: u32 = 20;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn quota(rate: u32, burst: u32) -> Quota {
+        Quota {
+            rate,
+            period: Duration::from_secs(60),
+            burst,
+            key: QuotaKey::Ip,
+        }
+    }
+
+    #[test]
+    fn limiter_allows_burst_then_refuses_then_recovers() {
+        let clock = ManualClock::default();
+        let l = QuotaLimiter::new(quota(60, 3), 100, clock.clone());
+        let k = l.key("192.0.2.1".parse().unwrap(), None, None);
+        clock.set(Duration::from_secs(10));
+        for _ in 0..3 {
+            assert!(l.check(&k).allowed);
+        }
+        let o = l.check(&k);
+        assert!(!o.allowed);
+        assert_eq!(o.retry_after, 1);
+        clock.set(Duration::from_secs(11));
+        assert!(l.check(&k).allowed);
+    }
+
+    #[test]
+    fn keys_are_capped_and_swept() {
+        let clock = ManualClock::default();
+        let l = QuotaLimiter::new(quota(60, 1), 100, clock.clone());
+        clock.set(Duration::from_secs(1));
+        for i in 0..10_000u32 {
+            let ip = IpAddr::from((0x0a00_0000u32 + i).to_be_bytes());
+            l.check(&l.key(ip, None, None));
+        }
+        assert!(l.len() <= 101, "{}", l.len());
+        clock.set(Duration::from_secs(600));
+        l.sweep();
+        assert_eq!(l.len(), 0);
+    }
+
+    #[test]
+    fn behaviour_is_bounded_and_penalties_expire() {
+        let b = Behaviour::new(1000, Duration::from_secs(60), Duration::from_secs(600));
+        for i in 0..50_000u32 {
+            let ip = IpAddr::from((0x0a00_0000u32 + i).to_be_bytes());
+            b.record(ip, Duration::from_secs(1), RequestKind::Page, false);
+        }
+        assert!(b.len() <= 1008, "{}", b.len());
+        let ip: IpAddr = "2001:db8:1:2:3:4:5:6".parse().unwrap();
+        let s = b.record(ip, Duration::from_secs(5), RequestKind::Other, true);
+        assert!(Behaviour::penalised(&s, Duration::from_secs(6)));
+        // Same /64, another address: same client.
+        let s = b.record(
+            "2001:db8:1:2::9".parse().unwrap(),
+            Duration::from_secs(100),
+            RequestKind::Image,
+            false,
+        );
+        assert!(s.trapped && Behaviour::penalised(&s, Duration::from_secs(100)));
+        assert!(!Behaviour::penalised(&s, Duration::from_secs(700)));
+    }
+}

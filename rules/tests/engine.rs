@@ -1,0 +1,316 @@
+//! The engine with the shipped catalog and the built-in policies.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::time::Duration;
+
+use fixative_config::Config;
+use fixative_rules::{Action, Category, Engine, RequestFacts};
+
+fn engine() -> Engine {
+    Engine::with_default_config().unwrap()
+}
+
+fn engine_with(extra: &str) -> Engine {
+    let src = format!(
+        "[[site]]\nname = \"a\"\nhosts = [\"a.test\"]\nupstreams = [\"127.0.0.1:1\"]\n{extra}\n"
+    );
+    Engine::new(&Config::from_toml(&src, "t", None).unwrap()).unwrap()
+}
+
+fn ip(s: &str) -> IpAddr {
+    s.parse().unwrap()
+}
+
+struct Req {
+    ip: IpAddr,
+    path: String,
+    ua: Option<String>,
+    headers: Option<BTreeMap<String, String>>,
+    t: Duration,
+}
+
+impl Req {
+    fn new(ip_: &str, ua: &str) -> Req {
+        Req {
+            ip: ip(ip_),
+            path: "/".into(),
+            ua: Some(ua.into()),
+            headers: None,
+            t: Duration::from_secs(1),
+        }
+    }
+    fn browser_headers(mut self) -> Req {
+        let mut h = BTreeMap::new();
+        h.insert(
+            "accept".into(),
+            "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8".into(),
+        );
+        h.insert("accept-language".into(), "en-GB,en;q=0.9".into());
+        h.insert("sec-fetch-mode".into(), "navigate".into());
+        self.headers = Some(h);
+        self
+    }
+    fn path(mut self, p: &str) -> Req {
+        self.path = p.into();
+        self
+    }
+    fn at(mut self, secs: u64) -> Req {
+        self.t = Duration::from_secs(secs);
+        self
+    }
+    fn eval(&self, e: &Engine, policy: &str) -> fixative_rules::Verdict {
+        let empty = BTreeMap::new();
+        let facts = RequestFacts {
+            now: self.t,
+            client_ip: self.ip,
+            method: "GET",
+            host: "a.test",
+            path: &self.path,
+            user_agent: self.ua.as_deref(),
+            headers_known: self.headers.is_some(),
+            header: self.headers.as_ref().unwrap_or(&empty),
+            http10: false,
+        };
+        e.evaluate(&facts, policy)
+    }
+}
+
+/// Real, current browser user agents (desktop and mobile).
+const BROWSERS: &[&str] = &[
+    "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36",
+    "Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/130.0.0.0 Safari/537.36",
+    "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36",
+    "Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/18.1 Safari/605.1.15",
+    "Mozilla/5.0 (X11; Linux x86_64; rv:133.0) Gecko/20100101 Firefox/133.0",
+    "Mozilla/5.0 (Windows NT 10.0; Win64; x64; rv:132.0) Gecko/20100101 Firefox/132.0",
+    "Mozilla/5.0 (Macintosh; Intel Mac OS X 14.7; rv:133.0) Gecko/20100101 Firefox/133.0",
+    "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36 Edg/131.0.0.0",
+    "Mozilla/5.0 (Linux; Android 14; SM-S918B) AppleWebKit/537.36 (KHTML, like Gecko) SamsungBrowser/26.0 Chrome/122.0.0.0 Mobile Safari/537.36",
+    "Mozilla/5.0 (iPhone; CPU iPhone OS 18_1 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/18.1 Mobile/15E148 Safari/604.1",
+    "Mozilla/5.0 (iPad; CPU OS 17_7 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.7 Mobile/15E148 Safari/604.1",
+    "Mozilla/5.0 (Linux; Android 10; K) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Mobile Safari/537.36",
+    "Mozilla/5.0 (Android 14; Mobile; rv:133.0) Gecko/133.0 Firefox/133.0",
+    "Mozilla/5.0 (iPhone; CPU iPhone OS 18_1 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) CriOS/131.0.6778.73 Mobile/15E148 Safari/604.1",
+    "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36 OPR/115.0.0.0",
+];
+
+#[test]
+fn browsers_with_realistic_headers_are_never_flagged() {
+    let e = engine();
+    for (i, ua) in BROWSERS.iter().enumerate() {
+        let v = Req::new(&format!("198.51.100.{i}"), ua)
+            .browser_headers()
+            .eval(&e, "default");
+        assert_eq!(v.score, 0, "{ua}: {v:?}");
+        assert!(v.crawler.is_none() && v.category.is_none(), "{ua}: {v:?}");
+        assert!(matches!(v.action, Action::Limit), "{ua}: {v:?}");
+        assert_eq!(v.rule.as_deref(), Some("limit-everyone"));
+    }
+}
+
+#[test]
+fn ai_crawlers_blocked_observe_mode_passes() {
+    let e = engine();
+    for ua in [
+        "Mozilla/5.0 AppleWebKit/537.36 (KHTML, like Gecko; compatible; GPTBot/1.2; +https://openai.com/gptbot)",
+        "Mozilla/5.0 AppleWebKit/537.36 (KHTML, like Gecko; compatible; ClaudeBot/1.0; +claudebot@anthropic.com)",
+        "CCBot/2.0 (https://commoncrawl.org/faq/)",
+        "Mozilla/5.0 (Linux; Android 5.0) AppleWebKit/537.36 (KHTML, like Gecko) Mobile Safari/537.36 (compatible; Bytespider; spider-feedback@bytedance.com)",
+        "Mozilla/5.0 AppleWebKit/537.36 (KHTML, like Gecko; compatible; ChatGPT-User/1.0; +https://openai.com/bot",
+        "Mozilla/5.0 AppleWebKit/537.36 (KHTML, like Gecko; compatible; PerplexityBot/1.0; +https://perplexity.ai/perplexitybot)",
+        "img2dataset/1.45.0 (https://github.com/rom1504/img2dataset)",
+    ] {
+        let v = Req::new("203.0.113.5", ua).eval(&e, "default");
+        assert_eq!(v.action, Action::Block(403), "{ua}: {v:?}");
+        assert_eq!(v.rule.as_deref(), Some("block-ai-crawlers"));
+        let v = Req::new("203.0.113.5", ua).eval(&e, "observe");
+        assert_eq!(v.action, Action::Observe, "{ua}");
+        assert_eq!(v.would, Some(Action::Block(403)));
+    }
+}
+
+#[test]
+fn spoofed_googlebot_is_flagged_real_one_allowed() {
+    let e = engine();
+    let ua = "Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)";
+    let real = Req::new("66.249.66.1", ua).eval(&e, "default");
+    assert_eq!(real.action, Action::Allow, "{real:?}");
+    assert_eq!(real.rule.as_deref(), Some("trusted-networks"));
+    assert_eq!(real.category, Some(Category::SearchEngine));
+    let fake = Req::new("45.77.1.2", ua).eval(&e, "default");
+    assert_eq!(fake.action, Action::Block(403), "{fake:?}");
+    assert_eq!(fake.rule.as_deref(), Some("spoofed-crawler"));
+    assert!(
+        fake.reasons
+            .iter()
+            .any(|r| r.signal == "crawler.spoofed" && r.weight == 150)
+    );
+}
+
+#[test]
+fn generic_words_never_block_alone() {
+    let e = engine();
+    let vscode = "Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7) AppleWebKit/537.36 (KHTML, like Gecko) Code/1.95.3 Chrome/128.0.6613.186 Electron/32.2.5 Safari/537.36";
+    let v = Req::new("198.51.100.9", vscode)
+        .browser_headers()
+        .eval(&e, "default");
+    assert!(!matches!(v.action, Action::Block(_)), "{v:?}");
+    assert_eq!(v.crawler.as_deref(), Some("Code"));
+}
+
+#[test]
+fn trap_hit_raises_later_verdicts_for_the_penalty_time() {
+    let e = engine();
+    let ua = "Mozilla/5.0 (X11; Linux x86_64; rv:133.0) Gecko/20100101 Firefox/133.0";
+    let before = Req::new("192.0.2.50", ua)
+        .browser_headers()
+        .path("/art/a.png")
+        .eval(&e, "default");
+    assert_eq!(before.score, 0);
+    let trap = Req::new("192.0.2.50", ua)
+        .browser_headers()
+        .path(&format!("{}page-2", e.trap_path()))
+        .at(2)
+        .eval(&e, "default");
+    assert!(
+        trap.reasons
+            .iter()
+            .any(|r| r.signal == "behaviour.robots-trap"),
+        "{trap:?}"
+    );
+    let after = Req::new("192.0.2.50", ua)
+        .browser_headers()
+        .path("/art/b.png")
+        .at(30)
+        .eval(&e, "default");
+    assert_eq!(after.score, 100, "{after:?}");
+    assert_eq!(
+        after.action,
+        Action::Cloak,
+        "images for a trapped client are cloaked"
+    );
+    assert_eq!(after.rule.as_deref(), Some("cloak-images-for-scrapers"));
+    // Ten minutes later (default penalty) the client is back to normal.
+    let later = Req::new("192.0.2.50", ua)
+        .browser_headers()
+        .path("/art/c.png")
+        .at(2 + 601)
+        .eval(&e, "default");
+    assert_eq!(later.score, 0, "{later:?}");
+}
+
+#[test]
+fn images_without_pages_look_like_img2dataset() {
+    let e = engine();
+    // img2dataset's default UA is a plain old Firefox.
+    let ua = "Mozilla/5.0 (Windows NT 10.0; Win64; x64; rv:72.0) Gecko/20100101 Firefox/72.0";
+    let mut last = None;
+    for i in 0..25 {
+        last = Some(
+            Req::new("192.0.2.77", ua)
+                .path(&format!("/art/{i}.jpg"))
+                .at(1 + i / 10)
+                .eval(&e, "default"),
+        );
+    }
+    let v = last.unwrap();
+    assert!(
+        v.reasons
+            .iter()
+            .any(|r| r.signal == "behaviour.images-without-pages"),
+        "{v:?}"
+    );
+    assert!(
+        v.reasons.iter().any(|r| r.signal == "ua.stale-browser"),
+        "{v:?}"
+    );
+    assert_eq!(v.action, Action::Cloak, "{v:?}");
+}
+
+#[test]
+fn header_signals_fire_only_when_headers_are_known() {
+    let e = engine();
+    let ua = BROWSERS[0];
+    let mut r = Req::new("192.0.2.60", ua);
+    r.headers = Some(BTreeMap::new());
+    let v = r.eval(&e, "default");
+    assert_eq!(v.score, 65, "{v:?}");
+    let v = Req::new("192.0.2.61", ua).eval(&e, "default");
+    assert_eq!(v.score, 0, "{v:?}");
+}
+
+#[test]
+fn quotas_limit_then_recover() {
+    let e = engine_with(
+        "[policy.default]\n[[policy.default.rule]]\nname = \"tight\"\naction = \"limit\"\nquota = { rate = 60, per = \"minute\", burst = 3, key = \"ip\" }\n",
+    );
+    let ua = BROWSERS[0];
+    for _ in 0..3 {
+        let v = Req::new("192.0.2.70", ua).at(5).eval(&e, "default");
+        assert_eq!(v.action, Action::Limit);
+    }
+    let v = Req::new("192.0.2.70", ua).at(5).eval(&e, "default");
+    assert_eq!(v.action, Action::Limited);
+    let l = v.limit.unwrap();
+    assert_eq!(
+        (l.quota, l.window, l.remaining, l.retry_after),
+        (60, 60, 0, 1)
+    );
+    // Another client is unaffected; the first recovers a second later.
+    assert_eq!(
+        Req::new("192.0.2.71", ua).at(5).eval(&e, "default").action,
+        Action::Limit
+    );
+    assert_eq!(
+        Req::new("192.0.2.70", ua).at(6).eval(&e, "default").action,
+        Action::Limit
+    );
+}
+
+#[test]
+fn user_rules_match_paths_headers_and_networks() {
+    let e = engine_with(
+        r#"[policy.default]
+[[policy.default.rule]]
+name = "office"
+match = { cidr = ["192.0.2.0/24"] }
+action = "allow"
+[[policy.default.rule]]
+name = "no-hotlinks"
+match = { path = ["/art/**"], header_regex = { referer = "^https://evil\\." } }
+action = "block"
+status = 451
+[[policy.default.rule]]
+name = "api-tarpit"
+match = { path = ["/api/*"], method = ["POST"] }
+action = "tarpit"
+"#,
+    );
+    let ua = BROWSERS[0];
+    assert_eq!(
+        Req::new("192.0.2.1", ua)
+            .path("/art/x.png")
+            .eval(&e, "default")
+            .rule
+            .as_deref(),
+        Some("office")
+    );
+    let mut r = Req::new("198.51.100.1", ua)
+        .browser_headers()
+        .path("/art/a/b.png");
+    r.headers
+        .as_mut()
+        .unwrap()
+        .insert("referer".into(), "https://evil.example/".into());
+    let v = r.eval(&e, "default");
+    assert_eq!(
+        (v.action, v.rule.as_deref()),
+        (Action::Block(451), Some("no-hotlinks"))
+    );
+    // Header rules never fire without headers (combined logs).
+    let v = Req::new("198.51.100.1", ua)
+        .path("/art/a/b.png")
+        .eval(&e, "default");
+    assert_eq!(v.action, Action::Allow);
+}

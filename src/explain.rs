@@ -1,0 +1,124 @@
+//! `fixative explain`: the verdict for one request, with every signal.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use fixative_config::Config;
+use fixative_rules::{Engine, RequestFacts, Verdict};
+
+/// Command-line arguments of `explain`.
+pub struct Args {
+    pub ua: Option<String>,
+    pub ip: IpAddr,
+    pub path: String,
+    pub host: Option<String>,
+    pub method: String,
+    pub headers: Vec<String>,
+    pub json: bool,
+}
+
+/// The site and policy a host selects.
+pub fn site_for<'a>(cfg: &'a Config, host: &str) -> (&'a str, &'a str) {
+    let site = cfg
+        .sites
+        .iter()
+        .position(|s| s.hosts.iter().any(|p| p.matches(host)))
+        .or(cfg.default_site)
+        .and_then(|i| cfg.sites.get(i));
+    match site {
+        Some(s) => (s.name.as_str(), s.policy.as_str()),
+        None => ("none", "default"),
+    }
+}
+
+/// Human-readable rendering of a verdict.
+pub fn render(v: &Verdict, site: &str, policy: &str) -> String {
+    let mut out = String::new();
+    let action = match v.action {
+        fixative_rules::Action::Block(s) => format!("block ({s})"),
+        a => a.as_str().to_string(),
+    };
+    out.push_str(&format!("site:     {site} (policy {policy})\n"));
+    out.push_str(&format!("action:   {action}\n"));
+    if let Some(w) = v.would {
+        out.push_str(&format!("would:    {} (observe mode)\n", w.as_str()));
+    }
+    out.push_str(&format!("score:    {}\n", v.score));
+    out.push_str(&format!("category: {}\n", v.category_label()));
+    out.push_str(&format!(
+        "crawler:  {}\n",
+        v.crawler.as_deref().unwrap_or("-")
+    ));
+    out.push_str(&format!(
+        "rule:     {}\n",
+        v.rule.as_deref().unwrap_or("- (no rule matched: allow)")
+    ));
+    if v.reasons.is_empty() {
+        out.push_str("reasons:  none\n");
+    } else {
+        out.push_str("reasons:\n");
+        for r in &v.reasons {
+            out.push_str(&format!(
+                "  {:+4}  {:<32} {}\n",
+                r.weight, r.signal, r.detail
+            ));
+        }
+    }
+    out
+}
+
+/// Runs `explain`.
+pub fn run(cfg: &Config, a: &Args) -> ExitCode {
+    let engine = match Engine::new(cfg) {
+        Ok(e) => e,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let mut headers = BTreeMap::new();
+    for h in &a.headers {
+        let Some((k, v)) = h.split_once(':') else {
+            eprintln!("--header {h:?}: expected 'Name: value'");
+            return ExitCode::from(2);
+        };
+        headers.insert(k.trim().to_ascii_lowercase(), v.trim().to_string());
+    }
+    if let Some(ua) = &a.ua {
+        headers.insert("user-agent".into(), ua.clone());
+    }
+    let host = a.host.clone().unwrap_or_default().to_ascii_lowercase();
+    let (site, policy) = site_for(cfg, &host);
+    let headers_known = a
+        .headers
+        .iter()
+        .any(|h| !h.to_ascii_lowercase().starts_with("user-agent:"));
+    let facts = RequestFacts {
+        now: Duration::from_secs(1),
+        client_ip: a.ip,
+        method: &a.method,
+        host: &host,
+        path: &a.path,
+        user_agent: headers.get("user-agent").map(String::as_str),
+        headers_known,
+        header: &headers,
+        http10: false,
+    };
+    let v = engine.evaluate(&facts, policy);
+    if a.json {
+        let mut obj = serde_json::to_value(&v).unwrap_or_default();
+        if let Some(o) = obj.as_object_mut() {
+            o.insert("site".into(), site.into());
+            o.insert("policy".into(), policy.into());
+        }
+        println!("{obj}");
+    } else {
+        print!("{}", render(&v, site, policy));
+        if !headers_known {
+            println!("(no --header given: header signals were not evaluated)");
+        }
+    }
+    ExitCode::SUCCESS
+}
