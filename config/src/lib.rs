@@ -151,6 +151,35 @@ pub struct Site {
     pub policy: String,
     /// Serves requests whose host matches no site.
     pub default: bool,
+    /// No-train directives for this site.
+    pub directives: Directives,
+}
+
+/// `[site.directives]`: the no-train signals Fixative adds (all on by default).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Directives {
+    /// `X-Robots-Tag` values added to every response (empty: none).
+    pub x_robots_tag: Vec<String>,
+    /// Send `tdm-reservation: 1`.
+    pub tdm_reservation: bool,
+    /// URL sent as `tdm-policy`.
+    pub tdm_policy: Option<String>,
+    /// `Content-Usage` preferences (empty: none), e.g. `train-ai=n`.
+    pub content_usage: String,
+    /// Merge (or synthesize) robots.txt.
+    pub robots_txt: bool,
+    /// Crawler categories that get a `Disallow: /` group.
+    pub robots_categories: Vec<String>,
+    /// `Content-Signal` line in robots.txt (empty: none).
+    pub content_signal: String,
+    /// Synthesize `/.well-known/tdmrep.json` when the origin has none.
+    pub tdmrep_json: bool,
+    /// Synthesize `/ai.txt` when the origin has none.
+    pub ai_txt: bool,
+    /// How long an origin's robots.txt / tdmrep.json / ai.txt is used
+    /// before it is revalidated with its validators.
+    pub cache_ttl: std::time::Duration,
 }
 
 /// One origin server.

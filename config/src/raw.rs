@@ -123,6 +123,70 @@ pub struct RawSite {
     pub policy: String,
     #[serde(default)]
     pub default: bool,
+    #[serde(default)]
+    pub directives: RawDirectives,
+}
+
+#[derive(Debug, Deserialize, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct RawDirectives {
+    #[serde(default = "default_x_robots")]
+    pub x_robots_tag: Vec<String>,
+    #[serde(default = "default_true")]
+    pub tdm_reservation: bool,
+    pub tdm_policy: Option<String>,
+    #[serde(default = "default_content_usage")]
+    pub content_usage: String,
+    #[serde(default = "default_true")]
+    pub robots_txt: bool,
+    #[serde(default = "default_robots_categories")]
+    pub robots_categories: Vec<String>,
+    #[serde(default = "default_content_signal")]
+    pub content_signal: String,
+    #[serde(default = "default_true")]
+    pub tdmrep_json: bool,
+    #[serde(default = "default_true")]
+    pub ai_txt: bool,
+    #[serde(default = "default_doc_ttl")]
+    pub cache_ttl: String,
+}
+
+fn default_doc_ttl() -> String {
+    "60s".into()
+}
+
+impl Default for RawDirectives {
+    fn default() -> Self {
+        RawDirectives {
+            x_robots_tag: default_x_robots(),
+            tdm_reservation: true,
+            tdm_policy: None,
+            content_usage: default_content_usage(),
+            robots_txt: true,
+            robots_categories: default_robots_categories(),
+            content_signal: default_content_signal(),
+            tdmrep_json: true,
+            ai_txt: true,
+            cache_ttl: default_doc_ttl(),
+        }
+    }
+}
+
+fn default_x_robots() -> Vec<String> {
+    vec!["noai".into(), "noimageai".into()]
+}
+fn default_content_usage() -> String {
+    "train-ai=n".into()
+}
+fn default_robots_categories() -> Vec<String> {
+    vec![
+        "ai-training".into(),
+        "ai-search".into(),
+        "ai-assistant".into(),
+    ]
+}
+fn default_content_signal() -> String {
+    "search=yes, ai-input=no, ai-train=no".into()
 }
 
 fn default_policy() -> String {

@@ -488,6 +488,49 @@ fn validate(ctx: &mut Ctx<'_>, raw: RawConfig, source_name: &str) -> Config {
             }
         }
 
+        let d = &s.directives;
+        let dp = p.key("directives");
+        for (j, v) in d.x_robots_tag.iter().enumerate() {
+            if v.is_empty()
+                || !v
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+            {
+                ctx.err(
+                    &dp.key("x_robots_tag").index(j),
+                    format!("{v:?} is not a robots directive token"),
+                );
+            }
+        }
+        for (j, c) in d.robots_categories.iter().enumerate() {
+            if !crate::policy::CATEGORIES.contains(&c.as_str()) {
+                ctx.err(
+                    &dp.key("robots_categories").index(j),
+                    format!("unknown category {c:?}"),
+                );
+            }
+        }
+        if let Some(u) = &d.tdm_policy
+            && !(u.starts_with("https://") || u.starts_with("http://"))
+        {
+            ctx.err(
+                &dp.key("tdm_policy"),
+                format!("{u:?} must be an absolute http(s) URL"),
+            );
+        }
+        for (key, v) in [
+            ("content_usage", &d.content_usage),
+            ("content_signal", &d.content_signal),
+        ] {
+            if v.bytes().any(|b| b.is_ascii_control()) {
+                ctx.err(&dp.key(key), "must be a single line");
+            }
+        }
+        let cache_ttl = ctx.duration(
+            &dp.key("cache_ttl"),
+            &d.cache_ttl,
+            std::time::Duration::from_secs(86_400),
+        );
         sites.push(Site {
             name,
             hosts,
@@ -495,6 +538,18 @@ fn validate(ctx: &mut Ctx<'_>, raw: RawConfig, source_name: &str) -> Config {
             upstream_tls,
             policy: s.policy.clone(),
             default: s.default,
+            directives: crate::Directives {
+                x_robots_tag: d.x_robots_tag.clone(),
+                tdm_reservation: d.tdm_reservation,
+                tdm_policy: d.tdm_policy.clone(),
+                content_usage: d.content_usage.trim().to_string(),
+                robots_txt: d.robots_txt,
+                robots_categories: d.robots_categories.clone(),
+                content_signal: d.content_signal.trim().to_string(),
+                tdmrep_json: d.tdmrep_json,
+                ai_txt: d.ai_txt,
+                cache_ttl,
+            },
         });
     }
 

@@ -10,6 +10,7 @@ pub mod access_log;
 pub mod admin;
 pub mod background;
 pub mod demo;
+pub mod directives;
 pub mod forwarding;
 pub mod metrics;
 pub mod pages;

@@ -27,6 +27,14 @@ pub struct SiteRuntime {
     pub tls_verify: bool,
     /// Detection policy name.
     pub policy: String,
+    /// No-train directives.
+    pub directives: fixative_config::Directives,
+    /// Generated robots.txt groups.
+    pub robots_groups: String,
+    /// Origin well-known documents, cached; the lock also makes concurrent
+    /// refreshes wait for one fetch.
+    pub docs:
+        tokio::sync::Mutex<HashMap<crate::directives::WellKnown, crate::directives::OriginDoc>>,
 }
 
 /// Maps a request's host to a site.
@@ -143,12 +151,23 @@ impl Runtime {
                 tls_sni: site.upstream_tls.as_ref().map(|t| t.sni.clone()),
                 tls_verify: site.upstream_tls.as_ref().is_none_or(|t| t.verify),
                 policy: site.policy.clone(),
+                directives: site.directives.clone(),
+                robots_groups: String::new(),
+                docs: tokio::sync::Mutex::new(HashMap::new()),
             });
+        }
+        let engine = Engine::new(&config)?;
+        for s in &mut sites {
+            s.robots_groups = crate::directives::robots_groups(
+                &s.directives,
+                engine.catalog(),
+                engine.trap_path(),
+            );
         }
         Ok(Runtime {
             router: Router::new(&config),
             sites,
-            engine: Engine::new(&config)?,
+            engine,
             epoch: std::time::Instant::now(),
             config: Arc::new(config),
         })

@@ -14,6 +14,7 @@ use pingora::prelude::*;
 use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 
 use crate::access_log;
+use crate::directives::{self, WellKnown};
 use crate::forwarding;
 use crate::pages;
 use crate::runtime::{Runtime, normalize_host};
@@ -30,6 +31,127 @@ pub struct Ctx {
     verdict: Verdict,
     upstream_failed: bool,
     now: std::time::Duration,
+}
+
+/// The directives of the request's site; the default site's (or the first
+/// site's) for requests that matched none, so that Fixative's own pages
+/// carry them too.
+fn ctx_directives(ctx: &Ctx) -> Option<&fixative_config::Directives> {
+    let rt = ctx.runtime.as_ref()?;
+    let i = ctx.site.or(rt.config.default_site).unwrap_or(0);
+    rt.sites.get(i).map(|s| &s.directives)
+}
+
+/// A peer for one of the site's upstreams, with the configured timeouts.
+fn site_peer(rt: &Runtime, i: usize) -> Result<HttpPeer> {
+    let Some(site) = rt.sites.get(i) else {
+        return Err(Error::explain(
+            ErrorType::InternalError,
+            "site index out of range",
+        ));
+    };
+    // Prefer a healthy backend; when none is healthy, try one anyway so
+    // that a flapping check never turns a working origin into errors.
+    let backend = site
+        .balancer
+        .select(b"", 256)
+        .or_else(|| site.balancer.select_with(b"", 256, |_, _| true))
+        .ok_or_else(|| Error::explain(ErrorType::ConnectNoRoute, "no upstream"))?;
+    let tls = site.tls_sni.is_some();
+    let sni = site.tls_sni.clone().unwrap_or_default();
+    let mut peer = HttpPeer::new(backend.addr, tls, sni);
+    let s = &rt.config.server;
+    peer.options.connection_timeout = Some(s.upstream_connect_timeout);
+    peer.options.total_connection_timeout = Some(s.upstream_connect_timeout * 2);
+    peer.options.read_timeout = Some(s.upstream_read_timeout);
+    peer.options.write_timeout = Some(s.upstream_read_timeout);
+    peer.options.idle_timeout = Some(std::time::Duration::from_secs(60));
+    if tls {
+        peer.options.verify_cert = site.tls_verify;
+        peer.options.verify_hostname = site.tls_verify;
+        peer.options.alpn = pingora::protocols::ALPN::H2H1;
+    }
+    Ok(peer)
+}
+
+/// Answers robots.txt, tdmrep.json or ai.txt: the origin's (cached,
+/// revalidated) merged with or replaced by Fixative's.
+async fn serve_well_known(
+    session: &mut Session,
+    ctx: &Ctx,
+    rt: &Runtime,
+    i: usize,
+    doc: WellKnown,
+) -> Result<()> {
+    let Some(site) = rt.sites.get(i) else {
+        return Err(Error::explain(
+            ErrorType::InternalError,
+            "site index out of range",
+        ));
+    };
+    let origin = {
+        let mut cache = site.docs.lock().await;
+        let prev = cache.get(&doc).cloned();
+        match prev {
+            Some(p) if p.checked.elapsed() < site.directives.cache_ttl => Some(p),
+            _ => {
+                let fetched = match site_peer(rt, i) {
+                    Ok(peer) => {
+                        directives::fetch_origin_doc(&peer, &ctx.host, doc, prev.as_ref()).await
+                    }
+                    Err(e) => Err(e),
+                };
+                match fetched {
+                    Ok(d) => {
+                        cache.insert(doc, d.clone());
+                        Some(d)
+                    }
+                    Err(e) => {
+                        tracing::warn!(
+                            "cannot fetch {} from the origin of {}: {e}; serving {}",
+                            doc.path(),
+                            site.name,
+                            if prev.is_some() {
+                                "the cached copy"
+                            } else {
+                                "Fixative's own"
+                            }
+                        );
+                        prev
+                    }
+                }
+            }
+        }
+    };
+    let origin_body = origin.as_ref().and_then(|d| d.body.as_deref());
+    let body = match doc {
+        WellKnown::Robots => directives::merged_robots(origin_body, &site.robots_groups),
+        WellKnown::Tdmrep => origin_body
+            .map(str::to_string)
+            .unwrap_or_else(|| directives::tdmrep_json(&site.directives)),
+        WellKnown::AiTxt => origin_body
+            .map(str::to_string)
+            .unwrap_or_else(|| directives::ai_txt().to_string()),
+    };
+    let mut resp = ResponseHeader::build(200, Some(8))?;
+    resp.insert_header("content-type", doc.content_type())?;
+    resp.insert_header("content-length", body.len().to_string())?;
+    resp.insert_header("cache-control", "public, max-age=300")?;
+    resp.insert_header("x-request-id", ctx.request_id.as_str())?;
+    directives::apply_headers(&mut resp, &site.directives)?;
+    if rt.config.server.debug_headers {
+        resp.insert_header("x-fixative-verdict", ctx.verdict.header_value())?;
+    }
+    let head_only = session.req_header().method == http::Method::HEAD;
+    session
+        .write_response_header(Box::new(resp), head_only)
+        .await?;
+    if !head_only {
+        session
+            .write_response_body(Some(directives::bytes(body)), true)
+            .await?;
+    }
+    Ok(())
 }
 
 /// Header lookup over Pingora's request headers.
@@ -120,9 +242,12 @@ async fn respond_html_with(
     ctx: &Ctx,
     extra: &[(String, String)],
 ) -> Result<()> {
-    let mut resp = ResponseHeader::build(status, Some(5 + extra.len()))?;
+    let mut resp = ResponseHeader::build(status, Some(8 + extra.len()))?;
     for (k, v) in extra {
         resp.insert_header(k.clone(), v.as_str())?;
+    }
+    if let Some(d) = ctx_directives(ctx) {
+        directives::apply_headers(&mut resp, d)?;
     }
     resp.insert_header("content-type", "text/html; charset=utf-8")?;
     resp.insert_header("content-length", html.len().to_string())?;
@@ -272,6 +397,19 @@ impl ProxyHttp for FixativeProxy {
             respond_html(session, status, html, ctx).await?;
             return Ok(true);
         }
+        let method = &session.req_header().method;
+        if (method == http::Method::GET || method == http::Method::HEAD)
+            && let Some(i) = ctx.site
+            && let Some(site) = rt.sites.get(i)
+            && let Some(doc) = session
+                .req_header()
+                .uri
+                .path_and_query()
+                .and_then(|p| WellKnown::for_path(p.as_str(), &site.directives))
+        {
+            serve_well_known(session, ctx, &rt, i, doc).await?;
+            return Ok(true);
+        }
         Ok(false)
     }
 
@@ -279,34 +417,7 @@ impl ProxyHttp for FixativeProxy {
         let (Some(rt), Some(i)) = (&ctx.runtime, ctx.site) else {
             return Err(Error::explain(ErrorType::InternalError, "no site selected"));
         };
-        let Some(site) = rt.sites.get(i) else {
-            return Err(Error::explain(
-                ErrorType::InternalError,
-                "site index out of range",
-            ));
-        };
-        // Prefer a healthy backend; when none is healthy, try one anyway so
-        // that a flapping check never turns a working origin into errors.
-        let backend = site
-            .balancer
-            .select(b"", 256)
-            .or_else(|| site.balancer.select_with(b"", 256, |_, _| true))
-            .ok_or_else(|| Error::explain(ErrorType::ConnectNoRoute, "no upstream"))?;
-        let tls = site.tls_sni.is_some();
-        let sni = site.tls_sni.clone().unwrap_or_default();
-        let mut peer = HttpPeer::new(backend.addr, tls, sni);
-        let s = &rt.config.server;
-        peer.options.connection_timeout = Some(s.upstream_connect_timeout);
-        peer.options.total_connection_timeout = Some(s.upstream_connect_timeout * 2);
-        peer.options.read_timeout = Some(s.upstream_read_timeout);
-        peer.options.write_timeout = Some(s.upstream_read_timeout);
-        peer.options.idle_timeout = Some(std::time::Duration::from_secs(60));
-        if tls {
-            peer.options.verify_cert = site.tls_verify;
-            peer.options.verify_hostname = site.tls_verify;
-            peer.options.alpn = pingora::protocols::ALPN::H2H1;
-        }
-        Ok(Box::new(peer))
+        site_peer(rt, i).map(Box::new)
     }
 
     async fn upstream_request_filter(
@@ -366,6 +477,9 @@ impl ProxyHttp for FixativeProxy {
         ctx: &mut Ctx,
     ) -> Result<()> {
         resp.insert_header("x-request-id", ctx.request_id.clone())?;
+        if let Some(d) = ctx_directives(ctx) {
+            directives::apply_headers(resp, d)?;
+        }
         let debug = ctx
             .runtime
             .as_ref()

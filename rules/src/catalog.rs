@@ -13,7 +13,7 @@
 //! start or after a space, `(` or `;`), and they are flagged weak so that
 //! policy never blocks on them alone.
 
-use aho_corasick::{AhoCorasick, AhoCorasickBuilder, MatchKind};
+use aho_corasick::{AhoCorasick, AhoCorasickBuilder, AhoCorasickKind, MatchKind};
 use serde::Deserialize;
 
 use crate::verdict::Category;
@@ -133,6 +133,9 @@ impl Catalog {
         let automaton = AhoCorasickBuilder::new()
             .ascii_case_insensitive(true)
             .match_kind(MatchKind::Standard)
+            // A full DFA: the catalog is small, and user agents are
+            // scanned on every request.
+            .kind(Some(AhoCorasickKind::DFA))
             .build(patterns.iter().map(|p| p.2.as_str()))
             .map_err(|e| e.to_string())?;
         Ok(Catalog {

@@ -40,12 +40,18 @@ struct OriginState {
     name: String,
     hits: Arc<AtomicUsize>,
     last: Arc<std::sync::Mutex<Option<Seen>>>,
+    robots: Option<String>,
+    robots_fetches: Arc<AtomicUsize>,
+    robots_not_modified: Arc<AtomicUsize>,
 }
 
 /// An in-process origin server.
 pub struct Origin {
     pub addr: SocketAddr,
     pub hits: Arc<AtomicUsize>,
+    /// robots.txt fetches, and how many of them were answered 304.
+    pub robots_fetches: Arc<AtomicUsize>,
+    pub robots_not_modified: Arc<AtomicUsize>,
     last: Arc<std::sync::Mutex<Option<Seen>>>,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
 }
@@ -57,10 +63,19 @@ impl Origin {
     /// everything else echoes (method, path, headers as JSON, body length),
     /// and streams the request body through a counter without keeping it.
     pub async fn start(name: &str) -> Origin {
+        Self::start_with_robots(name, None).await
+    }
+
+    /// Starts an origin that serves `robots` at /robots.txt (with an ETag,
+    /// answering 304 to a matching If-None-Match); `None`: 404 there.
+    pub async fn start_with_robots(name: &str, robots: Option<&str>) -> Origin {
         let state = OriginState {
             name: name.to_string(),
             hits: Arc::new(AtomicUsize::new(0)),
             last: Arc::new(std::sync::Mutex::new(None)),
+            robots: robots.map(str::to_string),
+            robots_fetches: Arc::new(AtomicUsize::new(0)),
+            robots_not_modified: Arc::new(AtomicUsize::new(0)),
         };
         let app = Router::new()
             .route("/", any(echo))
@@ -81,6 +96,8 @@ impl Origin {
         Origin {
             addr,
             hits: state.hits,
+            robots_fetches: state.robots_fetches,
+            robots_not_modified: state.robots_not_modified,
             last: state.last,
             shutdown: Some(tx),
         }
@@ -114,6 +131,45 @@ async fn echo(State(st): State<OriginState>, req: Request) -> Response {
         .iter()
         .map(|(k, v)| (k.to_string(), v.to_str().unwrap_or("").to_string()))
         .collect();
+    if path == "/robots.txt" || path == "/ai.txt" || path == "/.well-known/tdmrep.json" {
+        if path != "/robots.txt" {
+            return (StatusCode::NOT_FOUND, "").into_response();
+        }
+        st.robots_fetches.fetch_add(1, Ordering::SeqCst);
+        return match &st.robots {
+            None => (StatusCode::NOT_FOUND, "").into_response(),
+            Some(_) if headers.get("if-none-match").map(String::as_str) == Some("\"r1\"") => {
+                st.robots_not_modified.fetch_add(1, Ordering::SeqCst);
+                let mut h = HeaderMap::new();
+                h.insert("etag", "\"r1\"".parse().unwrap());
+                (StatusCode::NOT_MODIFIED, h).into_response()
+            }
+            Some(body) => {
+                let mut h = HeaderMap::new();
+                h.insert("content-type", "text/plain".parse().unwrap());
+                h.insert("etag", "\"r1\"".parse().unwrap());
+                (h, body.clone()).into_response()
+            }
+        };
+    }
+    if let Some(kind) = path.strip_prefix("/typed/") {
+        // Responses of a given type, with the origin's own directives.
+        let (ctype, body): (&str, Vec<u8>) = match kind {
+            "page.html" => (
+                "text/html; charset=utf-8",
+                b"<!doctype html><html><head><title>t</title></head><body>hi</body></html>"
+                    .to_vec(),
+            ),
+            "data.json" => ("application/json", b"{\"ok\":true}".to_vec()),
+            _ => ("image/png", b"\x89PNG\r\n\x1a\n".to_vec()),
+        };
+        let mut h = HeaderMap::new();
+        h.insert("content-type", ctype.parse().unwrap());
+        h.append("x-robots-tag", "noindex".parse().unwrap());
+        h.append("x-robots-tag", "noai".parse().unwrap());
+        h.insert("content-usage", "search=y".parse().unwrap());
+        return (h, body).into_response();
+    }
     if let Some(n) = path.strip_prefix("/slow/") {
         let ms: u64 = n.parse().unwrap_or(1000);
         tokio::time::sleep(Duration::from_millis(ms)).await;

@@ -1,0 +1,157 @@
+//! Criterion bench: the detection engine over a realistic request mix with
+//! the full catalog and the default policy.
+
+use std::collections::BTreeMap;
+use std::hint::black_box;
+use std::net::IpAddr;
+use std::time::Duration;
+
+use criterion::{Criterion, criterion_group, criterion_main};
+use fixative_rules::{Engine, RequestFacts};
+
+struct Req {
+    ip: IpAddr,
+    path: &'static str,
+    ua: &'static str,
+    headers: BTreeMap<String, String>,
+}
+
+fn mix() -> Vec<Req> {
+    let browser_headers = || {
+        let mut h = BTreeMap::new();
+        h.insert(
+            "accept".to_string(),
+            "text/html,application/xhtml+xml,*/*;q=0.8".to_string(),
+        );
+        h.insert("accept-language".to_string(), "en-GB,en;q=0.9".to_string());
+        h.insert("sec-fetch-mode".to_string(), "navigate".to_string());
+        h
+    };
+    let kinds: &[(&str, &str, bool, usize)] = &[
+        // (UA, path, browser headers, weight out of 100)
+        (
+            "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36",
+            "/",
+            true,
+            30,
+        ),
+        (
+            "Mozilla/5.0 (iPhone; CPU iPhone OS 18_1 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/18.1 Mobile/15E148 Safari/604.1",
+            "/art/rocket.jpg",
+            true,
+            25,
+        ),
+        (
+            "Mozilla/5.0 (X11; Linux x86_64; rv:133.0) Gecko/20100101 Firefox/133.0",
+            "/gallery/2024/",
+            true,
+            15,
+        ),
+        (
+            "Mozilla/5.0 AppleWebKit/537.36 (KHTML, like Gecko; compatible; GPTBot/1.2; +https://openai.com/gptbot)",
+            "/art/coffee.png",
+            false,
+            8,
+        ),
+        (
+            "Mozilla/5.0 AppleWebKit/537.36 (KHTML, like Gecko; compatible; ClaudeBot/1.0; +claudebot@anthropic.com)",
+            "/",
+            false,
+            4,
+        ),
+        (
+            "Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)",
+            "/",
+            false,
+            6,
+        ),
+        (
+            "facebookexternalhit/1.1 (+http://www.facebook.com/externalhit_uatext.php)",
+            "/",
+            false,
+            2,
+        ),
+        ("python-requests/2.32.3", "/art/astronaut.png", false, 5),
+        (
+            "Mozilla/5.0 (Windows NT 10.0; Win64; x64; rv:72.0) Gecko/20100101 Firefox/72.0",
+            "/art/brick.png",
+            false,
+            5,
+        ),
+    ];
+    let mut out = Vec::new();
+    let mut n = 0u32;
+    for (ua, path, hdrs, weight) in kinds {
+        for _ in 0..*weight {
+            n += 1;
+            let ip = if ua.contains("Googlebot") {
+                IpAddr::from([66, 249, 66, (n % 250) as u8])
+            } else {
+                IpAddr::from([198, 51, (n / 250) as u8, (n % 250) as u8])
+            };
+            out.push(Req {
+                ip,
+                path,
+                ua,
+                headers: if *hdrs {
+                    browser_headers()
+                } else {
+                    BTreeMap::new()
+                },
+            });
+        }
+    }
+    out
+}
+
+fn bench(c: &mut Criterion) {
+    let engine = Engine::with_default_config().expect("engine");
+    let reqs = mix();
+    let mut i = 0usize;
+    let mut t = 1u64;
+    c.bench_function("engine/evaluate (realistic mix, default policy)", |b| {
+        b.iter(|| {
+            let r = &reqs[i % reqs.len()];
+            i += 1;
+            // Spread requests over time so limiters stay under quota.
+            t += 1;
+            let facts = RequestFacts {
+                now: Duration::from_millis(t * 50),
+                client_ip: r.ip,
+                method: "GET",
+                host: "gallery.example",
+                path: r.path,
+                user_agent: Some(r.ua),
+                headers_known: true,
+                header: &r.headers,
+                http10: false,
+            };
+            black_box(engine.evaluate(black_box(&facts), "default"))
+        })
+    });
+    let browser = &reqs[0];
+    c.bench_function("engine/evaluate (browser page, common path)", |b| {
+        b.iter(|| {
+            t += 1;
+            let facts = RequestFacts {
+                now: Duration::from_millis(t * 50),
+                client_ip: browser.ip,
+                method: "GET",
+                host: "gallery.example",
+                path: browser.path,
+                user_agent: Some(browser.ua),
+                headers_known: true,
+                header: &browser.headers,
+                http10: false,
+            };
+            black_box(engine.evaluate(black_box(&facts), "default"))
+        })
+    });
+    let catalog = engine.catalog();
+    c.bench_function("catalog/match_ua (browser, no match)", |b| {
+        b.iter(|| black_box(catalog.match_ua(black_box(browser.ua))))
+    });
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);

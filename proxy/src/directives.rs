@@ -1,0 +1,364 @@
+//! No-train directives: response headers on every response, and the
+//! well-known files (robots.txt merged or synthesized, tdmrep.json, ai.txt).
+//!
+//! The well-known files are fetched from the origin by Fixative itself
+//! (Pingora's HTTP client), capped in size, cached per site and revalidated
+//! with the origin's validators (`ETag`, `Last-Modified`), then answered
+//! directly, so HEAD, empty 404s and compressed origins all work the same.
+
+use std::collections::BTreeSet;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use fixative_config::Directives;
+use fixative_rules::Catalog;
+use pingora::http::{RequestHeader, ResponseHeader};
+use pingora::prelude::HttpPeer;
+
+/// The largest origin robots.txt read; RFC 9309 crawlers parse 500 KiB.
+pub const MAX_ORIGIN_DOC: usize = 512 * 1024;
+
+/// Well-known paths Fixative answers for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum WellKnown {
+    /// `/robots.txt`
+    Robots,
+    /// `/.well-known/tdmrep.json`
+    Tdmrep,
+    /// `/ai.txt`
+    AiTxt,
+}
+
+impl WellKnown {
+    /// The well-known file for a path, when enabled for the site.
+    pub fn for_path(path: &str, d: &Directives) -> Option<WellKnown> {
+        let p = path.split('?').next().unwrap_or(path);
+        match p {
+            "/robots.txt" if d.robots_txt => Some(WellKnown::Robots),
+            "/.well-known/tdmrep.json" if d.tdmrep_json => Some(WellKnown::Tdmrep),
+            "/ai.txt" if d.ai_txt => Some(WellKnown::AiTxt),
+            _ => None,
+        }
+    }
+
+    /// The path.
+    pub fn path(self) -> &'static str {
+        match self {
+            WellKnown::Robots => "/robots.txt",
+            WellKnown::Tdmrep => "/.well-known/tdmrep.json",
+            WellKnown::AiTxt => "/ai.txt",
+        }
+    }
+
+    /// Content type of what Fixative serves.
+    pub fn content_type(self) -> &'static str {
+        match self {
+            WellKnown::Tdmrep => "application/json",
+            _ => "text/plain; charset=utf-8",
+        }
+    }
+}
+
+/// Adds the site's no-train headers to a response, merging with what the
+/// origin sent: its `X-Robots-Tag` values are kept and ours added only when
+/// missing; an origin `tdm-reservation` is respected; in `Content-Usage`
+/// our preferences replace the same keys (`n` wins when combined).
+pub fn apply_headers(resp: &mut ResponseHeader, d: &Directives) -> pingora::Result<()> {
+    if !d.x_robots_tag.is_empty() {
+        let present: BTreeSet<String> = resp
+            .headers
+            .get_all("x-robots-tag")
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .map(|t| t.trim().to_ascii_lowercase())
+            .collect();
+        let missing: Vec<&str> = d
+            .x_robots_tag
+            .iter()
+            .filter(|t| !present.contains(&t.to_ascii_lowercase()))
+            .map(String::as_str)
+            .collect();
+        if !missing.is_empty() {
+            resp.append_header("x-robots-tag", missing.join(", "))?;
+        }
+    }
+    if d.tdm_reservation && resp.headers.get("tdm-reservation").is_none() {
+        resp.insert_header("tdm-reservation", "1")?;
+        if let Some(p) = &d.tdm_policy
+            && resp.headers.get("tdm-policy").is_none()
+        {
+            resp.insert_header("tdm-policy", p.as_str())?;
+        }
+    }
+    if !d.content_usage.is_empty() {
+        let ours: Vec<(&str, &str)> = d
+            .content_usage
+            .split(',')
+            .filter_map(|m| m.split_once('='))
+            .map(|(k, v)| (k.trim(), v.trim()))
+            .collect();
+        let origin = resp
+            .headers
+            .get_all("content-usage")
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .collect::<Vec<_>>()
+            .join(", ");
+        let mut members: Vec<String> = origin
+            .split(',')
+            .map(str::trim)
+            .filter(|m| !m.is_empty())
+            .filter(|m| {
+                let key = m.split('=').next().unwrap_or("").trim();
+                !ours.iter().any(|(k, _)| *k == key)
+            })
+            .map(str::to_string)
+            .collect();
+        members.extend(ours.iter().map(|(k, v)| format!("{k}={v}")));
+        resp.insert_header("content-usage", members.join(", "))?;
+    }
+    Ok(())
+}
+
+/// The generated part of robots.txt: a `Disallow: /` group per AI crawler
+/// token of the configured categories, the trap path disallowed for every
+/// agent, and the Content-Signal / Content-Usage lines.
+pub fn robots_groups(d: &Directives, catalog: &Catalog, trap_path: &str) -> String {
+    let mut tokens: BTreeSet<&str> = BTreeSet::new();
+    for c in catalog.crawlers() {
+        if d.robots_categories
+            .iter()
+            .any(|cat| cat == c.category.as_str())
+        {
+            tokens.extend(c.robots.iter().map(String::as_str));
+        }
+    }
+    let mut s = String::from(
+        "# --- Added by Fixative: this site's work is not available for AI training. ---\n",
+    );
+    for t in &tokens {
+        s.push_str(&format!("User-agent: {t}\nDisallow: /\n\n"));
+    }
+    s.push_str("User-agent: *\n");
+    if !d.content_signal.is_empty() {
+        s.push_str(&format!("Content-Signal: {}\n", d.content_signal));
+    }
+    if !d.content_usage.is_empty() {
+        s.push_str(&format!("Content-Usage: {}\n", d.content_usage));
+    }
+    s.push_str(&format!("Disallow: {trap_path}\n"));
+    s
+}
+
+/// robots.txt as served: the origin's content kept as it is, plus our groups;
+/// ours alone when the origin has none.
+pub fn merged_robots(origin: Option<&str>, groups: &str) -> String {
+    match origin {
+        Some(o) if !o.trim().is_empty() => {
+            let mut s = o.to_string();
+            if !s.ends_with('\n') {
+                s.push('\n');
+            }
+            s.push('\n');
+            s.push_str(groups);
+            s
+        }
+        _ => format!("# robots.txt synthesized by Fixative (the site has none).\n\n{groups}"),
+    }
+}
+
+/// `/.well-known/tdmrep.json` for a site.
+pub fn tdmrep_json(d: &Directives) -> String {
+    let mut rule = serde_json::json!({"location": "/", "tdm-reservation": 1});
+    if let Some(p) = &d.tdm_policy {
+        rule["tdm-policy"] = serde_json::Value::String(p.clone());
+    }
+    serde_json::Value::Array(vec![rule]).to_string() + "\n"
+}
+
+/// Spawning's `/ai.txt`.
+pub fn ai_txt() -> &'static str {
+    "# Spawning AI\n# Prevent datasets from using the following file types\n\
+User-Agent: *\nDisallow: *.jpg\nDisallow: *.jpeg\nDisallow: *.png\nDisallow: *.webp\nDisallow: *.gif\n\
+Disallow: *.avif\nDisallow: *.svg\nDisallow: *.tif\nDisallow: *.tiff\nDisallow: *.heic\nDisallow: /\nDisallow: *\n"
+}
+
+/// What the origin said about a well-known file.
+#[derive(Debug, Clone)]
+pub struct OriginDoc {
+    /// The body when the origin served a usable one (200, text, within cap).
+    pub body: Option<String>,
+    /// Validators for revalidation.
+    pub etag: Option<String>,
+    /// Validators for revalidation.
+    pub last_modified: Option<String>,
+    /// When it was fetched or last revalidated.
+    pub checked: Instant,
+}
+
+/// Fetches a well-known file from the origin, revalidating `prev`.
+///
+/// Returns `Err` only when the origin could not be asked at all.
+pub async fn fetch_origin_doc(
+    peer: &HttpPeer,
+    host: &str,
+    doc: WellKnown,
+    prev: Option<&OriginDoc>,
+) -> pingora::Result<OriginDoc> {
+    let connector = pingora::connectors::http::Connector::new(None);
+    let (mut http, _) = connector.get_http_session(peer).await?;
+    http.set_read_timeout(Some(Duration::from_secs(5)));
+    let mut req = RequestHeader::build("GET", doc.path().as_bytes(), None)?;
+    req.insert_header("host", host)?;
+    req.insert_header("accept-encoding", "identity")?;
+    req.insert_header("user-agent", "Fixative (directives)")?;
+    if let Some(p) = prev {
+        if let Some(e) = &p.etag {
+            req.insert_header("if-none-match", e.as_str())?;
+        }
+        if let Some(l) = &p.last_modified {
+            req.insert_header("if-modified-since", l.as_str())?;
+        }
+    }
+    http.write_request_header(Box::new(req)).await?;
+    http.finish_request_body().await?;
+    http.read_response_header().await?;
+    let (status, ctype, etag, last_modified) = match http.response_header() {
+        Some(h) => {
+            let get = |n: &str| {
+                h.headers
+                    .get(n)
+                    .and_then(|v| v.to_str().ok())
+                    .map(str::to_string)
+            };
+            (
+                h.status.as_u16(),
+                get("content-type"),
+                get("etag"),
+                get("last-modified"),
+            )
+        }
+        None => (502, None, None, None),
+    };
+    if status == 304
+        && let Some(p) = prev
+    {
+        return Ok(OriginDoc {
+            checked: Instant::now(),
+            ..p.clone()
+        });
+    }
+    let mut body = Vec::new();
+    let mut truncated = false;
+    if status == 200 {
+        while let Some(chunk) = http.read_response_body().await? {
+            if body.len() + chunk.len() > MAX_ORIGIN_DOC {
+                truncated = true;
+                break;
+            }
+            body.extend_from_slice(&chunk);
+        }
+    }
+    let texty = ctype.as_deref().is_none_or(|c| {
+        let c = c.to_ascii_lowercase();
+        c.starts_with("text/plain")
+            || c.starts_with("application/json")
+            || c.starts_with("application/octet-stream")
+    });
+    let body = if status != 200 {
+        None
+    } else if truncated {
+        tracing::warn!(
+            "origin {} for {host} is larger than {MAX_ORIGIN_DOC} bytes; it is replaced by Fixative's",
+            doc.path()
+        );
+        None
+    } else if !texty {
+        tracing::warn!(
+            "origin {} for {host} is {} rather than text; it is replaced by Fixative's",
+            doc.path(),
+            ctype.as_deref().unwrap_or("?")
+        );
+        None
+    } else {
+        match String::from_utf8(body) {
+            Ok(s) => Some(s),
+            Err(_) => {
+                tracing::warn!(
+                    "origin {} for {host} is not UTF-8; it is replaced by Fixative's",
+                    doc.path()
+                );
+                None
+            }
+        }
+    };
+    Ok(OriginDoc {
+        body,
+        etag,
+        last_modified,
+        checked: Instant::now(),
+    })
+}
+
+/// Bytes of a body.
+pub fn bytes(s: String) -> Bytes {
+    Bytes::from(s)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn dirs() -> Directives {
+        let c = fixative_config::Config::embedded_default().unwrap();
+        c.sites[0].directives.clone()
+    }
+
+    #[test]
+    fn headers_merge_without_duplicates() {
+        let d = dirs();
+        let mut r = ResponseHeader::build(200, None).unwrap();
+        r.append_header("x-robots-tag", "noindex, NoAI").unwrap();
+        r.append_header("content-usage", "search=y, train-ai=y")
+            .unwrap();
+        apply_headers(&mut r, &d).unwrap();
+        let xrt: Vec<&str> = r
+            .headers
+            .get_all("x-robots-tag")
+            .iter()
+            .map(|v| v.to_str().unwrap())
+            .collect();
+        assert_eq!(xrt, vec!["noindex, NoAI", "noimageai"]);
+        assert_eq!(r.headers["tdm-reservation"], "1");
+        assert_eq!(r.headers["content-usage"], "search=y, train-ai=n");
+        // Idempotent.
+        apply_headers(&mut r, &d).unwrap();
+        assert_eq!(r.headers.get_all("x-robots-tag").iter().count(), 2);
+    }
+
+    #[test]
+    fn robots_groups_cover_ai_tokens_and_the_trap() {
+        let d = dirs();
+        let cat = Catalog::default_catalog().unwrap();
+        let g = robots_groups(&d, &cat, "/trap/");
+        for t in [
+            "GPTBot",
+            "ClaudeBot",
+            "CCBot",
+            "Google-Extended",
+            "Applebot-Extended",
+            "PerplexityBot",
+            "ChatGPT-User",
+        ] {
+            assert!(
+                g.contains(&format!("User-agent: {t}\nDisallow: /\n")),
+                "{t}"
+            );
+        }
+        assert!(!g.contains("User-agent: Googlebot\n"));
+        assert!(g.contains("User-agent: *\nContent-Signal: search=yes, ai-input=no, ai-train=no\nContent-Usage: train-ai=n\nDisallow: /trap/\n"));
+        let m = merged_robots(Some("User-agent: *\nDisallow: /private/"), &g);
+        assert!(m.starts_with("User-agent: *\nDisallow: /private/\n\n# --- Added by Fixative"));
+    }
+}
