@@ -33,6 +33,7 @@ ORIGIN_PORT=$(free_port); PROXY_PORT=$(free_port); ADMIN_PORT=$(free_port)
 if command -v nginx >/dev/null; then
   ORIGIN_KIND=nginx
   mkdir -p "$work/www/art" "$work/nginx"
+  chmod 755 "$work" "$work/www" "$work/www/art"   # nginx workers run unprivileged
   cp proxy/assets/art/* "$work/www/art/"
   # A portfolio-sized HTML page (the demo origin's page is ~2.5 KB).
   { echo '<!doctype html><html lang="en"><head><meta charset="utf-8"><title>Portfolio</title></head><body><h1>Portfolio</h1>'
@@ -82,6 +83,11 @@ pids+=($!)
 
 for _ in $(seq 100); do
   curl -fs "http://127.0.0.1:$PROXY_PORT$PATH_" -o /dev/null 2>/dev/null && break; sleep 0.1
+done
+# Refuse to report figures for a broken setup.
+for url in "http://127.0.0.1:$ORIGIN_PORT$PATH_" "http://127.0.0.1:$PROXY_PORT$PATH_"; do
+  code=$(curl -s -o /dev/null -w '%{http_code}' "$url")
+  if [ "$code" != 200 ]; then echo "load.sh: $url answers $code, not 200; aborting" >&2; exit 1; fi
 done
 
 run_wrk() { # url -> "rps p50_ms p99_ms non2xx"
