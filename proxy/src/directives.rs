@@ -9,7 +9,6 @@
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use fixative_config::Directives;
 use fixative_rules::Catalog;
 use pingora::http::{RequestHeader, ResponseHeader};
@@ -299,11 +298,6 @@ pub async fn fetch_origin_doc(
         last_modified,
         checked: Instant::now(),
     })
-}
-
-/// Bytes of a body.
-pub fn bytes(s: String) -> Bytes {
-    Bytes::from(s)
 }
 
 #[cfg(test)]

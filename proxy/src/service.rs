@@ -142,14 +142,17 @@ async fn serve_well_known(
     if rt.config.server.debug_headers {
         resp.insert_header("x-fixative-verdict", ctx.verdict.header_value())?;
     }
+    write_whole(session, resp, Bytes::from(body)).await
+}
+
+/// Writes a complete response; HEAD gets the headers only.
+async fn write_whole(session: &mut Session, resp: ResponseHeader, body: Bytes) -> Result<()> {
     let head_only = session.req_header().method == http::Method::HEAD;
     session
         .write_response_header(Box::new(resp), head_only)
         .await?;
     if !head_only {
-        session
-            .write_response_body(Some(directives::bytes(body)), true)
-            .await?;
+        session.write_response_body(Some(body), true).await?;
     }
     Ok(())
 }
@@ -261,16 +264,7 @@ async fn respond_html_with(
         resp.insert_header("x-fixative-verdict", ctx.verdict.header_value())?;
     }
     session.set_keepalive(None);
-    let head_only = session.req_header().method == http::Method::HEAD;
-    session
-        .write_response_header(Box::new(resp), head_only)
-        .await?;
-    if !head_only {
-        session
-            .write_response_body(Some(Bytes::from(html)), true)
-            .await?;
-    }
-    Ok(())
+    write_whole(session, resp, Bytes::from(html)).await
 }
 
 fn header_values<'a>(session: &'a Session, name: &str) -> Vec<&'a str> {
