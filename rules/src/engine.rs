@@ -13,6 +13,7 @@ use fixative_config::{Config, Mode, RuleAction};
 
 use crate::catalog::Catalog;
 use crate::netset::{IpRanges, NetSet};
+use crate::network::Network;
 use crate::policy::{CompiledPolicy, MatchInput};
 use crate::state::{Behaviour, ManualClock, RequestKind};
 use crate::verdict::{Action, Category, LimitInfo, Reason, Verdict};
@@ -210,6 +211,8 @@ pub struct Engine {
     rule_deny: Arc<str>,
     rule_names: HashMap<String, Arc<str>>,
     crawler_names: Vec<Arc<str>>,
+    network: Network,
+    datacenter: HashMap<u32, i32>,
 }
 
 impl std::fmt::Debug for Engine {
@@ -277,6 +280,8 @@ impl Engine {
             rule_deny: Arc::from("deny-cidrs"),
             rule_names,
             crawler_names,
+            network: Network::load(d.asn_db.as_deref(), d.country_db.as_deref())?,
+            datacenter: d.datacenter_asns.iter().map(|(k, v)| (*k, *v)).collect(),
         })
     }
 
@@ -414,6 +419,21 @@ impl Engine {
             add(&mut v, "http.1.0", weights::HTTP10, "HTTP/1.0");
         }
 
+        // Network: ASN and country.
+        let net = self.network.lookup(f.client_ip);
+        if let Some(asn) = net.asn
+            && let Some(w) = self.datacenter.get(&asn)
+            && !verified
+        {
+            let org = self.network.asn_org(f.client_ip).unwrap_or_default();
+            add(
+                &mut v,
+                "network.datacenter-asn",
+                *w,
+                &format!("AS{asn} {org}").trim_end().to_string(),
+            );
+        }
+
         // Behaviour (stateful).
         let kind = request_kind(f.path, header("accept"));
         let trap_hit = f.path.starts_with(self.trap_path.as_str());
@@ -489,8 +509,8 @@ impl Engine {
             header: f.header,
             headers_known: f.headers_known,
             client_ip: f.client_ip,
-            asn: None,
-            country: None,
+            asn: net.asn,
+            country: net.country,
             score: v.score,
             verified,
             spoofed,
@@ -509,7 +529,7 @@ impl Engine {
             }
             RuleAction::Limit(q) => match &rule.limiter {
                 Some(l) => {
-                    let key = l.key(f.client_ip, None, v.crawler.as_deref());
+                    let key = l.key(f.client_ip, net.asn, v.crawler.as_deref());
                     let o = l.check(&key);
                     v.limit = Some(LimitInfo {
                         quota: q.rate,

@@ -8,6 +8,7 @@
 pub mod catalog;
 mod engine;
 pub mod netset;
+pub mod network;
 pub mod policy;
 pub mod state;
 mod verdict;
