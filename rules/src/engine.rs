@@ -430,7 +430,7 @@ impl Engine {
                 &mut v,
                 "network.datacenter-asn",
                 *w,
-                &format!("AS{asn} {org}").trim_end().to_string(),
+                format!("AS{asn} {org}").trim_end(),
             );
         }
 
