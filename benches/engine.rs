@@ -125,6 +125,7 @@ fn bench(c: &mut Criterion) {
                 headers_known: true,
                 header: &r.headers,
                 http10: false,
+                rdns: fixative_rules::Rdns::Unknown,
             };
             black_box(engine.evaluate(black_box(&facts), "default"))
         })
@@ -143,6 +144,7 @@ fn bench(c: &mut Criterion) {
                 headers_known: true,
                 header: &browser.headers,
                 http10: false,
+                rdns: fixative_rules::Rdns::Unknown,
             };
             black_box(engine.evaluate(black_box(&facts), "default"))
         })

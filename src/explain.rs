@@ -105,6 +105,7 @@ pub fn run(cfg: &Config, a: &Args) -> ExitCode {
         headers_known,
         header: &headers,
         http10: false,
+        rdns: fixative_rules::Rdns::Unknown,
     };
     let v = engine.evaluate(&facts, policy);
     if a.json {

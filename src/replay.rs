@@ -244,6 +244,7 @@ pub fn replay(
             headers_known: p.headers.is_some(),
             header: p.headers.as_ref().unwrap_or(&empty),
             http10: p.http10,
+            rdns: fixative_rules::Rdns::Unknown,
         };
         let v = engine.evaluate(&facts, policy);
         if let Some(status) = p.status {

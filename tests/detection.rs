@@ -197,3 +197,49 @@ async fn trap_hit_through_the_proxy_raises_later_verdicts() {
         "{v}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reverse_dns_runs_in_the_background_and_then_unmasks_a_fake_crawler() {
+    // 127.0.0.1 reverse-resolves to "localhost" (system resolver, offline),
+    // which is under no Yandex suffix: the claim fails verification.
+    let origin = Origin::start("a").await;
+    let fx = Fixative::start(
+        "debug_headers = true",
+        &site("a", &["a.test"], &[origin.addr], "default = true"),
+    );
+    let c = client();
+    let yandex = "Mozilla/5.0 (compatible; YandexBot/3.0; +http://yandex.com/bots)";
+    let r = c
+        .get(fx.url("/"))
+        .header("user-agent", yandex)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        r.status(),
+        200,
+        "first request: lookup pending, not blocked"
+    );
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let r = c
+            .get(fx.url("/"))
+            .header("user-agent", yandex)
+            .send()
+            .await
+            .unwrap();
+        if r.status() == 403 {
+            let v = r.headers()["x-fixative-verdict"]
+                .to_str()
+                .unwrap()
+                .to_string();
+            assert!(v.contains("rule=spoofed-crawler"), "{v}");
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "reverse DNS never answered"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}

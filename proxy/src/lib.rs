@@ -14,6 +14,7 @@ pub mod directives;
 pub mod forwarding;
 pub mod metrics;
 pub mod pages;
+pub mod rdns;
 pub mod runtime;
 pub mod service;
 pub mod state;

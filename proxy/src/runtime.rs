@@ -123,6 +123,8 @@ pub struct Runtime {
     pub engine: Engine,
     /// Monotonic epoch for the engine's clock.
     pub epoch: std::time::Instant,
+    /// Reverse-DNS suffixes of the catalog.
+    pub rdns_suffixes: Arc<Vec<String>>,
 }
 
 impl Runtime {
@@ -167,6 +169,7 @@ impl Runtime {
         Ok(Runtime {
             router: Router::new(&config),
             sites,
+            rdns_suffixes: Arc::new(engine.rdns_suffixes()),
             engine,
             epoch: std::time::Instant::now(),
             config: Arc::new(config),

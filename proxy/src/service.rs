@@ -366,6 +366,25 @@ impl ProxyHttp for FixativeProxy {
             .get(ctx.site.unwrap_or(0))
             .map(|s| s.policy.as_str())
             .unwrap_or("default");
+        // Reverse DNS: use a cached answer; otherwise look it up in the
+        // background for later requests (this one stays unverified).
+        let ua = session
+            .req_header()
+            .headers
+            .get(http::header::USER_AGENT)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
+        let rdns_cached = if rt.engine.wants_rdns(ua) {
+            let c = self.shared.rdns.cached(ctx.client_ip);
+            if c == crate::rdns::Cached::Unknown {
+                self.shared
+                    .rdns
+                    .spawn_verify(ctx.client_ip, rt.rdns_suffixes.clone());
+            }
+            c
+        } else {
+            crate::rdns::Cached::Unknown
+        };
         ctx.verdict = {
             let headers = HeaderMapLookup(&session.req_header().headers);
             let facts = RequestFacts {
@@ -378,6 +397,11 @@ impl ProxyHttp for FixativeProxy {
                 headers_known: true,
                 header: &headers,
                 http10: session.req_header().version == http::Version::HTTP_10,
+                rdns: match &rdns_cached {
+                    crate::rdns::Cached::Unknown => fixative_rules::Rdns::Unknown,
+                    crate::rdns::Cached::Failed => fixative_rules::Rdns::Failed,
+                    crate::rdns::Cached::Confirmed(n) => fixative_rules::Rdns::Confirmed(n),
+                },
             };
             rt.engine.evaluate(&facts, policy)
         };

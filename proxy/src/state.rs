@@ -20,6 +20,8 @@ pub struct Shared {
     pub config_path: Option<PathBuf>,
     /// Whether the proxy has finished starting.
     pub ready: std::sync::atomic::AtomicBool,
+    /// Reverse-DNS verification (its cache outlives reloads).
+    pub rdns: Arc<crate::rdns::RdnsVerifier>,
     request_seed: u64,
     request_counter: AtomicU64,
 }
@@ -44,6 +46,9 @@ impl Shared {
             metrics,
             config_path,
             ready: std::sync::atomic::AtomicBool::new(false),
+            rdns: Arc::new(crate::rdns::RdnsVerifier::new(Arc::new(
+                crate::rdns::SystemResolver,
+            ))),
             request_seed: h.finish(),
             request_counter: AtomicU64::new(0),
         }

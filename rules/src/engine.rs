@@ -41,6 +41,30 @@ pub struct RequestFacts<'a> {
     pub header: &'a dyn HeaderLookup,
     /// Request was HTTP/1.0.
     pub http10: bool,
+    /// What forward-confirmed reverse DNS says about the client, when the
+    /// proxy has looked (lookups are asynchronous and cached: a first
+    /// request is `Unknown`).
+    pub rdns: Rdns<'a>,
+}
+
+/// Forward-confirmed reverse DNS of the client address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Rdns<'a> {
+    /// Not looked up (yet).
+    Unknown,
+    /// Looked up: no PTR name under a crawler suffix resolves back to the address.
+    Failed,
+    /// This PTR name resolves back to the address.
+    Confirmed(&'a str),
+}
+
+/// Whether a host name is `suffix` or under it.
+pub fn name_under(name: &str, suffix: &str) -> bool {
+    let name = name.trim_end_matches('.');
+    name.eq_ignore_ascii_case(suffix)
+        || (name.len() > suffix.len()
+            && name[name.len() - suffix.len()..].eq_ignore_ascii_case(suffix)
+            && name.as_bytes().get(name.len() - suffix.len() - 1) == Some(&b'.'))
 }
 
 /// Request headers, looked up by lower-case name.
@@ -91,6 +115,7 @@ impl<'a> RequestFacts<'a> {
             headers_known: false,
             header: &NoHeaders,
             http10: false,
+            rdns: Rdns::Unknown,
         }
     }
 }
@@ -296,6 +321,27 @@ impl Engine {
         &self.catalog
     }
 
+    /// Whether a user agent claims a crawler that verifies by reverse DNS,
+    /// so that the proxy should look the client up (asynchronously).
+    pub fn wants_rdns(&self, user_agent: &str) -> bool {
+        self.catalog
+            .match_ua(user_agent)
+            .is_some_and(|m| !m.weak && !m.crawler.rdns.is_empty())
+    }
+
+    /// Every reverse-DNS suffix in the catalog.
+    pub fn rdns_suffixes(&self) -> Vec<String> {
+        let mut v: Vec<String> = self
+            .catalog
+            .crawlers()
+            .iter()
+            .flat_map(|c| c.rdns.iter().cloned())
+            .collect();
+        v.sort();
+        v.dedup();
+        v
+    }
+
     /// The robots.txt trap path.
     pub fn trap_path(&self) -> &str {
         &self.trap_path
@@ -339,17 +385,40 @@ impl Engine {
                         add(&mut v, "ua.catalog.generic", weights::UA_GENERIC, &c.name);
                     } else {
                         add(&mut v, "ua.catalog", category_weight(c.category), &c.name);
-                        if !c.ip_ranges.is_empty() {
-                            verified = c.ip_ranges.iter().any(|file| {
+                        let verifiable = !c.ip_ranges.is_empty() || !c.rdns.is_empty();
+                        if verifiable {
+                            let in_ranges = c.ip_ranges.iter().any(|file| {
                                 self.ranges
                                     .get(file)
                                     .is_some_and(|s| s.contains(f.client_ip))
                             });
-                            if verified {
-                                add(&mut v, "crawler.verified", 0, &c.name);
-                            } else {
+                            let rdns_ok = matches!(f.rdns, Rdns::Confirmed(name)
+                                if c.rdns.iter().any(|suffix| name_under(name, suffix)));
+                            // Published ranges are authoritative: outside them is
+                            // spoofed unless reverse DNS confirms (a stale
+                            // snapshot). For operators that verify by reverse
+                            // DNS only, the client is unverified until the
+                            // lookup answers, and spoofed when it says no.
+                            let rdns_says_no = !c.ip_ranges.is_empty()
+                                || c.rdns.is_empty()
+                                || matches!(f.rdns, Rdns::Failed | Rdns::Confirmed(_));
+                            if in_ranges || rdns_ok {
+                                verified = true;
+                                add(
+                                    &mut v,
+                                    "crawler.verified",
+                                    0,
+                                    if in_ranges {
+                                        "published IP ranges"
+                                    } else {
+                                        "reverse DNS"
+                                    },
+                                );
+                            } else if rdns_says_no {
                                 spoofed = true;
                                 add(&mut v, "crawler.spoofed", weights::SPOOFED, &c.name);
+                            } else {
+                                add(&mut v, "crawler.unverified", 0, "reverse DNS pending");
                             }
                         }
                     }

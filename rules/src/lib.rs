@@ -15,6 +15,7 @@ mod verdict;
 
 pub use catalog::{Catalog, Crawler};
 pub use engine::{
-    Engine, HeaderLookup, NoHeaders, RequestFacts, StateSizes, request_kind, weights,
+    Engine, HeaderLookup, NoHeaders, Rdns, RequestFacts, StateSizes, name_under, request_kind,
+    weights,
 };
 pub use verdict::{Action, Category, LimitInfo, Reason, Verdict};

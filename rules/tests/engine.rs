@@ -71,6 +71,7 @@ impl Req {
             headers_known: self.headers.is_some(),
             header: self.headers.as_ref().unwrap_or(&empty),
             http10: false,
+            rdns: fixative_rules::Rdns::Unknown,
         };
         e.evaluate(&facts, policy)
     }
@@ -313,4 +314,54 @@ action = "tarpit"
         .path("/art/a/b.png")
         .eval(&e, "default");
     assert_eq!(v.action, Action::Allow);
+}
+
+#[test]
+fn reverse_dns_verifies_and_unmasks_crawlers() {
+    use fixative_rules::Rdns;
+    let e = engine();
+    let ua = "Mozilla/5.0 (compatible; YandexBot/3.0; +http://yandex.com/bots)";
+    assert!(e.wants_rdns(ua));
+    assert!(!e.wants_rdns(BROWSERS[0]));
+    let eval = |rdns: Rdns<'_>| {
+        let facts = RequestFacts {
+            now: Duration::from_secs(1),
+            client_ip: ip("5.255.253.10"),
+            method: "GET",
+            host: "a.test",
+            path: "/",
+            user_agent: Some(ua),
+            headers_known: false,
+            header: &fixative_rules::NoHeaders,
+            http10: false,
+            rdns,
+        };
+        e.evaluate(&facts, "default")
+    };
+    // First request: lookup pending, neither verified nor spoofed.
+    let v = eval(Rdns::Unknown);
+    assert!(
+        v.reasons.iter().any(|r| r.signal == "crawler.unverified"),
+        "{v:?}"
+    );
+    assert_ne!(v.rule.as_deref(), Some("spoofed-crawler"));
+    // Confirmed under yandex.com: verified and allowed.
+    let v = eval(Rdns::Confirmed("5-255-253-10.spider.yandex.com"));
+    assert_eq!(
+        (v.action, v.rule.as_deref()),
+        (Action::Allow, Some("trusted-networks"))
+    );
+    // A name under someone else's domain, or no name: spoofed.
+    for r in [Rdns::Confirmed("yandex.com.evil.example"), Rdns::Failed] {
+        let v = eval(r);
+        assert_eq!(v.rule.as_deref(), Some("spoofed-crawler"), "{r:?}");
+    }
+    assert!(fixative_rules::name_under(
+        "crawl-66-249-66-1.googlebot.com.",
+        "googlebot.com"
+    ));
+    assert!(!fixative_rules::name_under(
+        "notgooglebot.com",
+        "googlebot.com"
+    ));
 }

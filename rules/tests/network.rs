@@ -108,6 +108,7 @@ fn eval(e: &Engine, ip: &str, policy: &str) -> fixative_rules::Verdict {
         headers_known: true,
         header: &h,
         http10: false,
+        rdns: fixative_rules::Rdns::Unknown,
     };
     e.evaluate(&facts, policy)
 }
