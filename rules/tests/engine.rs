@@ -365,3 +365,23 @@ fn reverse_dns_verifies_and_unmasks_crawlers() {
         "googlebot.com"
     ));
 }
+
+#[test]
+fn catalog_files_extend_and_override_the_shipped_catalog() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("extra.toml"),
+        "[[crawler]]\nname = \"ArtHarvester\"\noperator = \"Example Corp\"\ncategory = \"ai-training\"\nua = [\"ArtHarvester\"]\nrobots = [\"ArtHarvester\"]\n\n[[crawler]]\nname = \"curl\"\noperator = \"us\"\ncategory = \"monitoring\"\nua = [\"curl\"]\n",
+    )
+    .unwrap();
+    let src = "[[site]]\nname = \"a\"\nhosts = [\"a.test\"]\nupstreams = [\"127.0.0.1:1\"]\n[detection]\ncatalog_files = [\"extra.toml\"]\n";
+    let cfg = Config::from_toml(src, "t", Some(dir.path())).unwrap();
+    let e = Engine::new(&cfg).unwrap();
+    let v = Req::new("203.0.113.1", "ArtHarvester/0.3 (+https://example.com)").eval(&e, "default");
+    assert_eq!((v.action, v.crawler.as_deref()), (Action::Block(403), Some("ArtHarvester")));
+    let v = Req::new("203.0.113.1", "curl/8.5.0").eval(&e, "default");
+    assert_eq!(v.category, Some(Category::Monitoring));
+    // A broken catalog file is a load error, never a silently empty catalog.
+    std::fs::write(dir.path().join("extra.toml"), "[[crawler]]\nname = 1\n").unwrap();
+    assert!(Engine::new(&cfg).unwrap_err().contains("extra.toml"));
+}
