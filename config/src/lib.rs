@@ -180,6 +180,11 @@ pub struct Directives {
     /// How long an origin's robots.txt / tdmrep.json / ai.txt is used
     /// before it is revalidated with its validators.
     pub cache_ttl: std::time::Duration,
+    /// Inject `<meta name="robots" content="noai, noimageai">` and
+    /// `<meta name="tdm-reservation" content="1">` into HTML pages.
+    pub html_meta: bool,
+    /// Inject a hidden link to the robots.txt trap into HTML pages.
+    pub trap_link: bool,
 }
 
 /// One origin server.

@@ -149,6 +149,10 @@ pub struct RawDirectives {
     pub ai_txt: bool,
     #[serde(default = "default_doc_ttl")]
     pub cache_ttl: String,
+    #[serde(default = "default_true")]
+    pub html_meta: bool,
+    #[serde(default = "default_true")]
+    pub trap_link: bool,
 }
 
 fn default_doc_ttl() -> String {
@@ -168,6 +172,8 @@ impl Default for RawDirectives {
             tdmrep_json: true,
             ai_txt: true,
             cache_ttl: default_doc_ttl(),
+            html_meta: true,
+            trap_link: true,
         }
     }
 }

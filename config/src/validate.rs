@@ -549,6 +549,8 @@ fn validate(ctx: &mut Ctx<'_>, raw: RawConfig, source_name: &str) -> Config {
                 tdmrep_json: d.tdmrep_json,
                 ai_txt: d.ai_txt,
                 cache_ttl,
+                html_meta: d.html_meta,
+                trap_link: d.trap_link,
             },
         });
     }

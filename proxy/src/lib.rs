@@ -12,6 +12,7 @@ pub mod background;
 pub mod demo;
 pub mod directives;
 pub mod forwarding;
+pub mod html;
 pub mod metrics;
 pub mod pages;
 pub mod rdns;

@@ -31,6 +31,10 @@ pub struct Ctx {
     verdict: Verdict,
     upstream_failed: bool,
     now: std::time::Duration,
+    /// A GET for an HTML page (by path and Accept).
+    page_request: bool,
+    /// The streaming HTML rewriter of this response, when active.
+    html: Option<std::sync::Mutex<crate::html::HtmlInjector>>,
 }
 
 /// The directives of the request's site; the default site's (or the first
@@ -212,6 +216,76 @@ pub struct FixativeProxy {
 }
 
 impl FixativeProxy {
+    /// Starts the streaming meta/trap-link rewrite for an HTML 200 response.
+    fn maybe_rewrite_html(
+        &self,
+        session: &Session,
+        resp: &mut ResponseHeader,
+        ctx: &mut Ctx,
+    ) -> Result<()> {
+        if !ctx.page_request
+            || resp.status != 200
+            || session.req_header().method != http::Method::GET
+        {
+            return Ok(());
+        }
+        let Some(rt) = ctx.runtime.as_ref() else {
+            return Ok(());
+        };
+        let Some(d) = ctx
+            .site
+            .and_then(|i| rt.sites.get(i))
+            .map(|s| &s.directives)
+        else {
+            return Ok(());
+        };
+        if !d.html_meta && !d.trap_link {
+            return Ok(());
+        }
+        let ctype = resp
+            .headers
+            .get(http::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
+        let is_html = {
+            let c = ctype.trim_start().to_ascii_lowercase();
+            c.starts_with("text/html") || c.starts_with("application/xhtml+xml")
+        };
+        let encoded = resp
+            .headers
+            .get(http::header::CONTENT_ENCODING)
+            .is_some_and(|v| !v.as_bytes().eq_ignore_ascii_case(b"identity"));
+        let empty = resp
+            .headers
+            .get(http::header::CONTENT_LENGTH)
+            .is_some_and(|v| v.as_bytes() == b"0");
+        if !is_html || encoded || empty {
+            return Ok(());
+        }
+        let injection = crate::html::Injection {
+            robots: if d.html_meta {
+                d.x_robots_tag.clone()
+            } else {
+                Vec::new()
+            },
+            tdm: d.html_meta && d.tdm_reservation,
+            tdm_policy: d.tdm_policy.clone(),
+            trap_path: d.trap_link.then(|| rt.engine.trap_path().to_string()),
+        };
+        let Some(inj) = crate::html::HtmlInjector::new(injection, crate::html::charset_of(ctype))
+        else {
+            return Ok(());
+        };
+        ctx.html = Some(std::sync::Mutex::new(inj));
+        // The body changes: its length, validators and ranges no longer hold.
+        resp.remove_header(&http::header::CONTENT_LENGTH);
+        resp.remove_header(&http::header::ETAG);
+        resp.remove_header(&http::header::ACCEPT_RANGES);
+        resp.remove_header("content-md5");
+        resp.insert_header(http::header::TRANSFER_ENCODING, "chunked")?;
+        Ok(())
+    }
+
     /// Creates the application; `tls_listener` says whether this service
     /// terminates TLS (for `X-Forwarded-Proto`).
     pub fn new(shared: Arc<Shared>, tls_listener: bool) -> FixativeProxy {
@@ -292,6 +366,8 @@ impl ProxyHttp for FixativeProxy {
             verdict: Verdict::allow(),
             upstream_failed: false,
             now: std::time::Duration::ZERO,
+            page_request: false,
+            html: None,
         }
     }
 
@@ -316,6 +392,27 @@ impl ProxyHttp for FixativeProxy {
                 ErrorType::HTTPStatus(400),
                 "conflicting Content-Length / Transfer-Encoding",
             ));
+        }
+        // Pages get no-train meta tags: ask the origin for identity, decode
+        // it if it compresses anyway, and compress again for clients that
+        // accept it. Decided here: later, Pingora's compression is fixed.
+        let req = session.req_header();
+        let accept = req
+            .headers
+            .get(http::header::ACCEPT)
+            .and_then(|v| v.to_str().ok());
+        let path = req.uri.path();
+        ctx.page_request = req.method == http::Method::GET
+            && fixative_rules::request_kind(path, accept)
+                == fixative_rules::state::RequestKind::Page;
+        if ctx.page_request {
+            session.upstream_compression.adjust_decompression(true);
+            if let Some(c) = session
+                .downstream_modules_ctx
+                .get_mut::<pingora::modules::http::compression::ResponseCompression>()
+            {
+                c.adjust_level(6);
+            }
         }
         Ok(())
     }
@@ -481,6 +578,9 @@ impl ProxyHttp for FixativeProxy {
             upstream.insert_header("x-forwarded-host", ctx.host.clone())?;
         }
         upstream.insert_header("x-request-id", ctx.request_id.clone())?;
+        if ctx.page_request {
+            upstream.insert_header(http::header::ACCEPT_ENCODING, "identity")?;
+        }
         // h2 clients send :authority only; origins expect a Host header.
         if upstream.headers.get(http::header::HOST).is_none() && !ctx.host.is_empty() {
             upstream.insert_header(http::header::HOST, ctx.host.clone())?;
@@ -490,7 +590,7 @@ impl ProxyHttp for FixativeProxy {
 
     async fn response_filter(
         &self,
-        _session: &mut Session,
+        session: &mut Session,
         resp: &mut ResponseHeader,
         ctx: &mut Ctx,
     ) -> Result<()> {
@@ -498,6 +598,7 @@ impl ProxyHttp for FixativeProxy {
         if let Some(d) = ctx_directives(ctx) {
             directives::apply_headers(resp, d)?;
         }
+        self.maybe_rewrite_html(session, resp, ctx)?;
         let debug = ctx
             .runtime
             .as_ref()
@@ -512,6 +613,32 @@ impl ProxyHttp for FixativeProxy {
             resp.insert_header("ratelimit", state)?;
         }
         Ok(())
+    }
+
+    fn response_body_filter(
+        &self,
+        _session: &mut Session,
+        body: &mut Option<Bytes>,
+        end_of_stream: bool,
+        ctx: &mut Ctx,
+    ) -> Result<Option<std::time::Duration>> {
+        if let Some(m) = ctx.html.as_mut() {
+            let inj = m.get_mut().unwrap_or_else(|e| e.into_inner());
+            let mut out = match body.take() {
+                Some(chunk) => inj.write(&chunk),
+                None => Vec::new(),
+            };
+            if end_of_stream {
+                out.extend(inj.finish());
+                ctx.html = None;
+            }
+            *body = if out.is_empty() {
+                None
+            } else {
+                Some(Bytes::from(out))
+            };
+        }
+        Ok(None)
     }
 
     async fn fail_to_proxy(&self, session: &mut Session, e: &Error, ctx: &mut Ctx) -> FailToProxy {

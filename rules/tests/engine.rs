@@ -378,7 +378,10 @@ fn catalog_files_extend_and_override_the_shipped_catalog() {
     let cfg = Config::from_toml(src, "t", Some(dir.path())).unwrap();
     let e = Engine::new(&cfg).unwrap();
     let v = Req::new("203.0.113.1", "ArtHarvester/0.3 (+https://example.com)").eval(&e, "default");
-    assert_eq!((v.action, v.crawler.as_deref()), (Action::Block(403), Some("ArtHarvester")));
+    assert_eq!(
+        (v.action, v.crawler.as_deref()),
+        (Action::Block(403), Some("ArtHarvester"))
+    );
     let v = Req::new("203.0.113.1", "curl/8.5.0").eval(&e, "default");
     assert_eq!(v.category, Some(Category::Monitoring));
     // A broken catalog file is a load error, never a silently empty catalog.

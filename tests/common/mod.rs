@@ -43,6 +43,8 @@ struct OriginState {
     robots: Option<String>,
     robots_fetches: Arc<AtomicUsize>,
     robots_not_modified: Arc<AtomicUsize>,
+    release: Arc<tokio::sync::Notify>,
+    finished: Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// An in-process origin server.
@@ -52,6 +54,10 @@ pub struct Origin {
     /// robots.txt fetches, and how many of them were answered 304.
     pub robots_fetches: Arc<AtomicUsize>,
     pub robots_not_modified: Arc<AtomicUsize>,
+    /// `/html/big` holds its body after the first chunk until this is notified.
+    pub release: Arc<tokio::sync::Notify>,
+    /// Set when `/html/big` has sent its last byte.
+    pub finished: Arc<std::sync::atomic::AtomicBool>,
     last: Arc<std::sync::Mutex<Option<Seen>>>,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
 }
@@ -76,6 +82,8 @@ impl Origin {
             robots: robots.map(str::to_string),
             robots_fetches: Arc::new(AtomicUsize::new(0)),
             robots_not_modified: Arc::new(AtomicUsize::new(0)),
+            release: Arc::new(tokio::sync::Notify::new()),
+            finished: Arc::new(std::sync::atomic::AtomicBool::new(false)),
         };
         let app = Router::new()
             .route("/", any(echo))
@@ -98,6 +106,8 @@ impl Origin {
             hits: state.hits,
             robots_fetches: state.robots_fetches,
             robots_not_modified: state.robots_not_modified,
+            release: state.release,
+            finished: state.finished,
             last: state.last,
             shutdown: Some(tx),
         }
@@ -151,6 +161,9 @@ async fn echo(State(st): State<OriginState>, req: Request) -> Response {
                 (h, body.clone()).into_response()
             }
         };
+    }
+    if let Some(kind) = path.strip_prefix("/html/") {
+        return html_route(&st, kind).await;
     }
     if let Some(kind) = path.strip_prefix("/typed/") {
         // Responses of a given type, with the origin's own directives.
@@ -446,4 +459,100 @@ pub fn site(name: &str, hosts: &[&str], upstreams: &[SocketAddr], extra: &str) -
         hosts.join(", "),
         ups.join(", ")
     )
+}
+
+const PAGE: &str =
+    "<!doctype html><html><head><title>Work</title></head><body><h1>Portfolio</h1></body></html>";
+
+async fn html_route(st: &OriginState, kind: &str) -> Response {
+    let html = |body: Body, extra: &[(&str, &str)]| {
+        let mut h = HeaderMap::new();
+        h.insert("content-type", "text/html; charset=utf-8".parse().unwrap());
+        h.insert("etag", "\"page-1\"".parse().unwrap());
+        for (k, v) in extra {
+            h.insert(
+                axum::http::HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                v.parse().unwrap(),
+            );
+        }
+        (h, body).into_response()
+    };
+    match kind {
+        "cl" => html(Body::from(PAGE), &[]),
+        "chunked" => {
+            let parts: Vec<Result<bytes::Bytes, std::io::Error>> = vec![
+                Ok("<!doctype html><html><he".into()),
+                Ok("ad><title>Work</title></h".into()),
+                Ok("ead><body><h1>Portfolio</h1></body></html>".into()),
+            ];
+            html(Body::from_stream(futures_util::stream::iter(parts)), &[])
+        }
+        "gzip" => {
+            use std::io::Write;
+            let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+            e.write_all(PAGE.as_bytes()).unwrap();
+            html(
+                Body::from(e.finish().unwrap()),
+                &[("content-encoding", "gzip")],
+            )
+        }
+        "nohead" => html(Body::from("<p>A drawing, no head at all.</p>"), &[]),
+        "existing-meta" => html(
+            Body::from(
+                "<html><head><meta name=\"robots\" content=\"noindex\"></head><body>x</body></html>",
+            ),
+            &[],
+        ),
+        "latin1" => {
+            let mut h = HeaderMap::new();
+            h.insert(
+                "content-type",
+                "text/html; charset=windows-1252".parse().unwrap(),
+            );
+            (
+                h,
+                b"<html><head><title>caf\xe9</title></head><body>caf\xe9</body></html>".to_vec(),
+            )
+                .into_response()
+        }
+        "not-modified" => (StatusCode::NOT_MODIFIED, HeaderMap::new()).into_response(),
+        "partial" => {
+            let mut h = HeaderMap::new();
+            h.insert("content-type", "text/html".parse().unwrap());
+            h.insert("content-range", "bytes 0-9/100".parse().unwrap());
+            (StatusCode::PARTIAL_CONTENT, h, "<html><hea").into_response()
+        }
+        "big" => {
+            // 20 MB: the head first, then (once released) the rest.
+            let release = st.release.clone();
+            let finished = st.finished.clone();
+            let filler = bytes::Bytes::from(vec![b'x'; 1024 * 1024]);
+            let stream =
+                futures_util::stream::unfold(0usize, move |i| {
+                    let release = release.clone();
+                    let finished = finished.clone();
+                    let filler = filler.clone();
+                    async move {
+                        match i {
+                        0 => Some((Ok::<_, std::io::Error>(bytes::Bytes::from_static(
+                            b"<!doctype html><html><head><title>Big</title></head><body><p>",
+                        )), 1)),
+                        1..=20 => {
+                            if i == 1 {
+                                release.notified().await;
+                            }
+                            Some((Ok(filler), i + 1))
+                        }
+                        21 => {
+                            finished.store(true, Ordering::SeqCst);
+                            Some((Ok(bytes::Bytes::from_static(b"</p></body></html>")), 22))
+                        }
+                        _ => None,
+                    }
+                    }
+                });
+            html(Body::from_stream(stream), &[])
+        }
+        _ => StatusCode::NOT_FOUND.into_response(),
+    }
 }

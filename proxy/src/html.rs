@@ -1,0 +1,328 @@
+//! Streaming HTML rewrite: no-train `<meta>` tags and the hidden robots.txt
+//! trap link, injected chunk by chunk with lol_html. The page is never
+//! buffered whole; an existing robots meta is merged, not duplicated.
+
+use std::sync::{Arc, Mutex};
+
+use lol_html::html_content::ContentType;
+use lol_html::send::{HtmlRewriter, Settings};
+use lol_html::{AsciiCompatibleEncoding, MemorySettings, element, end};
+
+/// Parser memory cap per response (lol_html buffers only partial tokens).
+pub const MAX_REWRITER_MEMORY: usize = 4 * 1024 * 1024;
+
+#[derive(Default)]
+struct State {
+    robots_seen: bool,
+    tdm_seen: bool,
+    metas_done: bool,
+    link_done: bool,
+}
+
+/// What to inject.
+#[derive(Debug, Clone)]
+pub struct Injection {
+    /// Robots directives for the meta tag (e.g. `noai`, `noimageai`).
+    pub robots: Vec<String>,
+    /// Add `<meta name="tdm-reservation" content="1">`.
+    pub tdm: bool,
+    /// `tdm-policy` URL.
+    pub tdm_policy: Option<String>,
+    /// Trap path for the hidden link.
+    pub trap_path: Option<String>,
+}
+
+fn attr_escape(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('"', "&quot;")
+        .replace('<', "&lt;")
+}
+
+fn metas(inj: &Injection, st: &State) -> String {
+    let mut s = String::new();
+    if !st.robots_seen && !inj.robots.is_empty() {
+        s.push_str(&format!(
+            "<meta name=\"robots\" content=\"{}\">",
+            attr_escape(&inj.robots.join(", "))
+        ));
+    }
+    if inj.tdm && !st.tdm_seen {
+        s.push_str("<meta name=\"tdm-reservation\" content=\"1\">");
+        if let Some(p) = &inj.tdm_policy {
+            s.push_str(&format!(
+                "<meta name=\"tdm-policy\" content=\"{}\">",
+                attr_escape(p)
+            ));
+        }
+    }
+    s
+}
+
+fn trap_link(inj: &Injection) -> String {
+    match &inj.trap_path {
+        // Off-screen, hidden from assistive technology and keyboard focus;
+        // only a crawler that ignores robots.txt follows it.
+        Some(p) => format!(
+            "<a href=\"{}\" rel=\"nofollow\" aria-hidden=\"true\" tabindex=\"-1\" \
+style=\"position:absolute;left:-10000px;top:auto;width:1px;height:1px;overflow:hidden\">archive</a>",
+            attr_escape(p)
+        ),
+        None => String::new(),
+    }
+}
+
+type Sink = Box<dyn FnMut(&[u8]) + Send>;
+
+/// One response's rewriter.
+pub struct HtmlInjector {
+    rewriter: Option<HtmlRewriter<'static, Sink>>,
+    out: Arc<Mutex<Vec<u8>>>,
+}
+
+impl HtmlInjector {
+    /// A rewriter for a document in `charset` (from Content-Type), or
+    /// `None` when the charset is not ASCII-compatible (UTF-16…): such
+    /// pages pass through untouched.
+    pub fn new(inj: Injection, charset: Option<&str>) -> Option<HtmlInjector> {
+        let encoding = match charset {
+            Some(label) => encoding_rs::Encoding::for_label(label.trim().as_bytes())?,
+            None => encoding_rs::UTF_8,
+        };
+        let encoding = AsciiCompatibleEncoding::new(encoding)?;
+        let out = Arc::new(Mutex::new(Vec::new()));
+        let state = Arc::new(Mutex::new(State::default()));
+        let inj = Arc::new(inj);
+
+        let (s1, s2, s3, s4) = (state.clone(), state.clone(), state.clone(), state.clone());
+        let (i2, i3, i4) = (inj.clone(), inj.clone(), inj.clone());
+        let robots_tokens = inj.robots.clone();
+        let settings = Settings::new_send()
+            .with_encoding(encoding)
+            .with_adjust_charset_on_meta_tag(true)
+            .with_memory_settings(
+                MemorySettings::new()
+                    .with_max_allowed_memory_usage(MAX_REWRITER_MEMORY)
+                    .with_graceful_bail_out_on_memory_limit_exceeded(true),
+            )
+            .append_element_content_handler(element!("meta[name]", move |el| {
+                let name = el
+                    .get_attribute("name")
+                    .unwrap_or_default()
+                    .to_ascii_lowercase();
+                let Ok(mut st) = s1.lock() else { return Ok(()) };
+                if name == "robots" {
+                    st.robots_seen = true;
+                    let content = el.get_attribute("content").unwrap_or_default();
+                    let have: Vec<String> = content
+                        .split(',')
+                        .map(|t| t.trim().to_ascii_lowercase())
+                        .collect();
+                    let missing: Vec<&str> = robots_tokens
+                        .iter()
+                        .filter(|t| !have.contains(&t.to_ascii_lowercase()))
+                        .map(String::as_str)
+                        .collect();
+                    if !missing.is_empty() {
+                        let merged = if content.trim().is_empty() {
+                            missing.join(", ")
+                        } else {
+                            format!("{}, {}", content.trim(), missing.join(", "))
+                        };
+                        el.set_attribute("content", &merged)?;
+                    }
+                } else if name == "tdm-reservation" {
+                    st.tdm_seen = true;
+                }
+                Ok(())
+            }))
+            .append_element_content_handler(element!("head", move |el| {
+                let st2 = s2.clone();
+                let inj = i2.clone();
+                // Before </head>, once every existing meta has been seen.
+                if let Some(handlers) = el.end_tag_handlers() {
+                    let h: lol_html::send::EndTagHandler<'static> =
+                        Box::new(move |end: &mut lol_html::html_content::EndTag<'_>| {
+                            let Ok(mut st) = st2.lock() else {
+                                return Ok(());
+                            };
+                            if !st.metas_done {
+                                end.before(&metas(&inj, &st), ContentType::Html);
+                                st.metas_done = true;
+                            }
+                            Ok(())
+                        });
+                    handlers.push(h);
+                }
+                Ok(())
+            }))
+            .append_element_content_handler(element!("body", move |el| {
+                let Ok(mut st) = s3.lock() else { return Ok(()) };
+                if !st.metas_done {
+                    // No </head> seen: the metas go just before <body>,
+                    // which parsers place in the (implied) head.
+                    el.before(&metas(&i3, &st), ContentType::Html);
+                    st.metas_done = true;
+                }
+                if !st.link_done {
+                    el.prepend(&trap_link(&i3), ContentType::Html);
+                    st.link_done = true;
+                }
+                Ok(())
+            }))
+            .append_document_content_handler(end!(move |end| {
+                let Ok(mut st) = s4.lock() else { return Ok(()) };
+                let mut tail = String::new();
+                if !st.metas_done {
+                    tail.push_str(&metas(&i4, &st));
+                    st.metas_done = true;
+                }
+                if !st.link_done {
+                    tail.push_str(&trap_link(&i4));
+                    st.link_done = true;
+                }
+                if !tail.is_empty() {
+                    end.append(&tail, ContentType::Html);
+                }
+                Ok(())
+            }));
+        let sink_out = out.clone();
+        let sink: Sink = Box::new(move |c: &[u8]| {
+            if let Ok(mut o) = sink_out.lock() {
+                o.extend_from_slice(c);
+            }
+        });
+        Some(HtmlInjector {
+            rewriter: Some(HtmlRewriter::new(settings, sink)),
+            out,
+        })
+    }
+
+    fn take_out(&self) -> Vec<u8> {
+        self.out
+            .lock()
+            .map(|mut o| std::mem::take(&mut *o))
+            .unwrap_or_default()
+    }
+
+    /// Feeds a chunk; returns what is ready to send. On a rewriter error
+    /// the rest of the document passes through unchanged.
+    pub fn write(&mut self, chunk: &[u8]) -> Vec<u8> {
+        if let Some(r) = self.rewriter.as_mut() {
+            if let Err(e) = r.write(chunk) {
+                tracing::warn!("HTML rewrite stopped, passing the rest through: {e}");
+                self.rewriter = None;
+                let mut out = self.take_out();
+                out.extend_from_slice(chunk);
+                return out;
+            }
+            self.take_out()
+        } else {
+            chunk.to_vec()
+        }
+    }
+
+    /// Ends the document; returns the last bytes.
+    pub fn finish(&mut self) -> Vec<u8> {
+        if let Some(r) = self.rewriter.take()
+            && let Err(e) = r.end()
+        {
+            tracing::warn!("HTML rewrite could not finish: {e}");
+        }
+        self.take_out()
+    }
+}
+
+/// The `charset` parameter of a Content-Type value.
+pub fn charset_of(content_type: &str) -> Option<&str> {
+    content_type.split(';').skip(1).find_map(|p| {
+        let (k, v) = p.split_once('=')?;
+        k.trim()
+            .eq_ignore_ascii_case("charset")
+            .then(|| v.trim().trim_matches('"'))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn inj() -> Injection {
+        Injection {
+            robots: vec!["noai".into(), "noimageai".into()],
+            tdm: true,
+            tdm_policy: None,
+            trap_path: Some("/trap/".into()),
+        }
+    }
+
+    fn run(html: &[u8], charset: Option<&str>, chunk: usize) -> Vec<u8> {
+        let mut r = HtmlInjector::new(inj(), charset).unwrap();
+        let mut out = Vec::new();
+        for c in html.chunks(chunk) {
+            out.extend(r.write(c));
+        }
+        out.extend(r.finish());
+        out
+    }
+
+    #[test]
+    fn injects_into_head_even_when_tags_split_across_chunks() {
+        let html =
+            b"<!doctype html><html><head><title>x</title></head><body><p>hi</p></body></html>";
+        for chunk in [1, 3, 7, 1000] {
+            let out = String::from_utf8(run(html, None, chunk)).unwrap();
+            assert!(
+                out.contains("<title>x</title><meta name=\"robots\" content=\"noai, noimageai\"><meta name=\"tdm-reservation\" content=\"1\"></head>"),
+                "{chunk}: {out}"
+            );
+            assert!(
+                out.contains(
+                    "<body><a href=\"/trap/\" rel=\"nofollow\" aria-hidden=\"true\" tabindex=\"-1\""
+                ),
+                "{out}"
+            );
+        }
+    }
+
+    #[test]
+    fn merges_an_existing_robots_meta() {
+        let html = b"<html><head><meta name=\"Robots\" content=\"noindex, NoAI\"></head><body></body></html>";
+        let out = String::from_utf8(run(html, None, 5)).unwrap();
+        assert!(
+            out.contains("content=\"noindex, NoAI, noimageai\""),
+            "{out}"
+        );
+        assert_eq!(
+            out.matches("name=\"robots\"").count() + out.matches("name=\"Robots\"").count(),
+            1,
+            "{out}"
+        );
+    }
+
+    #[test]
+    fn documents_without_head_or_body() {
+        let out = String::from_utf8(run(b"<p>just text</p>", None, 4)).unwrap();
+        assert!(out.starts_with("<p>just text</p>"));
+        assert!(out.contains("<meta name=\"robots\""), "{out}");
+        let out = String::from_utf8(run(b"<html><body><p>x</p></body></html>", None, 4)).unwrap();
+        assert!(out.contains("<meta name=\"robots\" content=\"noai, noimageai\"><meta name=\"tdm-reservation\" content=\"1\"><body>"), "{out}");
+    }
+
+    #[test]
+    fn non_utf8_pages_keep_their_bytes() {
+        // "café" in windows-1252.
+        let html = b"<html><head><title>caf\xe9</title></head><body>caf\xe9</body></html>";
+        let out = run(html, Some("windows-1252"), 6);
+        assert!(
+            out.windows(5).any(|w| w == b"caf\xe9<"),
+            "{:?}",
+            String::from_utf8_lossy(&out)
+        );
+        assert!(String::from_utf8_lossy(&out).contains("noimageai"));
+        assert!(HtmlInjector::new(inj(), Some("utf-16")).is_none());
+        assert_eq!(
+            charset_of("text/html; Charset=\"ISO-8859-1\""),
+            Some("ISO-8859-1")
+        );
+    }
+}
