@@ -185,7 +185,38 @@ pub struct Directives {
     pub html_meta: bool,
     /// Inject a hidden link to the robots.txt trap into HTML pages.
     pub trap_link: bool,
+    /// Which image responses get the XMP `plus:DataMining` packet.
+    pub image_metadata: ImageMetadata,
+    /// The `plus:DataMining` value (a PLUS `DMI-…` term).
+    pub data_mining: String,
+    /// Largest image buffered to insert metadata; larger ones pass unchanged.
+    pub image_metadata_max_bytes: usize,
 }
+
+/// Which image responses carry no-train XMP metadata.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ImageMetadata {
+    /// Every client.
+    All,
+    /// Only clients whose verdict is not `allow` / `limit` (under quota).
+    NonAllowed,
+    /// None.
+    Off,
+}
+
+/// Terms of the PLUS `DataMining` vocabulary (IPTC Photo Metadata 2023.1).
+pub const DMI_VALUES: &[&str] = &[
+    "DMI-UNSPECIFIED",
+    "DMI-ALLOWED",
+    "DMI-PROHIBITED-AIMLTRAINING",
+    "DMI-PROHIBITED-GENAIMLTRAINING",
+    "DMI-PROHIBITED-EXCEPTSEARCHENGINEINDEXING",
+    "DMI-PROHIBITED",
+    "DMI-PROHIBITED-SEECONSTRAINT",
+    "DMI-PROHIBITED-SEEEMBEDDEDRIGHTSEXPR",
+    "DMI-PROHIBITED-SEELINKEDRIGHTSEXPR",
+];
 
 /// One origin server.
 #[derive(Debug, Clone, PartialEq, Eq)]

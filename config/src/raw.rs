@@ -153,6 +153,22 @@ pub struct RawDirectives {
     pub html_meta: bool,
     #[serde(default = "default_true")]
     pub trap_link: bool,
+    #[serde(default = "default_image_metadata")]
+    pub image_metadata: String,
+    #[serde(default = "default_data_mining")]
+    pub data_mining: String,
+    #[serde(default = "default_image_metadata_max")]
+    pub image_metadata_max_bytes: i64,
+}
+
+fn default_image_metadata() -> String {
+    "all".into()
+}
+fn default_data_mining() -> String {
+    "DMI-PROHIBITED-AIMLTRAINING".into()
+}
+fn default_image_metadata_max() -> i64 {
+    16 * 1024 * 1024
 }
 
 fn default_doc_ttl() -> String {
@@ -174,6 +190,9 @@ impl Default for RawDirectives {
             cache_ttl: default_doc_ttl(),
             html_meta: true,
             trap_link: true,
+            image_metadata: default_image_metadata(),
+            data_mining: default_data_mining(),
+            image_metadata_max_bytes: default_image_metadata_max(),
         }
     }
 }

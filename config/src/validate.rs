@@ -526,6 +526,37 @@ fn validate(ctx: &mut Ctx<'_>, raw: RawConfig, source_name: &str) -> Config {
                 ctx.err(&dp.key(key), "must be a single line");
             }
         }
+        let image_metadata = match d.image_metadata.as_str() {
+            "all" => crate::ImageMetadata::All,
+            "non-allowed" => crate::ImageMetadata::NonAllowed,
+            "off" => crate::ImageMetadata::Off,
+            other => {
+                ctx.err(
+                    &dp.key("image_metadata"),
+                    format!("{other:?} is not one of \"all\", \"non-allowed\", \"off\""),
+                );
+                crate::ImageMetadata::Off
+            }
+        };
+        if !crate::DMI_VALUES.contains(&d.data_mining.as_str()) {
+            ctx.err(
+                &dp.key("data_mining"),
+                format!(
+                    "{:?} is not a PLUS DataMining term ({})",
+                    d.data_mining,
+                    crate::DMI_VALUES.join(", ")
+                ),
+            );
+        }
+        if !(1024..=512 * 1024 * 1024).contains(&d.image_metadata_max_bytes) {
+            ctx.err(
+                &dp.key("image_metadata_max_bytes"),
+                format!(
+                    "{} is out of range (1024 to 536870912)",
+                    d.image_metadata_max_bytes
+                ),
+            );
+        }
         let cache_ttl = ctx.duration(
             &dp.key("cache_ttl"),
             &d.cache_ttl,
@@ -551,6 +582,10 @@ fn validate(ctx: &mut Ctx<'_>, raw: RawConfig, source_name: &str) -> Config {
                 cache_ttl,
                 html_meta: d.html_meta,
                 trap_link: d.trap_link,
+                image_metadata,
+                data_mining: d.data_mining.clone(),
+                image_metadata_max_bytes: d.image_metadata_max_bytes.clamp(1024, 512 * 1024 * 1024)
+                    as usize,
             },
         });
     }

@@ -35,6 +35,47 @@ pub struct Ctx {
     page_request: bool,
     /// The streaming HTML rewriter of this response, when active.
     html: Option<std::sync::Mutex<crate::html::HtmlInjector>>,
+    /// An image being buffered for XMP metadata, when active.
+    image: Option<ImageBuffer>,
+}
+
+/// An image response collected (up to a cap) to insert XMP metadata.
+struct ImageBuffer {
+    buf: Vec<u8>,
+    cap: usize,
+    value: String,
+    /// Past the cap: the rest passes through unchanged.
+    spilled: bool,
+}
+
+impl ImageBuffer {
+    /// Takes one chunk; returns what to send now.
+    fn push(&mut self, chunk: Option<Bytes>, eos: bool) -> Option<Bytes> {
+        if self.spilled {
+            return chunk;
+        }
+        if let Some(c) = chunk {
+            if self.buf.len() + c.len() > self.cap {
+                // Over the cap: send what we held and everything after unchanged.
+                self.spilled = true;
+                let mut out = std::mem::take(&mut self.buf);
+                out.extend_from_slice(&c);
+                return Some(Bytes::from(out));
+            }
+            self.buf.extend_from_slice(&c);
+        }
+        if !eos {
+            return None;
+        }
+        let original = std::mem::take(&mut self.buf);
+        match fixative_protector::xmp::insert(&original, &self.value) {
+            Ok(with_xmp) => Some(Bytes::from(with_xmp)),
+            Err(e) => {
+                tracing::debug!("image passed through without XMP: {e}");
+                Some(Bytes::from(original))
+            }
+        }
+    }
 }
 
 /// The directives of the request's site; the default site's (or the first
@@ -286,6 +327,68 @@ impl FixativeProxy {
         Ok(())
     }
 
+    /// Starts collecting a JPEG/PNG/WebP 200 response to add XMP metadata.
+    fn maybe_add_image_metadata(
+        &self,
+        session: &Session,
+        resp: &mut ResponseHeader,
+        ctx: &mut Ctx,
+    ) -> Result<()> {
+        if resp.status != 200 || session.req_header().method != http::Method::GET {
+            return Ok(());
+        }
+        let Some(rt) = ctx.runtime.as_ref() else {
+            return Ok(());
+        };
+        let Some(d) = ctx
+            .site
+            .and_then(|i| rt.sites.get(i))
+            .map(|s| &s.directives)
+        else {
+            return Ok(());
+        };
+        let wanted = match d.image_metadata {
+            fixative_config::ImageMetadata::All => true,
+            fixative_config::ImageMetadata::NonAllowed => {
+                !matches!(ctx.verdict.action, Action::Allow | Action::Limit)
+            }
+            _ => false,
+        };
+        let ctype = resp
+            .headers
+            .get(http::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .trim_start()
+            .to_ascii_lowercase();
+        let is_image = ["image/jpeg", "image/pjpeg", "image/png", "image/webp"]
+            .iter()
+            .any(|t| ctype.starts_with(t));
+        let encoded = resp.headers.get(http::header::CONTENT_ENCODING).is_some();
+        let length = resp
+            .headers
+            .get(http::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<usize>().ok());
+        // Known to be over the cap (or empty): pass through untouched.
+        let fits = length.is_none_or(|l| l > 0 && l <= d.image_metadata_max_bytes);
+        if !wanted || !is_image || encoded || !fits {
+            return Ok(());
+        }
+        ctx.image = Some(ImageBuffer {
+            buf: Vec::with_capacity(length.unwrap_or(64 * 1024).min(d.image_metadata_max_bytes)),
+            cap: d.image_metadata_max_bytes,
+            value: d.data_mining.clone(),
+            spilled: false,
+        });
+        resp.remove_header(&http::header::CONTENT_LENGTH);
+        resp.remove_header(&http::header::ETAG);
+        resp.remove_header(&http::header::ACCEPT_RANGES);
+        resp.remove_header("content-md5");
+        resp.insert_header(http::header::TRANSFER_ENCODING, "chunked")?;
+        Ok(())
+    }
+
     /// Creates the application; `tls_listener` says whether this service
     /// terminates TLS (for `X-Forwarded-Proto`).
     pub fn new(shared: Arc<Shared>, tls_listener: bool) -> FixativeProxy {
@@ -368,6 +471,7 @@ impl ProxyHttp for FixativeProxy {
             now: std::time::Duration::ZERO,
             page_request: false,
             html: None,
+            image: None,
         }
     }
 
@@ -599,6 +703,7 @@ impl ProxyHttp for FixativeProxy {
             directives::apply_headers(resp, d)?;
         }
         self.maybe_rewrite_html(session, resp, ctx)?;
+        self.maybe_add_image_metadata(session, resp, ctx)?;
         let debug = ctx
             .runtime
             .as_ref()
@@ -622,6 +727,13 @@ impl ProxyHttp for FixativeProxy {
         end_of_stream: bool,
         ctx: &mut Ctx,
     ) -> Result<Option<std::time::Duration>> {
+        if let Some(img) = ctx.image.as_mut() {
+            *body = img.push(body.take(), end_of_stream);
+            if end_of_stream {
+                ctx.image = None;
+            }
+            return Ok(None);
+        }
         if let Some(m) = ctx.html.as_mut() {
             let inj = m.get_mut().unwrap_or_else(|e| e.into_inner());
             let mut out = match body.take() {

@@ -162,6 +162,9 @@ async fn echo(State(st): State<OriginState>, req: Request) -> Response {
             }
         };
     }
+    if let Some(name) = path.strip_prefix("/img/") {
+        return image_route(name, headers.contains_key("range"));
+    }
     if let Some(kind) = path.strip_prefix("/html/") {
         return html_route(&st, kind).await;
     }
@@ -555,4 +558,39 @@ async fn html_route(st: &OriginState, kind: &str) -> Response {
         }
         _ => StatusCode::NOT_FOUND.into_response(),
     }
+}
+
+/// Real image files from the repository (demo art and test fixtures),
+/// `broken.jpg` (a JPEG header then garbage), and 206 for ranged requests.
+fn image_route(name: &str, ranged: bool) -> Response {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let data = if name == "broken.jpg" {
+        let mut d = vec![0xFF, 0xD8, 0xFF, 0xE0, 0x00, 0x10];
+        d.extend(std::iter::repeat_n(0x5a, 5000));
+        d
+    } else {
+        match std::fs::read(root.join("proxy/assets/art").join(name))
+            .or_else(|_| std::fs::read(root.join("tests/fixtures").join(name)))
+        {
+            Ok(d) => d,
+            Err(_) => return StatusCode::NOT_FOUND.into_response(),
+        }
+    };
+    let ctype = match name.rsplit('.').next() {
+        Some("png") => "image/png",
+        Some("webp") => "image/webp",
+        _ => "image/jpeg",
+    };
+    let mut h = HeaderMap::new();
+    h.insert("content-type", ctype.parse().unwrap());
+    h.insert("etag", "\"img-1\"".parse().unwrap());
+    h.insert("accept-ranges", "bytes".parse().unwrap());
+    if ranged {
+        h.insert(
+            "content-range",
+            format!("bytes 0-99/{}", data.len()).parse().unwrap(),
+        );
+        return (StatusCode::PARTIAL_CONTENT, h, data[..100].to_vec()).into_response();
+    }
+    (h, data).into_response()
 }
