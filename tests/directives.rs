@@ -233,3 +233,31 @@ async fn robots_txt_is_merged_synthesized_cached_and_revalidated() {
         "{body}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn huge_or_broken_origin_robots_txt_is_replaced_with_a_log_line() {
+    let huge = "User-agent: *\nDisallow: /x\n".repeat(30_000); // ~780 KB
+    let origin = Origin::start_with_robots("big", Some(Box::leak(huge.into_boxed_str()))).await;
+    let fx = Fixative::start(
+        "",
+        &site("big", &["big.test"], &[origin.addr], "default = true"),
+    );
+    let r = client().get(fx.url("/robots.txt")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let body = r.text().await.unwrap();
+    assert!(
+        body.starts_with("# robots.txt synthesized by Fixative"),
+        "{}",
+        &body[..80]
+    );
+    assert!(body.len() < 50_000);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while !fx.stderr().contains("is larger than 524288 bytes") {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no log line:\n{}",
+            fx.stderr()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
