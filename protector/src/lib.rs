@@ -4,4 +4,6 @@
 //! IPTC `plus:DataMining` XMP packet into JPEG, PNG and WebP files without
 //! re-encoding them.
 
+pub mod pipeline;
+pub mod watermark;
 pub mod xmp;
