@@ -300,11 +300,15 @@ mod tests {
     #[test]
     fn bombs_and_garbage_fail_fast() {
         // A PNG header declaring 60000×60000.
-        let mut png = Vec::new();
-        png.extend_from_slice(b"\x89PNG\r\n\x1a\n\x00\x00\x00\x0dIHDR");
-        png.extend_from_slice(&60000u32.to_be_bytes());
-        png.extend_from_slice(&60000u32.to_be_bytes());
-        png.extend_from_slice(&[8, 2, 0, 0, 0, 0, 0, 0, 0]);
+        let mut ihdr = Vec::new();
+        ihdr.extend_from_slice(b"IHDR");
+        ihdr.extend_from_slice(&60000u32.to_be_bytes());
+        ihdr.extend_from_slice(&60000u32.to_be_bytes());
+        ihdr.extend_from_slice(&[8, 2, 0, 0, 0]);
+        let mut png = b"\x89PNG\r\n\x1a\n\x00\x00\x00\x0d".to_vec();
+        png.extend_from_slice(&ihdr);
+        png.extend_from_slice(&crc32fast::hash(&ihdr).to_be_bytes());
+        png.extend_from_slice(b"\x00\x00\x00\x00IDAT\x35\xaf\x06\x1e");
         let t = std::time::Instant::now();
         assert!(matches!(
             decode(&png, &Limits::default()),
