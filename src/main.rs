@@ -4,6 +4,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 mod explain;
+mod protect;
 mod replay;
 
 use clap::{Parser, Subcommand};
@@ -80,6 +81,48 @@ enum Command {
     Config {
         #[command(subcommand)]
         command: ConfigCommand,
+    },
+    /// The image protector: make protected variants, find marks.
+    Protector {
+        #[command(subcommand)]
+        command: ProtectorCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum ProtectorCommand {
+    /// Write a protected variant of an image.
+    Cloak {
+        /// Input image (JPEG, PNG, WebP).
+        input: PathBuf,
+        /// Output file (same format).
+        output: PathBuf,
+        /// Profile: watermark (full size) or preview / cloak (512 px).
+        #[arg(long, default_value = "cloak")]
+        profile: String,
+        /// 64-bit payload, hex.
+        #[arg(long)]
+        payload: Option<String>,
+        /// Watermark secret (as `protector.secret` in the configuration).
+        #[arg(long, default_value = "fixative-default-secret")]
+        secret: String,
+    },
+    /// Look for a watermark in an image (informed: needs the original).
+    Detect {
+        /// The suspect image.
+        image: PathBuf,
+        /// Its original.
+        #[arg(long)]
+        original: Option<PathBuf>,
+        /// A directory of originals, searched by perceptual hash.
+        #[arg(long)]
+        originals: Option<PathBuf>,
+        /// Watermark secret.
+        #[arg(long, default_value = "fixative-default-secret")]
+        secret: String,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -179,6 +222,28 @@ fn main() -> ExitCode {
         } => match load(config.as_deref()) {
             Ok(cfg) => replay::run(&cfg, format, &file),
             Err(code) => code,
+        },
+        Command::Protector { command } => match command {
+            ProtectorCommand::Cloak {
+                input,
+                output,
+                profile,
+                payload,
+                secret,
+            } => protect::cloak(&input, &output, &profile, payload.as_deref(), &secret),
+            ProtectorCommand::Detect {
+                image,
+                original,
+                originals,
+                secret,
+                json,
+            } => protect::detect(
+                &image,
+                original.as_deref(),
+                originals.as_deref(),
+                &secret,
+                json,
+            ),
         },
         Command::Config {
             command: ConfigCommand::PrintDefault,
