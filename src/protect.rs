@@ -6,15 +6,7 @@ use std::process::ExitCode;
 use fixative_protector::pipeline::{self, Job, Limits, Transform};
 use fixative_protector::watermark::{self, DEFAULT_STRENGTH, Payload};
 
-/// The watermark key from a secret (the same derivation as the proxy's).
-pub fn key_of(secret: &str) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in secret.bytes() {
-        h ^= u64::from(b);
-        h = h.wrapping_mul(0x0000_0100_0000_01b3);
-    }
-    h
-}
+use fixative_protector::watermark::key_from_secret as key_of;
 
 /// `protector cloak IN OUT`.
 pub fn cloak(

@@ -64,6 +64,46 @@ pub struct Config {
     pub policies: std::collections::BTreeMap<String, PolicyConfig>,
     /// Detection settings.
     pub detection: DetectionConfig,
+    /// Image protector settings.
+    pub protector: Protector,
+}
+
+/// `[protector]`: protected image variants for `cloak` verdicts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Protector {
+    /// Long side of the `preview` profile.
+    pub preview_max_side: u32,
+    /// Draw a visible mark on previews.
+    pub visible_mark: bool,
+    /// Transforms running at once (off the async reactor).
+    pub workers: usize,
+    /// Transforms allowed to wait for a worker; beyond: the fallback.
+    pub queue: usize,
+    /// Largest original fetched and decoded.
+    pub max_input_bytes: usize,
+    /// Variant cache size in bytes (LRU).
+    pub cache_bytes: usize,
+    /// What a cloak request gets when no variant can be made.
+    pub fallback: Fallback,
+    /// Watermark secret: the same value must be given to `fixative protector detect`.
+    pub secret: String,
+    /// Naming rule of prepared variants: `x.jpg` → `x{suffix}.jpg`.
+    pub variant_suffix: String,
+    /// JPEG quality of re-encoded variants.
+    pub jpeg_quality: u8,
+    /// Longest a transform may take.
+    pub transform_timeout: std::time::Duration,
+}
+
+/// The protector's fallback.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Fallback {
+    /// 503 with `Retry-After`.
+    Unavailable,
+    /// A small, degraded copy without watermark (decoded under the same limits).
+    Degraded,
 }
 
 /// `[server]`: listeners and process-wide settings.

@@ -19,6 +19,84 @@ pub struct RawConfig {
     pub policy: std::collections::BTreeMap<String, RawPolicy>,
     #[serde(default)]
     pub detection: RawDetection,
+    #[serde(default)]
+    pub protector: RawProtector,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawProtector {
+    #[serde(default = "default_preview_side")]
+    pub preview_max_side: i64,
+    #[serde(default)]
+    pub visible_mark: bool,
+    #[serde(default = "default_workers")]
+    pub workers: i64,
+    #[serde(default = "default_queue")]
+    pub queue: i64,
+    #[serde(default = "default_max_input")]
+    pub max_input_bytes: i64,
+    #[serde(default = "default_cache_bytes")]
+    pub cache_bytes: i64,
+    #[serde(default = "default_fallback")]
+    pub fallback: String,
+    #[serde(default = "default_secret")]
+    pub secret: String,
+    #[serde(default = "default_variant_suffix")]
+    pub variant_suffix: String,
+    #[serde(default = "default_jpeg_quality")]
+    pub jpeg_quality: i64,
+    #[serde(default = "default_transform_timeout")]
+    pub transform_timeout: String,
+}
+
+impl Default for RawProtector {
+    fn default() -> Self {
+        RawProtector {
+            preview_max_side: default_preview_side(),
+            visible_mark: false,
+            workers: default_workers(),
+            queue: default_queue(),
+            max_input_bytes: default_max_input(),
+            cache_bytes: default_cache_bytes(),
+            fallback: default_fallback(),
+            secret: default_secret(),
+            variant_suffix: default_variant_suffix(),
+            jpeg_quality: default_jpeg_quality(),
+            transform_timeout: default_transform_timeout(),
+        }
+    }
+}
+
+fn default_preview_side() -> i64 {
+    512
+}
+fn default_workers() -> i64 {
+    2
+}
+fn default_queue() -> i64 {
+    8
+}
+fn default_max_input() -> i64 {
+    32 * 1024 * 1024
+}
+fn default_cache_bytes() -> i64 {
+    64 * 1024 * 1024
+}
+fn default_fallback() -> String {
+    "503".into()
+}
+fn default_secret() -> String {
+    "fixative-default-secret".into()
+}
+fn default_variant_suffix() -> String {
+    ".cloaked".into()
+}
+fn default_jpeg_quality() -> i64 {
+    90
+}
+fn default_transform_timeout() -> String {
+    "10s".into()
 }
 
 #[derive(Debug, Deserialize)]

@@ -243,11 +243,80 @@ fn builtin_policies_checked() -> (BTreeMap<String, PolicyConfig>, Vec<Problem>) 
     (out, ctx.problems)
 }
 
+fn validate_protector(ctx: &mut Ctx<'_>, p: &crate::raw::RawProtector) -> crate::Protector {
+    let pp = KeyPath::root().key("protector");
+    let range = |ctx: &mut Ctx<'_>, key: &str, v: i64, lo: i64, hi: i64| -> i64 {
+        if (lo..=hi).contains(&v) {
+            v
+        } else {
+            ctx.err(&pp.key(key), format!("{v} is out of range ({lo} to {hi})"));
+            lo
+        }
+    };
+    let preview_max_side = range(ctx, "preview_max_side", p.preview_max_side, 64, 8192) as u32;
+    let workers = range(ctx, "workers", p.workers, 1, 256) as usize;
+    let queue = range(ctx, "queue", p.queue, 0, 10_000) as usize;
+    let max_input_bytes = range(
+        ctx,
+        "max_input_bytes",
+        p.max_input_bytes,
+        1024,
+        512 * 1024 * 1024,
+    ) as usize;
+    let cache_bytes = range(
+        ctx,
+        "cache_bytes",
+        p.cache_bytes,
+        0,
+        16 * 1024 * 1024 * 1024,
+    ) as usize;
+    let jpeg_quality = range(ctx, "jpeg_quality", p.jpeg_quality, 30, 100) as u8;
+    let fallback = match p.fallback.as_str() {
+        "503" => crate::Fallback::Unavailable,
+        "degraded" => crate::Fallback::Degraded,
+        other => {
+            ctx.err(
+                &pp.key("fallback"),
+                format!("{other:?} is not \"503\" or \"degraded\""),
+            );
+            crate::Fallback::Unavailable
+        }
+    };
+    if p.secret.len() < 8 {
+        ctx.err(&pp.key("secret"), "must be at least 8 characters");
+    }
+    if p.variant_suffix.is_empty() || p.variant_suffix.contains('/') {
+        ctx.err(
+            &pp.key("variant_suffix"),
+            "must be a non-empty file-name suffix such as \".cloaked\"",
+        );
+    }
+    let transform_timeout = ctx.duration(
+        &pp.key("transform_timeout"),
+        &p.transform_timeout,
+        Duration::from_secs(300),
+    );
+    crate::Protector {
+        preview_max_side,
+        visible_mark: p.visible_mark,
+        workers,
+        queue,
+        max_input_bytes,
+        cache_bytes,
+        fallback,
+        secret: p.secret.clone(),
+        variant_suffix: p.variant_suffix.clone(),
+        jpeg_quality,
+        transform_timeout,
+    }
+}
+
 fn validate(ctx: &mut Ctx<'_>, raw: RawConfig, source_name: &str) -> Config {
     let root = KeyPath::root();
     let mut policies = builtin_policies();
     crate::policy::validate_policies(ctx, &raw.policy, &mut policies);
     let detection = crate::policy::validate_detection(ctx, &raw.detection);
+    let protector = validate_protector(ctx, &raw.protector);
     let sp = root.key("server");
     let rs = raw.server;
 
@@ -611,6 +680,7 @@ fn validate(ctx: &mut Ctx<'_>, raw: RawConfig, source_name: &str) -> Config {
         demo,
         policies,
         detection,
+        protector,
     }
 }
 

@@ -74,6 +74,17 @@ impl Payload {
     }
 }
 
+/// The watermark key for a secret (FNV-1a, stable across versions): the
+/// proxy and `fixative protector detect` derive it the same way.
+pub fn key_from_secret(secret: &str) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in secret.bytes() {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    h
+}
+
 /// 12-bit site id, 20-bit client bucket and 8-bit class from names.
 pub fn hash_bits(s: &str, bits: u32) -> u32 {
     // FNV-1a: stable across versions and platforms.

@@ -9,6 +9,7 @@
 pub mod access_log;
 pub mod admin;
 pub mod background;
+pub mod cloak;
 pub mod demo;
 pub mod directives;
 pub mod forwarding;
@@ -104,8 +105,8 @@ pub fn preflight(config: &Config) -> Result<(), String> {
 /// Logging must already be installed ([`init_logging`]).
 pub fn run(config: Config) -> Result<(), String> {
     preflight(&config)?;
-    let metrics = metrics::Metrics::new().map_err(|e| format!("metrics: {e}"))?;
-    let first = runtime::Runtime::build(config.clone())?;
+    let metrics = Arc::new(metrics::Metrics::new().map_err(|e| format!("metrics: {e}"))?);
+    let first = runtime::Runtime::build(config.clone(), metrics.clone())?;
     let shared = Arc::new(Shared::new(first, metrics, config.path.clone()));
 
     let tmp = std::env::temp_dir();

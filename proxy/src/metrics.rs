@@ -27,6 +27,14 @@ pub struct Metrics {
     pub limiter_keys: IntGaugeVec,
     /// `fixative_tracked_clients`: clients in the behaviour tracker.
     pub tracked_clients: prometheus::IntGauge,
+    /// `fixative_protector_cache_total{result}` (hit, miss).
+    pub protector_cache: IntCounterVec,
+    /// `fixative_protector_transform_seconds`.
+    pub protector_transform_seconds: prometheus::Histogram,
+    /// `fixative_protector_fallbacks_total{reason}`.
+    pub protector_fallbacks: IntCounterVec,
+    /// `fixative_protector_queue_depth`.
+    pub protector_queue_depth: prometheus::IntGauge,
 }
 
 impl Metrics {
@@ -86,6 +94,37 @@ impl Metrics {
             "fixative_tracked_clients",
             "Clients in the behaviour tracker (bounded by detection.max_tracked_clients).",
         )?;
+        let protector_cache = IntCounterVec::new(
+            Opts::new(
+                "fixative_protector_cache_total",
+                "Variant cache lookups, by result (hit, miss).",
+            ),
+            &["result"],
+        )?;
+        let protector_transform_seconds = prometheus::Histogram::with_opts(
+            HistogramOpts::new(
+                "fixative_protector_transform_seconds",
+                "Time to decode, transform and encode one protected variant.",
+            )
+            .buckets(vec![
+                0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+            ]),
+        )?;
+        let protector_fallbacks = IntCounterVec::new(
+            Opts::new(
+                "fixative_protector_fallbacks_total",
+                "Cloak requests answered by the fallback, by reason.",
+            ),
+            &["reason"],
+        )?;
+        let protector_queue_depth = prometheus::IntGauge::new(
+            "fixative_protector_queue_depth",
+            "Transforms running or waiting for a worker.",
+        )?;
+        registry.register(Box::new(protector_cache.clone()))?;
+        registry.register(Box::new(protector_transform_seconds.clone()))?;
+        registry.register(Box::new(protector_fallbacks.clone()))?;
+        registry.register(Box::new(protector_queue_depth.clone()))?;
         registry.register(Box::new(rule_matches.clone()))?;
         registry.register(Box::new(limiter_keys.clone()))?;
         registry.register(Box::new(tracked_clients.clone()))?;
@@ -110,6 +149,10 @@ impl Metrics {
             rule_matches,
             limiter_keys,
             tracked_clients,
+            protector_cache,
+            protector_transform_seconds,
+            protector_fallbacks,
+            protector_queue_depth,
         })
     }
 

@@ -125,11 +125,13 @@ pub struct Runtime {
     pub epoch: std::time::Instant,
     /// Reverse-DNS suffixes of the catalog.
     pub rdns_suffixes: Arc<Vec<String>>,
+    /// Protected image variants for cloak verdicts.
+    pub cloaker: crate::cloak::Cloaker,
 }
 
 impl Runtime {
     /// Builds a runtime; fails only on resources that cannot be created.
-    pub fn build(config: Config) -> Result<Runtime, String> {
+    pub fn build(config: Config, metrics: Arc<crate::metrics::Metrics>) -> Result<Runtime, String> {
         let mut sites = Vec::with_capacity(config.sites.len());
         for site in &config.sites {
             let addrs: Vec<std::net::SocketAddr> = site.upstreams.iter().map(|u| u.addr).collect();
@@ -170,6 +172,7 @@ impl Runtime {
             router: Router::new(&config),
             sites,
             rdns_suffixes: Arc::new(engine.rdns_suffixes()),
+            cloaker: crate::cloak::Cloaker::new(config.protector.clone(), metrics),
             engine,
             epoch: std::time::Instant::now(),
             config: Arc::new(config),

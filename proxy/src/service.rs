@@ -202,6 +202,112 @@ async fn write_whole(session: &mut Session, resp: ResponseHeader, body: Bytes) -
     Ok(())
 }
 
+/// Answers an image request under a `cloak` verdict with a protected
+/// variant, or the configured fallback.
+async fn serve_cloaked(
+    session: &mut Session,
+    ctx: &Ctx,
+    rt: &Runtime,
+    i: usize,
+    metrics: &crate::metrics::Metrics,
+) -> Result<()> {
+    let Some(site) = rt.sites.get(i) else {
+        return Err(Error::explain(
+            ErrorType::InternalError,
+            "site index out of range",
+        ));
+    };
+    let path = session
+        .req_header()
+        .uri
+        .path_and_query()
+        .map(|p| p.as_str().to_string())
+        .unwrap_or_else(|| "/".into());
+    let class = ctx
+        .verdict
+        .crawler
+        .as_deref()
+        .unwrap_or_else(|| ctx.verdict.category_label())
+        .to_string();
+    let payload = crate::cloak::Cloaker::payload(&site.name, ctx.client_ip, &class);
+    let outcome = match site_peer(rt, i) {
+        Ok(peer) => {
+            rt.cloaker
+                .cloak(
+                    &peer,
+                    &ctx.host,
+                    &path,
+                    &site.name,
+                    payload,
+                    &site.directives.data_mining,
+                )
+                .await
+        }
+        Err(_) => crate::cloak::Outcome::Fallback(crate::cloak::FallbackReason::Origin),
+    };
+    let (status, ctype, body, extra): (u16, String, Bytes, Vec<(&str, String)>) = match outcome {
+        crate::cloak::Outcome::Variant(v, hit) => (
+            200,
+            v.content_type,
+            v.bytes,
+            vec![
+                ("x-fixative-variant", v.source.to_string()),
+                (
+                    "x-fixative-cache",
+                    if hit { "hit" } else { "miss" }.to_string(),
+                ),
+                (
+                    "x-fixative-watermark",
+                    format!("{:016x}", payload.to_bits()),
+                ),
+            ],
+        ),
+        crate::cloak::Outcome::Relay(status, ctype, body) => (
+            status,
+            ctype.unwrap_or_else(|| "application/octet-stream".into()),
+            body,
+            Vec::new(),
+        ),
+        crate::cloak::Outcome::Fallback(reason) => {
+            metrics
+                .protector_fallbacks
+                .with_label_values(&[reason.as_str()])
+                .inc();
+            let html = pages::page(
+                503,
+                "Temporarily unavailable",
+                "This image cannot be served right now. Please try again shortly.",
+                &ctx.request_id,
+            );
+            (
+                503,
+                "text/html; charset=utf-8".into(),
+                Bytes::from(html),
+                vec![("retry-after", "5".to_string())],
+            )
+        }
+    };
+    let mut resp = ResponseHeader::build(status, Some(10))?;
+    resp.insert_header("content-type", ctype)?;
+    resp.insert_header("content-length", body.len().to_string())?;
+    // A per-client variant: never into shared caches.
+    resp.insert_header("cache-control", "private, no-store")?;
+    resp.insert_header("vary", "User-Agent")?;
+    resp.insert_header("x-request-id", ctx.request_id.as_str())?;
+    for (k, v) in extra {
+        // The payload header is for debugging only.
+        if k == "x-fixative-watermark" && !rt.config.server.debug_headers {
+            continue;
+        }
+        resp.insert_header(k, v)?;
+    }
+    directives::apply_headers(&mut resp, &site.directives)?;
+    if rt.config.server.debug_headers {
+        resp.insert_header("x-fixative-verdict", ctx.verdict.header_value())?;
+    }
+    write_whole(session, resp, body).await
+}
+
 /// Header lookup over Pingora's request headers.
 struct HeaderMapLookup<'a>(&'a http::HeaderMap);
 
@@ -615,6 +721,22 @@ impl ProxyHttp for FixativeProxy {
             let html = pages::blocked(&ctx.request_id);
             respond_html(session, status, html, ctx).await?;
             return Ok(true);
+        }
+        if ctx.verdict.action == Action::Cloak
+            && session.req_header().method == http::Method::GET
+            && let Some(i) = ctx.site
+        {
+            let accept = session
+                .req_header()
+                .headers
+                .get(http::header::ACCEPT)
+                .and_then(|v| v.to_str().ok());
+            let p = session.req_header().uri.path();
+            if fixative_rules::request_kind(p, accept) == fixative_rules::state::RequestKind::Image
+            {
+                serve_cloaked(session, ctx, &rt, i, &self.shared.metrics).await?;
+                return Ok(true);
+            }
         }
         let method = &session.req_header().method;
         if (method == http::Method::GET || method == http::Method::HEAD)

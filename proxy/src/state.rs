@@ -15,7 +15,7 @@ pub struct Shared {
     /// The runtime new requests use.
     pub runtime: ArcSwap<Runtime>,
     /// Metrics registry.
-    pub metrics: Metrics,
+    pub metrics: Arc<Metrics>,
     /// The file reloads re-read; `None` reloads the embedded default.
     pub config_path: Option<PathBuf>,
     /// Whether the proxy has finished starting.
@@ -37,7 +37,7 @@ pub enum ReloadOutcome {
 
 impl Shared {
     /// Creates the shared state around a first runtime.
-    pub fn new(runtime: Runtime, metrics: Metrics, config_path: Option<PathBuf>) -> Shared {
+    pub fn new(runtime: Runtime, metrics: Arc<Metrics>, config_path: Option<PathBuf>) -> Shared {
         use std::hash::{BuildHasher, Hasher};
         let mut h = std::collections::hash_map::RandomState::new().build_hasher();
         h.write_u64(std::process::id() as u64);
@@ -87,7 +87,7 @@ impl Shared {
         let old = self.runtime.load();
         let restart_needed = restart_only_changes(&old.config, &config);
         let summary = config.summary();
-        match Runtime::build(config) {
+        match Runtime::build(config, self.metrics.clone()) {
             Ok(rt) => {
                 self.runtime.store(Arc::new(rt));
                 self.metrics.reloads.with_label_values(&["success"]).inc();

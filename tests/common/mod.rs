@@ -564,7 +564,27 @@ async fn html_route(st: &OriginState, kind: &str) -> Response {
 /// `broken.jpg` (a JPEG header then garbage), and 206 for ranged requests.
 fn image_route(name: &str, ranged: bool) -> Response {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
-    let data = if name == "broken.jpg" {
+    let data = if name == "rocket.cloaked.jpg" {
+        // A "prepared" variant (e.g. the artist's Glaze output): here, the brick texture.
+        return image_bytes(
+            std::fs::read(root.join("proxy/assets/art/brick.png")).unwrap(),
+            "image/png",
+            ranged,
+        );
+    } else if name.starts_with("big-") && !name.contains(".cloaked.") {
+        big_png().to_vec()
+    } else if name == "bomb.png" {
+        // A valid PNG header declaring 60000×60000 pixels.
+        let mut ihdr = b"IHDR".to_vec();
+        ihdr.extend_from_slice(&60000u32.to_be_bytes());
+        ihdr.extend_from_slice(&60000u32.to_be_bytes());
+        ihdr.extend_from_slice(&[8, 2, 0, 0, 0]);
+        let mut d = b"\x89PNG\r\n\x1a\n\x00\x00\x00\x0d".to_vec();
+        d.extend_from_slice(&ihdr);
+        d.extend_from_slice(&crc32(&ihdr).to_be_bytes());
+        d.extend_from_slice(&[0u8; 64]);
+        d
+    } else if name == "broken.jpg" {
         let mut d = vec![0xFF, 0xD8, 0xFF, 0xE0, 0x00, 0x10];
         d.extend(std::iter::repeat_n(0x5a, 5000));
         d
@@ -581,6 +601,10 @@ fn image_route(name: &str, ranged: bool) -> Response {
         Some("webp") => "image/webp",
         _ => "image/jpeg",
     };
+    image_bytes(data, ctype, ranged)
+}
+
+fn image_bytes(data: Vec<u8>, ctype: &str, ranged: bool) -> Response {
     let mut h = HeaderMap::new();
     h.insert("content-type", ctype.parse().unwrap());
     h.insert("etag", "\"img-1\"".parse().unwrap());
@@ -593,4 +617,32 @@ fn image_route(name: &str, ranged: bool) -> Response {
         return (StatusCode::PARTIAL_CONTENT, h, data[..100].to_vec()).into_response();
     }
     (h, data).into_response()
+}
+
+/// A 3000×2000 PNG made from a demo photo, once per test binary.
+pub fn big_png() -> &'static [u8] {
+    static BIG: std::sync::OnceLock<Vec<u8>> = std::sync::OnceLock::new();
+    BIG.get_or_init(|| {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+        let img = image::open(root.join("proxy/assets/art/coffee.png")).unwrap();
+        let big = img.resize_exact(3000, 2000, image::imageops::FilterType::Triangle);
+        let mut out = std::io::Cursor::new(Vec::new());
+        big.write_to(&mut out, image::ImageFormat::Png).unwrap();
+        out.into_inner()
+    })
+}
+
+fn crc32(data: &[u8]) -> u32 {
+    let mut crc = 0xffff_ffffu32;
+    for b in data {
+        crc ^= u32::from(*b);
+        for _ in 0..8 {
+            crc = if crc & 1 != 0 {
+                (crc >> 1) ^ 0xedb8_8320
+            } else {
+                crc >> 1
+            };
+        }
+    }
+    !crc
 }

@@ -1,0 +1,400 @@
+//! Protected image variants for `cloak` verdicts.
+//!
+//! Fixative fetches the image itself (Pingora's HTTP client, size-capped),
+//! prefers a variant the artist prepared (`x.jpg` → `x.cloaked.jpg` on the
+//! origin, e.g. Glaze output), and otherwise runs the `preview` profile
+//! (degrade + watermark + metadata) on a bounded worker pool off the async
+//! reactor. Results are cached (LRU bounded in bytes); concurrent requests
+//! for the same variant wait for one transform. When the queue is full or
+//! the image cannot be transformed, the configured fallback answers.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use fixative_config::Protector as ProtectorConfig;
+use fixative_protector::pipeline::{self, Job, Limits, Transform};
+use fixative_protector::watermark::{self, Payload};
+use pingora::http::RequestHeader;
+use pingora::prelude::HttpPeer;
+use tokio::sync::{OnceCell, Semaphore};
+
+/// A variant ready to send.
+#[derive(Clone, Debug)]
+pub struct Variant {
+    /// The file.
+    pub bytes: Bytes,
+    /// Its MIME type.
+    pub content_type: String,
+    /// `prepared` (artist's file) or the profile name.
+    pub source: &'static str,
+}
+
+/// Why the fallback answered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FallbackReason {
+    /// The worker queue was full.
+    QueueFull,
+    /// The original is larger than `max_input_bytes`.
+    TooLarge,
+    /// Decode failed (malformed, bomb, unsupported).
+    Undecodable,
+    /// The transform took too long.
+    Timeout,
+    /// The origin could not be reached.
+    Origin,
+}
+
+impl FallbackReason {
+    /// Metrics label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FallbackReason::QueueFull => "queue_full",
+            FallbackReason::TooLarge => "too_large",
+            FallbackReason::Undecodable => "undecodable",
+            FallbackReason::Timeout => "timeout",
+            FallbackReason::Origin => "origin",
+        }
+    }
+}
+
+/// Outcome of a cloak request.
+pub enum Outcome {
+    /// Send this variant.
+    Variant(Variant, bool),
+    /// The origin answered something other than an image: relay it.
+    Relay(u16, Option<String>, Bytes),
+    /// Use the fallback.
+    Fallback(FallbackReason),
+}
+
+struct Cache {
+    map: lru::LruCache<String, Variant>,
+    bytes: usize,
+    cap: usize,
+}
+
+impl Cache {
+    fn get(&mut self, k: &str) -> Option<Variant> {
+        self.map.get(k).cloned()
+    }
+    fn put(&mut self, k: String, v: Variant) {
+        let size = v.bytes.len() + k.len();
+        if size > self.cap {
+            return;
+        }
+        if let Some(old) = self.map.put(k.clone(), v) {
+            self.bytes -= old.bytes.len() + k.len();
+        }
+        self.bytes += size;
+        while self.bytes > self.cap {
+            match self.map.pop_lru() {
+                Some((k, v)) => self.bytes -= v.bytes.len() + k.len(),
+                None => break,
+            }
+        }
+    }
+}
+
+type Inflight = Arc<OnceCell<Result<Variant, FallbackReason>>>;
+
+/// The protector of one configuration generation.
+pub struct Cloaker {
+    cfg: ProtectorConfig,
+    key: u64,
+    workers: Arc<Semaphore>,
+    slots: Arc<Semaphore>,
+    cache: Mutex<Cache>,
+    inflight: Mutex<HashMap<String, Inflight>>,
+    metrics: Arc<crate::metrics::Metrics>,
+}
+
+/// Fetches `path` from the origin: status, content type, validator, body
+/// (`None` when over `cap`).
+pub async fn fetch(
+    peer: &HttpPeer,
+    host: &str,
+    path: &str,
+    cap: usize,
+) -> pingora::Result<(u16, Option<String>, Option<String>, Option<Vec<u8>>)> {
+    let connector = pingora::connectors::http::Connector::new(None);
+    let (mut http, _) = connector.get_http_session(peer).await?;
+    http.set_read_timeout(Some(Duration::from_secs(10)));
+    let mut req = RequestHeader::build("GET", path.as_bytes(), None)?;
+    req.insert_header("host", host)?;
+    req.insert_header("accept-encoding", "identity")?;
+    req.insert_header("user-agent", "Fixative (protector)")?;
+    http.write_request_header(Box::new(req)).await?;
+    http.finish_request_body().await?;
+    http.read_response_header().await?;
+    let (status, ctype, validator, length) = match http.response_header() {
+        Some(h) => {
+            let get = |n: &str| {
+                h.headers
+                    .get(n)
+                    .and_then(|v| v.to_str().ok())
+                    .map(str::to_string)
+            };
+            (
+                h.status.as_u16(),
+                get("content-type"),
+                get("etag").or_else(|| get("last-modified")),
+                get("content-length").and_then(|v| v.parse::<usize>().ok()),
+            )
+        }
+        None => (502, None, None, None),
+    };
+    if length.is_some_and(|l| l > cap) {
+        return Ok((status, ctype, validator, None));
+    }
+    let mut body = Vec::with_capacity(length.unwrap_or(0).min(cap));
+    while let Some(chunk) = http.read_response_body().await? {
+        if body.len() + chunk.len() > cap {
+            return Ok((status, ctype, validator, None));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok((status, ctype, validator, Some(body)))
+}
+
+/// `x.jpg` → `x{suffix}.jpg` (query dropped); `None` without an extension.
+pub fn variant_path(path: &str, suffix: &str) -> Option<String> {
+    let p = path.split(['?', '#']).next().unwrap_or(path);
+    let (dir, file) = p.rsplit_once('/')?;
+    let (stem, ext) = file.rsplit_once('.')?;
+    if stem.is_empty() || stem.ends_with(suffix) {
+        return None;
+    }
+    Some(format!("{dir}/{stem}{suffix}.{ext}"))
+}
+
+fn is_image(ctype: Option<&str>) -> bool {
+    ctype.is_some_and(|c| {
+        let c = c.trim_start().to_ascii_lowercase();
+        ["image/jpeg", "image/pjpeg", "image/png", "image/webp"]
+            .iter()
+            .any(|t| c.starts_with(t))
+    })
+}
+
+/// The client bucket: its /24 (IPv4) or /64 (IPv6).
+pub fn client_bucket(ip: IpAddr) -> String {
+    fixative_rules::state::prefix_of(fixative_rules::state::client_key(ip)).to_string()
+}
+
+/// Hours since 2025-01-01 UTC.
+pub fn hour_now() -> u32 {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    (secs.saturating_sub(1_735_689_600) / 3600) as u32
+}
+
+impl Cloaker {
+    /// A protector for one configuration generation.
+    pub fn new(cfg: ProtectorConfig, metrics: Arc<crate::metrics::Metrics>) -> Cloaker {
+        Cloaker {
+            key: watermark::key_from_secret(&cfg.secret),
+            workers: Arc::new(Semaphore::new(cfg.workers)),
+            slots: Arc::new(Semaphore::new(cfg.workers + cfg.queue)),
+            cache: Mutex::new(Cache {
+                map: lru::LruCache::unbounded(),
+                bytes: 0,
+                cap: cfg.cache_bytes,
+            }),
+            inflight: Mutex::new(HashMap::new()),
+            metrics,
+            cfg,
+        }
+    }
+
+    /// The payload for a request.
+    pub fn payload(site: &str, client: IpAddr, class: &str) -> Payload {
+        Payload {
+            site: watermark::hash_bits(site, 12) as u16,
+            client: watermark::hash_bits(&client_bucket(client), 20),
+            class: watermark::hash_bits(class, 8) as u8,
+            hour: hour_now(),
+        }
+    }
+
+    /// Produces the variant for an image request.
+    pub async fn cloak(
+        &self,
+        peer: &HttpPeer,
+        host: &str,
+        path: &str,
+        site: &str,
+        payload: Payload,
+        data_mining: &str,
+    ) -> Outcome {
+        let cap = self.cfg.max_input_bytes;
+        // 1. A variant the artist prepared.
+        if let Some(vp) = variant_path(path, &self.cfg.variant_suffix)
+            && let Ok((200, ctype, _, Some(body))) = fetch(peer, host, &vp, cap).await
+            && is_image(ctype.as_deref())
+        {
+            let bytes = fixative_protector::xmp::insert(&body, data_mining).unwrap_or(body);
+            return Outcome::Variant(
+                Variant {
+                    bytes: Bytes::from(bytes),
+                    content_type: ctype.unwrap_or_default(),
+                    source: "prepared",
+                },
+                false,
+            );
+        }
+        // 2. The original.
+        let (status, ctype, validator, body) = match fetch(peer, host, path, cap).await {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::warn!("protector: cannot fetch {path} from {site}'s origin: {e}");
+                return Outcome::Fallback(FallbackReason::Origin);
+            }
+        };
+        let Some(body) = body else {
+            return Outcome::Fallback(FallbackReason::TooLarge);
+        };
+        if status != 200 || !is_image(ctype.as_deref()) {
+            return Outcome::Relay(status, ctype, Bytes::from(body));
+        }
+        // 3. Cache, keyed by site, URL, validator, profile and payload class.
+        let validator =
+            validator.unwrap_or_else(|| format!("len{}-{:08x}", body.len(), crc(&body)));
+        let key = format!(
+            "{site}\u{1}{path}\u{1}{validator}\u{1}preview{}\u{1}{:016x}",
+            self.cfg.preview_max_side,
+            payload.to_bits()
+        );
+        if let Some(v) = self.cache.lock().ok().and_then(|mut c| c.get(&key)) {
+            self.metrics
+                .protector_cache
+                .with_label_values(&["hit"])
+                .inc();
+            return Outcome::Variant(v, true);
+        }
+        self.metrics
+            .protector_cache
+            .with_label_values(&["miss"])
+            .inc();
+        // 4. One transform per key; others wait for it.
+        let cell = {
+            let Ok(mut map) = self.inflight.lock() else {
+                return Outcome::Fallback(FallbackReason::QueueFull);
+            };
+            map.entry(key.clone())
+                .or_insert_with(|| Arc::new(OnceCell::new()))
+                .clone()
+        };
+        let result = cell
+            .get_or_init(|| self.transform(body, payload.to_bits(), data_mining.to_string()))
+            .await
+            .clone();
+        if let Ok(mut map) = self.inflight.lock() {
+            map.remove(&key);
+        }
+        match result {
+            Ok(v) => {
+                if let Ok(mut c) = self.cache.lock() {
+                    c.put(key, v.clone());
+                }
+                Outcome::Variant(v, false)
+            }
+            Err(reason) => Outcome::Fallback(reason),
+        }
+    }
+
+    async fn transform(
+        &self,
+        body: Vec<u8>,
+        payload: u64,
+        data_mining: String,
+    ) -> Result<Variant, FallbackReason> {
+        // A slot in the bounded queue, or the fallback at once.
+        let Ok(_slot) = self.slots.clone().try_acquire_owned() else {
+            return Err(FallbackReason::QueueFull);
+        };
+        self.metrics
+            .protector_queue_depth
+            .set((self.cfg.workers + self.cfg.queue - self.slots.available_permits()) as i64);
+        let Ok(_worker) = self.workers.clone().acquire_owned().await else {
+            return Err(FallbackReason::QueueFull);
+        };
+        let cfg = self.cfg.clone();
+        let key = self.key;
+        let started = Instant::now();
+        let job = tokio::task::spawn_blocking(move || {
+            let transform = Transform {
+                max_side: Some(cfg.preview_max_side),
+                visible_mark: cfg.visible_mark,
+                watermark: Some(watermark::DEFAULT_STRENGTH),
+            };
+            pipeline::protect(&Job {
+                data: &body,
+                transform,
+                payload,
+                key,
+                data_mining: &data_mining,
+                jpeg_quality: cfg.jpeg_quality,
+                limits: Limits {
+                    max_bytes: cfg.max_input_bytes,
+                    ..Limits::default()
+                },
+            })
+        });
+        let out = tokio::time::timeout(self.cfg.transform_timeout, job).await;
+        self.metrics
+            .protector_transform_seconds
+            .observe(started.elapsed().as_secs_f64());
+        match out {
+            Err(_) => Err(FallbackReason::Timeout),
+            Ok(Err(_)) => Err(FallbackReason::Undecodable),
+            Ok(Ok(Err(e))) => {
+                tracing::debug!("protector: {e}");
+                Err(FallbackReason::Undecodable)
+            }
+            Ok(Ok(Ok(o))) => Ok(Variant {
+                bytes: Bytes::from(o.bytes),
+                content_type: o.content_type.to_string(),
+                source: "preview",
+            }),
+        }
+    }
+
+    /// Bytes held by the cache.
+    pub fn cache_bytes(&self) -> usize {
+        self.cache.lock().map(|c| c.bytes).unwrap_or(0)
+    }
+}
+
+fn crc(b: &[u8]) -> u32 {
+    // Cheap content fingerprint when the origin sends no validator.
+    let mut h: u32 = 0x811c_9dc5;
+    for x in b.iter().step_by(64) {
+        h ^= u32::from(*x);
+        h = h.wrapping_mul(0x0100_0193);
+    }
+    h ^ b.len() as u32
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn variant_paths() {
+        assert_eq!(
+            variant_path("/art/x.jpg", ".cloaked").as_deref(),
+            Some("/art/x.cloaked.jpg")
+        );
+        assert_eq!(
+            variant_path("/art/x.jpg?w=3", ".cloaked").as_deref(),
+            Some("/art/x.cloaked.jpg")
+        );
+        assert_eq!(variant_path("/art/x.cloaked.jpg", ".cloaked"), None);
+        assert_eq!(variant_path("/art/noext", ".cloaked"), None);
+    }
+}
