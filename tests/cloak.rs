@@ -209,3 +209,67 @@ async fn a_saturated_pool_falls_back_without_stalling_normal_traffic() {
         ) >= 1.0
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_degraded_fallback_serves_a_small_unmarked_copy_when_the_pool_is_full() {
+    let origin = Origin::start("a").await;
+    let _ = common::big_png();
+    let fx = Fixative::start(
+        "debug_headers = true\ntrusted_proxies = [\"127.0.0.0/8\"]",
+        &format!(
+            "{}{POLICY}\n[protector]\nworkers = 1\nqueue = 0\nfallback = \"degraded\"\n",
+            site(
+                "a",
+                &["a.test"],
+                &[origin.addr],
+                "default = true\npolicy = \"cloaky\""
+            )
+        ),
+    );
+    let c = client();
+    // One transform stores the small copy for this image.
+    let r = c
+        .get(fx.url("/img/big-0.png"))
+        .header("user-agent", HARVESTER)
+        .header("x-forwarded-for", "198.51.100.1")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.headers()["x-fixative-variant"], "preview");
+    // Clients from other networks need their own marks: the pool saturates.
+    let mut reqs = Vec::new();
+    for i in 0..8 {
+        let c = c.clone();
+        let url = fx.url("/img/big-0.png");
+        reqs.push(tokio::spawn(async move {
+            let r = c
+                .get(url)
+                .header("user-agent", HARVESTER)
+                .header("x-forwarded-for", format!("203.0.{i}.1"))
+                .send()
+                .await
+                .unwrap();
+            let v = r
+                .headers()
+                .get("x-fixative-variant")
+                .map(|v| v.to_str().unwrap().to_string());
+            let status = r.status().as_u16();
+            let img = image::load_from_memory(&r.bytes().await.unwrap()).ok();
+            (status, v, img.map(|i| i.width().max(i.height())))
+        }));
+    }
+    let mut seen = Vec::new();
+    for r in reqs {
+        seen.push(r.await.unwrap());
+    }
+    assert!(seen.iter().all(|(s, _, _)| *s == 200), "{seen:?}");
+    let degraded: Vec<_> = seen
+        .iter()
+        .filter(|(_, v, _)| v.as_deref() == Some("degraded-fallback"))
+        .collect();
+    assert!(!degraded.is_empty(), "{seen:?}");
+    assert!(
+        degraded.iter().all(|(_, _, side)| *side == Some(256)),
+        "{seen:?}"
+    );
+}

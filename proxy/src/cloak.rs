@@ -70,17 +70,35 @@ pub enum Outcome {
     Fallback(FallbackReason),
 }
 
-struct Cache {
+/// An LRU cache of variants bounded in bytes.
+pub struct VariantCache {
     map: lru::LruCache<String, Variant>,
     bytes: usize,
     cap: usize,
 }
 
-impl Cache {
-    fn get(&mut self, k: &str) -> Option<Variant> {
+impl VariantCache {
+    /// A cache holding at most `cap` bytes.
+    pub fn new(cap: usize) -> VariantCache {
+        VariantCache {
+            map: lru::LruCache::unbounded(),
+            bytes: 0,
+            cap,
+        }
+    }
+
+    /// A cached variant (marked as recently used).
+    pub fn get(&mut self, k: &str) -> Option<Variant> {
         self.map.get(k).cloned()
     }
-    fn put(&mut self, k: String, v: Variant) {
+
+    /// Bytes held.
+    pub fn bytes(&self) -> usize {
+        self.bytes
+    }
+
+    /// Stores a variant, evicting the least recently used beyond the cap.
+    pub fn put(&mut self, k: String, v: Variant) {
         let size = v.bytes.len() + k.len();
         if size > self.cap {
             return;
@@ -98,7 +116,7 @@ impl Cache {
     }
 }
 
-type Inflight = Arc<OnceCell<Result<Variant, FallbackReason>>>;
+type Inflight = Arc<OnceCell<Result<(Variant, Option<Variant>), FallbackReason>>>;
 
 /// The protector of one configuration generation.
 pub struct Cloaker {
@@ -106,7 +124,9 @@ pub struct Cloaker {
     key: u64,
     workers: Arc<Semaphore>,
     slots: Arc<Semaphore>,
-    cache: Mutex<Cache>,
+    cache: Mutex<VariantCache>,
+    /// Small unmarked copies for the `degraded` fallback, by site, URL and validator.
+    thumbs: Mutex<VariantCache>,
     inflight: Mutex<HashMap<String, Inflight>>,
     metrics: Arc<crate::metrics::Metrics>,
 }
@@ -200,11 +220,8 @@ impl Cloaker {
             key: watermark::key_from_secret(&cfg.secret),
             workers: Arc::new(Semaphore::new(cfg.workers)),
             slots: Arc::new(Semaphore::new(cfg.workers + cfg.queue)),
-            cache: Mutex::new(Cache {
-                map: lru::LruCache::unbounded(),
-                bytes: 0,
-                cap: cfg.cache_bytes,
-            }),
+            cache: Mutex::new(VariantCache::new(cfg.cache_bytes)),
+            thumbs: Mutex::new(VariantCache::new(cfg.cache_bytes / 8)),
             inflight: Mutex::new(HashMap::new()),
             metrics,
             cfg,
@@ -264,8 +281,9 @@ impl Cloaker {
         // 3. Cache, keyed by site, URL, validator, profile and payload class.
         let validator =
             validator.unwrap_or_else(|| format!("len{}-{:08x}", body.len(), crc(&body)));
+        let base = format!("{site}\u{1}{path}\u{1}{validator}");
         let key = format!(
-            "{site}\u{1}{path}\u{1}{validator}\u{1}preview{}\u{1}{:016x}",
+            "{base}\u{1}preview{}\u{1}{:016x}",
             self.cfg.preview_max_side,
             payload.to_bits()
         );
@@ -297,13 +315,29 @@ impl Cloaker {
             map.remove(&key);
         }
         match result {
-            Ok(v) => {
+            Ok((v, thumb)) => {
                 if let Ok(mut c) = self.cache.lock() {
                     c.put(key, v.clone());
                 }
+                if let (Some(t), Ok(mut c)) = (thumb, self.thumbs.lock()) {
+                    c.put(base, t);
+                }
                 Outcome::Variant(v, false)
             }
-            Err(reason) => Outcome::Fallback(reason),
+            Err(reason) => {
+                // The degraded fallback: a small unmarked copy made earlier.
+                if self.cfg.fallback == fixative_config::Fallback::Degraded
+                    && matches!(reason, FallbackReason::QueueFull | FallbackReason::Timeout)
+                    && let Some(t) = self.thumbs.lock().ok().and_then(|mut c| c.get(&base))
+                {
+                    self.metrics
+                        .protector_fallbacks
+                        .with_label_values(&[reason.as_str()])
+                        .inc();
+                    return Outcome::Variant(t, false);
+                }
+                Outcome::Fallback(reason)
+            }
         }
     }
 
@@ -312,7 +346,7 @@ impl Cloaker {
         body: Vec<u8>,
         payload: u64,
         data_mining: String,
-    ) -> Result<Variant, FallbackReason> {
+    ) -> Result<(Variant, Option<Variant>), FallbackReason> {
         // A slot in the bounded queue, or the fallback at once.
         let Ok(_slot) = self.slots.clone().try_acquire_owned() else {
             return Err(FallbackReason::QueueFull);
@@ -332,7 +366,7 @@ impl Cloaker {
                 visible_mark: cfg.visible_mark,
                 watermark: Some(watermark::DEFAULT_STRENGTH),
             };
-            pipeline::protect(&Job {
+            let out = pipeline::protect(&Job {
                 data: &body,
                 transform,
                 payload,
@@ -343,7 +377,27 @@ impl Cloaker {
                     max_bytes: cfg.max_input_bytes,
                     ..Limits::default()
                 },
-            })
+            })?;
+            // For the degraded fallback: a 256 px unmarked copy of the variant.
+            let thumb = if cfg.fallback == fixative_config::Fallback::Degraded {
+                pipeline::protect(&Job {
+                    data: &out.bytes,
+                    transform: Transform {
+                        max_side: Some(256),
+                        visible_mark: false,
+                        watermark: None,
+                    },
+                    payload: 0,
+                    key,
+                    data_mining: &data_mining,
+                    jpeg_quality: cfg.jpeg_quality,
+                    limits: Limits::default(),
+                })
+                .ok()
+            } else {
+                None
+            };
+            Ok::<_, pipeline::ProtectError>((out, thumb))
         });
         let out = tokio::time::timeout(self.cfg.transform_timeout, job).await;
         self.metrics
@@ -356,17 +410,24 @@ impl Cloaker {
                 tracing::debug!("protector: {e}");
                 Err(FallbackReason::Undecodable)
             }
-            Ok(Ok(Ok(o))) => Ok(Variant {
-                bytes: Bytes::from(o.bytes),
-                content_type: o.content_type.to_string(),
-                source: "preview",
-            }),
+            Ok(Ok(Ok((o, thumb)))) => Ok((
+                Variant {
+                    bytes: Bytes::from(o.bytes),
+                    content_type: o.content_type.to_string(),
+                    source: "preview",
+                },
+                thumb.map(|t| Variant {
+                    bytes: Bytes::from(t.bytes),
+                    content_type: t.content_type.to_string(),
+                    source: "degraded-fallback",
+                }),
+            )),
         }
     }
 
     /// Bytes held by the cache.
     pub fn cache_bytes(&self) -> usize {
-        self.cache.lock().map(|c| c.bytes).unwrap_or(0)
+        self.cache.lock().map(|c| c.bytes()).unwrap_or(0)
     }
 }
 
