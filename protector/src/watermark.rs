@@ -193,11 +193,16 @@ pub fn embed(img: &mut RgbImage, payload: u64, key: u64, strength: f32) {
             b * lay.sign[c] * strength
         })
         .collect();
-    for (y, (r, wy)) in row.iter().enumerate() {
-        for (x, (c, wx)) in col.iter().enumerate() {
-            let d = amp[r * GRID + c] * wx * wy;
-            let p = img.get_pixel_mut(x as u32, y as u32);
-            for ch in p.0.iter_mut() {
+    let stride = w as usize * 3;
+    let raw: &mut [u8] = img.as_mut();
+    for (line, (r, wy)) in raw.chunks_exact_mut(stride).zip(row.iter()) {
+        let amp_row = &amp[r * GRID..(r + 1) * GRID];
+        for (px, (c, wx)) in line.chunks_exact_mut(3).zip(col.iter()) {
+            let d = amp_row[*c] * wx * wy;
+            if d.abs() < 0.5 {
+                continue; // rounds to no change
+            }
+            for ch in px.iter_mut() {
                 *ch = (f32::from(*ch) + d).round().clamp(0.0, 255.0) as u8;
             }
         }
