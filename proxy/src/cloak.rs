@@ -134,12 +134,12 @@ pub struct Cloaker {
 /// Fetches `path` from the origin: status, content type, validator, body
 /// (`None` when over `cap`).
 pub async fn fetch(
+    connector: &pingora::connectors::http::Connector,
     peer: &HttpPeer,
     host: &str,
     path: &str,
     cap: usize,
 ) -> pingora::Result<(u16, Option<String>, Option<String>, Option<Vec<u8>>)> {
-    let connector = pingora::connectors::http::Connector::new(None);
     let (mut http, _) = connector.get_http_session(peer).await?;
     http.set_read_timeout(Some(Duration::from_secs(10)));
     let mut req = RequestHeader::build("GET", path.as_bytes(), None)?;
@@ -239,8 +239,10 @@ impl Cloaker {
     }
 
     /// Produces the variant for an image request.
+    #[allow(clippy::too_many_arguments)]
     pub async fn cloak(
         &self,
+        connector: &pingora::connectors::http::Connector,
         peer: &HttpPeer,
         host: &str,
         path: &str,
@@ -251,7 +253,7 @@ impl Cloaker {
         let cap = self.cfg.max_input_bytes;
         // 1. A variant the artist prepared.
         if let Some(vp) = variant_path(path, &self.cfg.variant_suffix)
-            && let Ok((200, ctype, _, Some(body))) = fetch(peer, host, &vp, cap).await
+            && let Ok((200, ctype, _, Some(body))) = fetch(connector, peer, host, &vp, cap).await
             && is_image(ctype.as_deref())
         {
             let bytes = fixative_protector::xmp::insert(&body, data_mining).unwrap_or(body);
@@ -265,7 +267,7 @@ impl Cloaker {
             );
         }
         // 2. The original.
-        let (status, ctype, validator, body) = match fetch(peer, host, path, cap).await {
+        let (status, ctype, validator, body) = match fetch(connector, peer, host, path, cap).await {
             Ok(r) => r,
             Err(e) => {
                 tracing::warn!("protector: cannot fetch {path} from {site}'s origin: {e}");

@@ -200,12 +200,12 @@ pub struct OriginDoc {
 ///
 /// Returns `Err` only when the origin could not be asked at all.
 pub async fn fetch_origin_doc(
+    connector: &pingora::connectors::http::Connector,
     peer: &HttpPeer,
     host: &str,
     doc: WellKnown,
     prev: Option<&OriginDoc>,
 ) -> pingora::Result<OriginDoc> {
-    let connector = pingora::connectors::http::Connector::new(None);
     let (mut http, _) = connector.get_http_session(peer).await?;
     http.set_read_timeout(Some(Duration::from_secs(5)));
     let mut req = RequestHeader::build("GET", doc.path().as_bytes(), None)?;

@@ -127,6 +127,9 @@ pub struct Runtime {
     pub rdns_suffixes: Arc<Vec<String>>,
     /// Protected image variants for cloak verdicts.
     pub cloaker: crate::cloak::Cloaker,
+    /// Fixative's own HTTP client to origins (well-known files, images to
+    /// protect); built once, since it holds the TLS context and pool.
+    pub connector: pingora::connectors::http::Connector,
 }
 
 impl Runtime {
@@ -173,6 +176,7 @@ impl Runtime {
             sites,
             rdns_suffixes: Arc::new(engine.rdns_suffixes()),
             cloaker: crate::cloak::Cloaker::new(config.protector.clone(), metrics),
+            connector: pingora::connectors::http::Connector::new(None),
             engine,
             epoch: std::time::Instant::now(),
             config: Arc::new(config),

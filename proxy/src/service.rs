@@ -142,7 +142,14 @@ async fn serve_well_known(
             _ => {
                 let fetched = match site_peer(rt, i) {
                     Ok(peer) => {
-                        directives::fetch_origin_doc(&peer, &ctx.host, doc, prev.as_ref()).await
+                        directives::fetch_origin_doc(
+                            &rt.connector,
+                            &peer,
+                            &ctx.host,
+                            doc,
+                            prev.as_ref(),
+                        )
+                        .await
                     }
                     Err(e) => Err(e),
                 };
@@ -234,6 +241,7 @@ async fn serve_cloaked(
         Ok(peer) => {
             rt.cloaker
                 .cloak(
+                    &rt.connector,
                     &peer,
                     &ctx.host,
                     &path,
