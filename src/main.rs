@@ -97,15 +97,19 @@ enum ProtectorCommand {
         input: PathBuf,
         /// Output file (same format).
         output: PathBuf,
-        /// Profile: watermark (full size) or preview / cloak (512 px).
+        /// Profile: built-in watermark (full size), preview or cloak (512 px),
+        /// or one defined in the configuration.
         #[arg(long, default_value = "cloak")]
         profile: String,
         /// 64-bit payload, hex.
         #[arg(long)]
         payload: Option<String>,
-        /// Watermark secret (as `protector.secret` in the configuration).
-        #[arg(long, default_value = "fixative-default-secret")]
-        secret: String,
+        /// Watermark secret (default: `protector.secret` of the configuration).
+        #[arg(long)]
+        secret: Option<String>,
+        /// Configuration file (profiles, secret); the embedded default when omitted.
+        #[arg(short, long)]
+        config: Option<PathBuf>,
     },
     /// Look for a watermark in an image (informed: needs the original).
     Detect {
@@ -230,7 +234,18 @@ fn main() -> ExitCode {
                 profile,
                 payload,
                 secret,
-            } => protect::cloak(&input, &output, &profile, payload.as_deref(), &secret),
+                config,
+            } => match load(config.as_deref()) {
+                Ok(cfg) => protect::cloak(
+                    &cfg,
+                    &input,
+                    &output,
+                    &profile,
+                    payload.as_deref(),
+                    secret.as_deref(),
+                ),
+                Err(code) => code,
+            },
             ProtectorCommand::Detect {
                 image,
                 original,

@@ -10,20 +10,26 @@ use fixative_protector::watermark::key_from_secret as key_of;
 
 /// `protector cloak IN OUT`.
 pub fn cloak(
+    cfg: &fixative_config::Config,
     input: &Path,
     output: &Path,
     profile: &str,
     payload: Option<&str>,
-    secret: &str,
+    secret: Option<&str>,
 ) -> ExitCode {
-    let transform = match profile {
-        "watermark" => Transform::watermark(),
-        "preview" | "cloak" => Transform::preview(512),
-        other => {
-            eprintln!("unknown profile {other:?} (watermark, preview, cloak)");
-            return ExitCode::from(2);
-        }
+    let Some(p) = cfg.protector.profiles.get(profile) else {
+        let known: Vec<&str> = cfg.protector.profiles.keys().map(String::as_str).collect();
+        eprintln!("unknown profile {profile:?} (known: {})", known.join(", "));
+        return ExitCode::from(2);
     };
+    // A prepared variant (the `variant` step) is an origin file: offline,
+    // the profile's transform is what can be applied.
+    let transform = Transform {
+        max_side: p.max_side,
+        visible_mark: p.visible_mark,
+        watermark: p.watermark.then_some(DEFAULT_STRENGTH),
+    };
+    let secret = secret.unwrap_or(&cfg.protector.secret);
     let payload = match payload.map(|p| u64::from_str_radix(p.trim_start_matches("0x"), 16)) {
         None => 0,
         Some(Ok(p)) => p,
@@ -45,7 +51,7 @@ pub fn cloak(
         payload,
         key: key_of(secret),
         data_mining: "DMI-PROHIBITED-AIMLTRAINING",
-        jpeg_quality: 95,
+        jpeg_quality: cfg.protector.jpeg_quality.max(90),
         limits: Limits::default(),
     };
     match pipeline::protect(&job) {

@@ -75,7 +75,7 @@ async fn scrapers_get_degraded_traceable_variants_people_get_originals() {
         .unwrap();
     assert_eq!(r.status(), 200);
     assert_eq!(r.headers()["content-type"], "image/png");
-    assert_eq!(r.headers()["x-fixative-variant"], "preview");
+    assert_eq!(r.headers()["x-fixative-variant"], "transformed");
     assert_eq!(r.headers()["cache-control"], "private, no-store");
     assert!(r.headers().get("etag").is_none() && r.headers().get("accept-ranges").is_none());
     assert!(
@@ -235,7 +235,7 @@ async fn the_degraded_fallback_serves_a_small_unmarked_copy_when_the_pool_is_ful
         .send()
         .await
         .unwrap();
-    assert_eq!(r.headers()["x-fixative-variant"], "preview");
+    assert_eq!(r.headers()["x-fixative-variant"], "transformed");
     // Clients from other networks need their own marks: the pool saturates.
     let mut reqs = Vec::new();
     for i in 0..8 {

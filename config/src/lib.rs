@@ -94,6 +94,27 @@ pub struct Protector {
     pub jpeg_quality: u8,
     /// Longest a transform may take.
     pub transform_timeout: std::time::Duration,
+    /// The profile cloak verdicts get.
+    pub profile: Profile,
+    /// Every profile by name (built-in `watermark`, `preview`, `cloak`, and
+    /// the configuration's own).
+    pub profiles: std::collections::BTreeMap<String, Profile>,
+}
+
+/// `[profile.NAME]`: how a protected variant is made.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Profile {
+    /// Name.
+    pub name: String,
+    /// Serve a prepared variant (`x.cloaked.jpg`) when the origin has one.
+    pub variant: bool,
+    /// Downscale so the long side is at most this.
+    pub max_side: Option<u32>,
+    /// Hatch a corner of downscaled images.
+    pub visible_mark: bool,
+    /// Add the forensic watermark.
+    pub watermark: bool,
 }
 
 /// The protector's fallback.

@@ -21,6 +21,20 @@ pub struct RawConfig {
     pub detection: RawDetection,
     #[serde(default)]
     pub protector: RawProtector,
+    #[serde(default)]
+    pub profile: std::collections::BTreeMap<String, RawProfile>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawProfile {
+    #[serde(default)]
+    pub variant: bool,
+    pub max_side: Option<i64>,
+    #[serde(default)]
+    pub visible_mark: bool,
+    #[serde(default = "default_true")]
+    pub watermark: bool,
 }
 
 #[derive(Debug, Deserialize)]
@@ -48,6 +62,12 @@ pub struct RawProtector {
     pub jpeg_quality: i64,
     #[serde(default = "default_transform_timeout")]
     pub transform_timeout: String,
+    #[serde(default = "default_cloak_profile")]
+    pub profile: String,
+}
+
+fn default_cloak_profile() -> String {
+    "cloak".into()
 }
 
 impl Default for RawProtector {
@@ -64,6 +84,7 @@ impl Default for RawProtector {
             variant_suffix: default_variant_suffix(),
             jpeg_quality: default_jpeg_quality(),
             transform_timeout: default_transform_timeout(),
+            profile: default_cloak_profile(),
         }
     }
 }

@@ -243,7 +243,11 @@ fn builtin_policies_checked() -> (BTreeMap<String, PolicyConfig>, Vec<Problem>) 
     (out, ctx.problems)
 }
 
-fn validate_protector(ctx: &mut Ctx<'_>, p: &crate::raw::RawProtector) -> crate::Protector {
+fn validate_protector(
+    ctx: &mut Ctx<'_>,
+    p: &crate::raw::RawProtector,
+    raw_profiles: &BTreeMap<String, crate::raw::RawProfile>,
+) -> crate::Protector {
     let pp = KeyPath::root().key("protector");
     let range = |ctx: &mut Ctx<'_>, key: &str, v: i64, lo: i64, hi: i64| -> i64 {
         if (lo..=hi).contains(&v) {
@@ -296,7 +300,68 @@ fn validate_protector(ctx: &mut Ctx<'_>, p: &crate::raw::RawProtector) -> crate:
         &p.transform_timeout,
         Duration::from_secs(300),
     );
+    let builtin = |name: &str, variant: bool, max_side: Option<u32>| crate::Profile {
+        name: name.to_string(),
+        variant,
+        max_side,
+        visible_mark: p.visible_mark,
+        watermark: true,
+    };
+    let mut profiles = BTreeMap::new();
+    profiles.insert("watermark".to_string(), builtin("watermark", false, None));
+    profiles.insert(
+        "preview".to_string(),
+        builtin("preview", false, Some(preview_max_side)),
+    );
+    profiles.insert(
+        "cloak".to_string(),
+        builtin("cloak", true, Some(preview_max_side)),
+    );
+    for (name, rp) in raw_profiles {
+        let path = KeyPath::root().key("profile").key(name);
+        let max_side = match rp.max_side {
+            None => None,
+            Some(v) if (16..=16384).contains(&v) => Some(v as u32),
+            Some(v) => {
+                ctx.err(
+                    &path.key("max_side"),
+                    format!("{v} is out of range (16 to 16384)"),
+                );
+                None
+            }
+        };
+        if !rp.watermark && max_side.is_none() && !rp.variant {
+            ctx.err(&path, "does nothing: enable watermark, max_side or variant");
+        }
+        profiles.insert(
+            name.clone(),
+            crate::Profile {
+                name: name.clone(),
+                variant: rp.variant,
+                max_side,
+                visible_mark: rp.visible_mark,
+                watermark: rp.watermark,
+            },
+        );
+    }
+    let profile = match profiles.get(&p.profile) {
+        Some(pr) => pr.clone(),
+        None => {
+            let known: Vec<&str> = profiles.keys().map(String::as_str).collect();
+            ctx.err(
+                &pp.key("profile"),
+                format!(
+                    "unknown profile {:?} (known: {})",
+                    p.profile,
+                    known.join(", ")
+                ),
+            );
+            builtin("cloak", true, Some(preview_max_side))
+        }
+    };
     crate::Protector {
+        profile,
+        profiles,
         preview_max_side,
         visible_mark: p.visible_mark,
         workers,
@@ -316,7 +381,7 @@ fn validate(ctx: &mut Ctx<'_>, raw: RawConfig, source_name: &str) -> Config {
     let mut policies = builtin_policies();
     crate::policy::validate_policies(ctx, &raw.policy, &mut policies);
     let detection = crate::policy::validate_detection(ctx, &raw.detection);
-    let protector = validate_protector(ctx, &raw.protector);
+    let protector = validate_protector(ctx, &raw.protector, &raw.profile);
     let sp = root.key("server");
     let rs = raw.server;
 
@@ -813,6 +878,26 @@ policy = "strict"
             "{p:#?}"
         );
         assert_eq!(p.len(), 4, "{p:#?}");
+    }
+
+    #[test]
+    fn protector_profiles_built_in_and_configured() {
+        let base = "[[site]]\nname = \"a\"\nhosts = [\"a\"]\nupstreams = [\"127.0.0.1:2\"]\n";
+        let c = Config::from_toml(base, "t", None).unwrap();
+        assert_eq!(c.protector.profile.name, "cloak");
+        assert!(c.protector.profile.variant);
+        assert_eq!(c.protector.profiles["watermark"].max_side, None);
+        let src = format!(
+            "{base}[protector]\nprofile = \"thumb\"\n[profile.thumb]\nmax_side = 256\nwatermark = false\n"
+        );
+        let c = Config::from_toml(&src, "t", None).unwrap();
+        assert_eq!(c.protector.profile.max_side, Some(256));
+        assert!(!c.protector.profile.watermark);
+        let p = problems(&format!("{base}[protector]\nprofile = \"nope\"\n"));
+        assert!(
+            p[0].starts_with("protector.profile: unknown profile \"nope\""),
+            "{p:?}"
+        );
     }
 
     #[test]

@@ -251,8 +251,10 @@ impl Cloaker {
         data_mining: &str,
     ) -> Outcome {
         let cap = self.cfg.max_input_bytes;
+        let profile = &self.cfg.profile;
         // 1. A variant the artist prepared.
-        if let Some(vp) = variant_path(path, &self.cfg.variant_suffix)
+        if profile.variant
+            && let Some(vp) = variant_path(path, &self.cfg.variant_suffix)
             && let Ok((200, ctype, _, Some(body))) = fetch(connector, peer, host, &vp, cap).await
             && is_image(ctype.as_deref())
         {
@@ -364,9 +366,9 @@ impl Cloaker {
         let started = Instant::now();
         let job = tokio::task::spawn_blocking(move || {
             let transform = Transform {
-                max_side: Some(cfg.preview_max_side),
-                visible_mark: cfg.visible_mark,
-                watermark: Some(watermark::DEFAULT_STRENGTH),
+                max_side: cfg.profile.max_side,
+                visible_mark: cfg.profile.visible_mark,
+                watermark: cfg.profile.watermark.then_some(watermark::DEFAULT_STRENGTH),
             };
             let out = pipeline::protect(&Job {
                 data: &body,
@@ -416,7 +418,7 @@ impl Cloaker {
                 Variant {
                     bytes: Bytes::from(o.bytes),
                     content_type: o.content_type.to_string(),
-                    source: "preview",
+                    source: "transformed",
                 },
                 thumb.map(|t| Variant {
                     bytes: Bytes::from(t.bytes),
