@@ -497,6 +497,8 @@ pub fn detect(
     let n = GRID * GRID;
     let mut num = vec![0f64; n];
     let mut den = vec![0f64; n];
+    let mut sq = vec![0f64; n];
+    let mut cnt = vec![0f64; n];
     let mut mean = 0f64;
     for y in 0..th {
         for x in 0..tw {
@@ -518,6 +520,8 @@ pub fn detect(
             let d = f64::from(s.get_pixel(x, y).0[0]) - f64::from(o.get_pixel(x, y).0[0]) - mean;
             num[r * GRID + c] += d * wgt;
             den[r * GRID + c] += wgt * wgt;
+            sq[r * GRID + c] += d * d;
+            cnt[r * GRID + c] += 1.0;
         }
     }
     // A cell counts when most of its window energy is visible.
@@ -535,7 +539,10 @@ pub fn detect(
         }
         cells_seen += 1;
         let corr = num[cell] / den[cell] * f64::from(lay.sign[cell]);
-        soft[lay.bit[cell]] += corr;
+        // Cells where the residual is noisy (texture, sub-pixel
+        // misalignment) count less: weight by the inverse residual power.
+        let power = sq[cell] / cnt[cell].max(1.0);
+        soft[lay.bit[cell]] += corr / (power + 1.0);
         per_cell.push((lay.bit[cell], corr));
     }
     let bits: Vec<bool> = soft.iter().map(|v| *v > 0.0).collect();
