@@ -10,19 +10,6 @@ use thiserror::Error;
 /// The PLUS vocabulary prefix of `plus:DataMining` values.
 pub const DMI_PREFIX: &str = "http://ns.useplus.org/ldf/vocab/";
 
-/// The values `plus:DataMining` may take (IPTC Photo Metadata 2023.1).
-pub const DMI_VALUES: &[&str] = &[
-    "DMI-UNSPECIFIED",
-    "DMI-ALLOWED",
-    "DMI-PROHIBITED-AIMLTRAINING",
-    "DMI-PROHIBITED-GENAIMLTRAINING",
-    "DMI-PROHIBITED-EXCEPTSEARCHENGINEINDEXING",
-    "DMI-PROHIBITED",
-    "DMI-PROHIBITED-SEECONSTRAINT",
-    "DMI-PROHIBITED-SEEEMBEDDEDRIGHTSEXPR",
-    "DMI-PROHIBITED-SEELINKEDRIGHTSEXPR",
-];
-
 /// Why metadata could not be inserted; the caller serves the original.
 #[derive(Debug, Error, PartialEq, Eq)]
 pub enum XmpError {

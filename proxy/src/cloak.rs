@@ -11,13 +11,12 @@
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use bytes::Bytes;
 use fixative_config::Protector as ProtectorConfig;
 use fixative_protector::pipeline::{self, Job, Limits, Transform};
 use fixative_protector::watermark::{self, Payload};
-use pingora::http::RequestHeader;
 use pingora::prelude::HttpPeer;
 use tokio::sync::{OnceCell, Semaphore};
 
@@ -140,32 +139,17 @@ pub async fn fetch(
     path: &str,
     cap: usize,
 ) -> pingora::Result<(u16, Option<String>, Option<String>, Option<Vec<u8>>)> {
-    let (mut http, _) = connector.get_http_session(peer).await?;
-    http.set_read_timeout(Some(Duration::from_secs(10)));
-    let mut req = RequestHeader::build("GET", path.as_bytes(), None)?;
-    req.insert_header("host", host)?;
-    req.insert_header("accept-encoding", "identity")?;
-    req.insert_header("user-agent", "Fixative (protector)")?;
-    http.write_request_header(Box::new(req)).await?;
-    http.finish_request_body().await?;
-    http.read_response_header().await?;
-    let (status, ctype, validator, length) = match http.response_header() {
-        Some(h) => {
-            let get = |n: &str| {
-                h.headers
-                    .get(n)
-                    .and_then(|v| v.to_str().ok())
-                    .map(str::to_string)
-            };
-            (
-                h.status.as_u16(),
-                get("content-type"),
-                get("etag").or_else(|| get("last-modified")),
-                get("content-length").and_then(|v| v.parse::<usize>().ok()),
-            )
-        }
-        None => (502, None, None, None),
-    };
+    let mut http =
+        crate::origin::get(connector, peer, host, path, "Fixative (protector)", &[]).await?;
+    let status = http
+        .response_header()
+        .map(|h| h.status.as_u16())
+        .unwrap_or(502);
+    let ctype = crate::origin::header(&http, "content-type");
+    let validator = crate::origin::header(&http, "etag")
+        .or_else(|| crate::origin::header(&http, "last-modified"));
+    let length =
+        crate::origin::header(&http, "content-length").and_then(|v| v.parse::<usize>().ok());
     if length.is_some_and(|l| l > cap) {
         return Ok((status, ctype, validator, None));
     }

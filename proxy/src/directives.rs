@@ -7,11 +7,11 @@
 //! directly, so HEAD, empty 404s and compressed origins all work the same.
 
 use std::collections::BTreeSet;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use fixative_config::Directives;
 use fixative_rules::Catalog;
-use pingora::http::{RequestHeader, ResponseHeader};
+use pingora::http::ResponseHeader;
 use pingora::prelude::HttpPeer;
 
 /// The largest origin robots.txt read; RFC 9309 crawlers parse 500 KiB.
@@ -206,40 +206,31 @@ pub async fn fetch_origin_doc(
     doc: WellKnown,
     prev: Option<&OriginDoc>,
 ) -> pingora::Result<OriginDoc> {
-    let (mut http, _) = connector.get_http_session(peer).await?;
-    http.set_read_timeout(Some(Duration::from_secs(5)));
-    let mut req = RequestHeader::build("GET", doc.path().as_bytes(), None)?;
-    req.insert_header("host", host)?;
-    req.insert_header("accept-encoding", "identity")?;
-    req.insert_header("user-agent", "Fixative (directives)")?;
+    let mut conditional: Vec<(&str, &str)> = Vec::new();
     if let Some(p) = prev {
         if let Some(e) = &p.etag {
-            req.insert_header("if-none-match", e.as_str())?;
+            conditional.push(("if-none-match", e.as_str()));
         }
         if let Some(l) = &p.last_modified {
-            req.insert_header("if-modified-since", l.as_str())?;
+            conditional.push(("if-modified-since", l.as_str()));
         }
     }
-    http.write_request_header(Box::new(req)).await?;
-    http.finish_request_body().await?;
-    http.read_response_header().await?;
-    let (status, ctype, etag, last_modified) = match http.response_header() {
-        Some(h) => {
-            let get = |n: &str| {
-                h.headers
-                    .get(n)
-                    .and_then(|v| v.to_str().ok())
-                    .map(str::to_string)
-            };
-            (
-                h.status.as_u16(),
-                get("content-type"),
-                get("etag"),
-                get("last-modified"),
-            )
-        }
-        None => (502, None, None, None),
-    };
+    let mut http = crate::origin::get(
+        connector,
+        peer,
+        host,
+        doc.path(),
+        "Fixative (directives)",
+        &conditional,
+    )
+    .await?;
+    let status = http
+        .response_header()
+        .map(|h| h.status.as_u16())
+        .unwrap_or(502);
+    let ctype = crate::origin::header(&http, "content-type");
+    let etag = crate::origin::header(&http, "etag");
+    let last_modified = crate::origin::header(&http, "last-modified");
     if status == 304
         && let Some(p) = prev
     {

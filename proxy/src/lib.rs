@@ -15,6 +15,7 @@ pub mod directives;
 pub mod forwarding;
 pub mod html;
 pub mod metrics;
+pub mod origin;
 pub mod pages;
 pub mod rdns;
 pub mod runtime;

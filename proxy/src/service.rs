@@ -78,6 +78,25 @@ impl ImageBuffer {
     }
 }
 
+/// The directives of the routed site (none for unrouted requests).
+fn site_directives(ctx: &Ctx) -> Option<&fixative_config::Directives> {
+    let rt = ctx.runtime.as_ref()?;
+    ctx.site
+        .and_then(|i| rt.sites.get(i))
+        .map(|s| &s.directives)
+}
+
+/// The body is about to change: its length, validators and ranges no
+/// longer hold; it goes out chunked.
+fn mark_body_rewritten(resp: &mut ResponseHeader) -> Result<()> {
+    resp.remove_header(&http::header::CONTENT_LENGTH);
+    resp.remove_header(&http::header::ETAG);
+    resp.remove_header(&http::header::ACCEPT_RANGES);
+    resp.remove_header("content-md5");
+    resp.insert_header(http::header::TRANSFER_ENCODING, "chunked")?;
+    Ok(())
+}
+
 /// The directives of the request's site; the default site's (or the first
 /// site's) for requests that matched none, so that Fixative's own pages
 /// carry them too.
@@ -384,14 +403,7 @@ impl FixativeProxy {
         {
             return Ok(());
         }
-        let Some(rt) = ctx.runtime.as_ref() else {
-            return Ok(());
-        };
-        let Some(d) = ctx
-            .site
-            .and_then(|i| rt.sites.get(i))
-            .map(|s| &s.directives)
-        else {
+        let Some(d) = site_directives(ctx) else {
             return Ok(());
         };
         if !d.html_meta && !d.trap_link {
@@ -425,7 +437,11 @@ impl FixativeProxy {
             },
             tdm: d.html_meta && d.tdm_reservation,
             tdm_policy: d.tdm_policy.clone(),
-            trap_path: d.trap_link.then(|| rt.engine.trap_path().to_string()),
+            trap_path: ctx
+                .runtime
+                .as_ref()
+                .filter(|_| d.trap_link)
+                .map(|rt| rt.engine.trap_path().to_string()),
         };
         let Some(inj) = crate::html::HtmlInjector::new(injection, crate::html::charset_of(ctype))
         else {
@@ -433,11 +449,7 @@ impl FixativeProxy {
         };
         ctx.html = Some(std::sync::Mutex::new(inj));
         // The body changes: its length, validators and ranges no longer hold.
-        resp.remove_header(&http::header::CONTENT_LENGTH);
-        resp.remove_header(&http::header::ETAG);
-        resp.remove_header(&http::header::ACCEPT_RANGES);
-        resp.remove_header("content-md5");
-        resp.insert_header(http::header::TRANSFER_ENCODING, "chunked")?;
+        mark_body_rewritten(resp)?;
         Ok(())
     }
 
@@ -451,14 +463,7 @@ impl FixativeProxy {
         if resp.status != 200 || session.req_header().method != http::Method::GET {
             return Ok(());
         }
-        let Some(rt) = ctx.runtime.as_ref() else {
-            return Ok(());
-        };
-        let Some(d) = ctx
-            .site
-            .and_then(|i| rt.sites.get(i))
-            .map(|s| &s.directives)
-        else {
+        let Some(d) = site_directives(ctx) else {
             return Ok(());
         };
         let wanted = match d.image_metadata {
@@ -495,11 +500,7 @@ impl FixativeProxy {
             value: d.data_mining.clone(),
             spilled: false,
         });
-        resp.remove_header(&http::header::CONTENT_LENGTH);
-        resp.remove_header(&http::header::ETAG);
-        resp.remove_header(&http::header::ACCEPT_RANGES);
-        resp.remove_header("content-md5");
-        resp.insert_header(http::header::TRANSFER_ENCODING, "chunked")?;
+        mark_body_rewritten(resp)?;
         Ok(())
     }
 
