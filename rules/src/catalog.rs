@@ -156,7 +156,7 @@ impl Catalog {
     /// token wins (`GoogleOther-Image` over `GoogleOther`). Allocation-free.
     pub fn match_ua<'a>(&'a self, ua: &str) -> Option<UaMatch<'a>> {
         let bytes = ua.as_bytes();
-        let mut best: Option<(usize, bool, usize)> = None; // (crawler, strict, len)
+        let mut best: Option<(usize, (bool, bool, usize))> = None; // (crawler, rank)
         for m in self.automaton.find_overlapping_iter(ua) {
             let Some((ci, strict, token)) = self.patterns.get(m.pattern().as_usize()) else {
                 continue;
@@ -178,21 +178,28 @@ impl Catalog {
                 continue;
             }
             let len = e - s;
-            let better = match best {
-                None => true,
-                Some((_, bs, bl)) => (bs && !strict) || (bs == *strict && len > bl),
-            };
-            if better {
-                best = Some((*ci, *strict, len));
+            // A named bot beats the library it is built on
+            // (`LinkedInBot … Apache-HttpClient`), a real token beats a
+            // generic word, then the longer token wins.
+            let generic_tool = self.crawlers.get(*ci).is_some_and(|c| {
+                matches!(
+                    c.category,
+                    Category::HttpLibrary | Category::HeadlessBrowser
+                )
+            });
+            let rank = (!*strict, !generic_tool, len);
+            if best.is_none_or(|(_, r)| rank > r) {
+                best = Some((*ci, rank));
             }
         }
-        best.and_then(|(ci, strict, _)| {
-            self.crawlers.get(ci).map(|c| UaMatch {
-                crawler: c,
-                index: ci,
-                weak: strict,
+        best.map(|(ci, (not_weak, _, _))| (ci, !not_weak))
+            .and_then(|(ci, strict)| {
+                self.crawlers.get(ci).map(|c| UaMatch {
+                    crawler: c,
+                    index: ci,
+                    weak: strict,
+                })
             })
-        })
     }
 }
 

@@ -388,3 +388,184 @@ fn catalog_files_extend_and_override_the_shipped_catalog() {
     std::fs::write(dir.path().join("extra.toml"), "[[crawler]]\nname = 1\n").unwrap();
     assert!(Engine::new(&cfg).unwrap_err().contains("extra.toml"));
 }
+
+/// Real user-agent strings as the crawlers send them (operators' docs and
+/// public logs), with the catalog entry each must resolve to. Entries not
+/// listed here are covered by `every_entry_is_detected_from_a_user_agent_of_its_own`
+/// in the catalog module, which builds a product token for every UA token.
+const REAL_CRAWLER_UAS: &[(&str, &str)] = &[
+    (
+        "Mozilla/5.0 AppleWebKit/537.36 (KHTML, like Gecko; compatible; GPTBot/1.2; +https://openai.com/gptbot)",
+        "GPTBot",
+    ),
+    (
+        "Mozilla/5.0 AppleWebKit/537.36 (KHTML, like Gecko); compatible; ChatGPT-User/1.0; +https://openai.com/bot",
+        "ChatGPT-User",
+    ),
+    (
+        "Mozilla/5.0 AppleWebKit/537.36 (KHTML, like Gecko); compatible; OAI-SearchBot/1.0; +https://openai.com/searchbot",
+        "OAI-SearchBot",
+    ),
+    (
+        "Mozilla/5.0 AppleWebKit/537.36 (KHTML, like Gecko; compatible; ClaudeBot/1.0; +claudebot@anthropic.com)",
+        "ClaudeBot",
+    ),
+    (
+        "Mozilla/5.0 AppleWebKit/537.36 (KHTML, like Gecko; compatible; Claude-User/1.0; +Claude-User@anthropic.com)",
+        "Claude-User",
+    ),
+    (
+        "Mozilla/5.0 AppleWebKit/537.36 (KHTML, like Gecko; compatible; Claude-SearchBot/1.0; +Claude-SearchBot@anthropic.com)",
+        "Claude-SearchBot",
+    ),
+    ("CCBot/2.0 (https://commoncrawl.org/faq/)", "CCBot"),
+    (
+        "Mozilla/5.0 (Linux; Android 5.0) AppleWebKit/537.36 (KHTML, like Gecko) Mobile Safari/537.36 (compatible; Bytespider; spider-feedback@bytedance.com)",
+        "Bytespider",
+    ),
+    (
+        "Mozilla/5.0 AppleWebKit/537.36 (KHTML, like Gecko; compatible; PerplexityBot/1.0; +https://perplexity.ai/perplexitybot)",
+        "PerplexityBot",
+    ),
+    (
+        "Mozilla/5.0 AppleWebKit/537.36 (KHTML, like Gecko; compatible; Perplexity-User/1.0; +https://perplexity.ai/perplexity-user)",
+        "Perplexity-User",
+    ),
+    (
+        "Mozilla/5.0 AppleWebKit/537.36 (KHTML, like Gecko; compatible; Amazonbot/0.1; +https://developer.amazon.com/support/amazonbot) Chrome/119.0.6045.214 Safari/537.36",
+        "Amazonbot",
+    ),
+    (
+        "meta-externalagent/1.1 (+https://developers.facebook.com/docs/sharing/webmasters/crawler)",
+        "meta-externalagent",
+    ),
+    (
+        "meta-externalfetcher/1.1 (+https://developers.facebook.com/docs/sharing/webmasters/crawler)",
+        "meta-externalfetcher",
+    ),
+    (
+        "facebookexternalhit/1.1 (+http://www.facebook.com/externalhit_uatext.php)",
+        "facebookexternalhit",
+    ),
+    (
+        "Mozilla/5.0 (compatible; Diffbot/0.1; +http://www.diffbot.com)",
+        "Diffbot",
+    ),
+    (
+        "Mozilla/5.0 (compatible; YouBot/1.0; +http://about.you.com/youbot)",
+        "YouBot",
+    ),
+    ("Timpibot/0.8 (+http://www.timpi.io)", "Timpibot"),
+    (
+        "Mozilla/5.0 (compatible; ImagesiftBot; +imagesift.com)",
+        "ImagesiftBot",
+    ),
+    ("omgili/0.5 +http://omgili.com", "omgili"),
+    (
+        "Mozilla/5.0 (compatible; AI2Bot/1.0; +https://www.allenai.org/crawler)",
+        "AI2Bot",
+    ),
+    (
+        "Mozilla/5.0 (compatible; PetalBot;+https://webmaster.petalsearch.com/site/petalbot)",
+        "PetalBot",
+    ),
+    ("Mozilla/5.0 (compatible; GoogleOther)", "GoogleOther"),
+    (
+        "img2dataset/1.45.0 (https://github.com/rom1504/img2dataset)",
+        "img2dataset",
+    ),
+    ("Scrapy/2.11.2 (+https://scrapy.org)", "Scrapy"),
+    (
+        "Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)",
+        "Googlebot",
+    ),
+    (
+        "Mozilla/5.0 (Linux; Android 6.0.1; Nexus 5X Build/MMB29P) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.6778.69 Mobile Safari/537.36 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)",
+        "Googlebot",
+    ),
+    ("Googlebot-Image/1.0", "Googlebot"),
+    (
+        "Mozilla/5.0 AppleWebKit/537.36 (KHTML, like Gecko; compatible; bingbot/2.0; +http://www.bing.com/bingbot.htm) Chrome/116.0.1938.76 Safari/537.36",
+        "bingbot",
+    ),
+    (
+        "DuckDuckBot/1.1; (+http://duckduckgo.com/duckduckbot.html)",
+        "DuckDuckBot",
+    ),
+    (
+        "Mozilla/5.0 (compatible; YandexBot/3.0; +http://yandex.com/bots)",
+        "YandexBot",
+    ),
+    (
+        "Mozilla/5.0 (compatible; Baiduspider/2.0; +http://www.baidu.com/search/spider.html)",
+        "Baiduspider",
+    ),
+    (
+        "Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_5) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/13.1.1 Safari/605.1.15 (Applebot/0.1; +http://www.apple.com/go/applebot)",
+        "Applebot",
+    ),
+    ("Twitterbot/1.0", "Twitterbot"),
+    (
+        "Slackbot-LinkExpanding 1.0 (+https://api.slack.com/robots)",
+        "Slackbot",
+    ),
+    (
+        "Mozilla/5.0 (compatible; Discordbot/2.0; +https://discordapp.com)",
+        "Discordbot",
+    ),
+    (
+        "LinkedInBot/1.0 (compatible; Mozilla/5.0; Apache-HttpClient +http://www.linkedin.com)",
+        "LinkedInBot",
+    ),
+    ("TelegramBot (like TwitterBot)", "TelegramBot"),
+    ("WhatsApp/2.23.20.0", "WhatsApp"),
+    (
+        "Mozilla/5.0 (compatible; AhrefsBot/7.0; +http://ahrefs.com/robot/)",
+        "AhrefsBot",
+    ),
+    (
+        "Mozilla/5.0 (compatible; SemrushBot/7~bl; +http://www.semrush.com/bot.html)",
+        "SemrushBot",
+    ),
+    (
+        "Mozilla/5.0 (compatible; MJ12bot/v1.4.8; http://mj12bot.com/)",
+        "MJ12bot",
+    ),
+    (
+        "Mozilla/5.0 (compatible; archive.org_bot +http://archive.org/details/archive.org_bot)",
+        "ia_archiver",
+    ),
+    (
+        "Mozilla/5.0+(compatible; UptimeRobot/2.0; http://www.uptimerobot.com/)",
+        "UptimeRobot",
+    ),
+    ("curl/8.5.0", "curl"),
+    ("Wget/1.21.4", "Wget"),
+    ("python-requests/2.32.3", "python-requests"),
+    ("Python-urllib/3.11", "python-urllib"),
+    ("Python/3.12 aiohttp/3.9.5", "aiohttp"),
+    ("Go-http-client/2.0", "Go-http-client"),
+    ("okhttp/4.12.0", "okhttp"),
+    ("axios/1.7.2", "axios"),
+    (
+        "node-fetch/1.0 (+https://github.com/bitinn/node-fetch)",
+        "node-fetch",
+    ),
+    (
+        "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) HeadlessChrome/131.0.0.0 Safari/537.36",
+        "HeadlessChrome",
+    ),
+];
+
+#[test]
+fn real_crawler_user_agents_resolve_to_their_catalog_entry() {
+    let e = engine();
+    for (ua, want) in REAL_CRAWLER_UAS {
+        let m = e
+            .catalog()
+            .match_ua(ua)
+            .unwrap_or_else(|| panic!("not detected: {ua}"));
+        assert_eq!(m.crawler.name, *want, "{ua}");
+        assert_eq!(m.weak, m.crawler.strict, "{ua}");
+    }
+}
