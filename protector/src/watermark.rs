@@ -516,8 +516,13 @@ pub fn detect(
         for x in 0..tw {
             let uf = (rxf + (x as f32 + 0.5) / tw as f32 * rwf) * GRID as f32;
             let c = (uf.max(0.0) as usize).min(GRID - 1);
+            let ov = o.get_pixel(x, y).0[0];
+            // Near black or white the mark was clipped when embedded.
+            if !(6..=249).contains(&ov) {
+                continue;
+            }
             let wgt = f64::from(window(uf - c as f32) * wy);
-            let d = f64::from(s.get_pixel(x, y).0[0]) - f64::from(o.get_pixel(x, y).0[0]) - mean;
+            let d = f64::from(s.get_pixel(x, y).0[0]) - f64::from(ov) - mean;
             num[r * GRID + c] += d * wgt;
             den[r * GRID + c] += wgt * wgt;
             sq[r * GRID + c] += d * d;
@@ -534,7 +539,7 @@ pub fn detect(
     let mut cells_seen = 0;
     let mut per_cell = Vec::with_capacity(n);
     for cell in 0..n {
-        if den[cell] < full * 0.6 {
+        if den[cell] < full * 0.85 {
             continue;
         }
         cells_seen += 1;
