@@ -88,7 +88,7 @@ impl HeaderLookup for std::collections::BTreeMap<String, String> {
     }
 }
 
-impl HeaderLookup for [(&str, &str)] {
+impl<const N: usize> HeaderLookup for [(&str, &str); N] {
     fn get(&self, name: &str) -> Option<&str> {
         self.iter()
             .find(|(k, _)| k.eq_ignore_ascii_case(name))
