@@ -181,6 +181,19 @@ async fn upstream_down_gives_502_and_slow_upstream_504() {
     );
 }
 
+/// A request claiming to come through a proxy chain; what the origin saw.
+async fn send_forwarded(c: &reqwest::Client, fx: &Fixative, origin: &Origin) -> common::Seen {
+    let r = c
+        .get(fx.url("/"))
+        .header("x-forwarded-for", "203.0.113.7")
+        .header("x-forwarded-proto", "https")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    origin.last().unwrap()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn forwarded_headers_trust_only_configured_proxies() {
     let origin = Origin::start("a").await;
@@ -191,15 +204,7 @@ async fn forwarded_headers_trust_only_configured_proxies() {
         "",
         &site("a", &["a.test"], &[origin.addr], "default = true"),
     );
-    let r = c
-        .get(fx.url("/"))
-        .header("x-forwarded-for", "203.0.113.7")
-        .header("x-forwarded-proto", "https")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
-    let seen = origin.last().unwrap();
+    let seen = send_forwarded(&c, &fx, &origin).await;
     assert_eq!(seen.headers["x-forwarded-for"], "127.0.0.1");
     assert_eq!(seen.headers["x-real-ip"], "127.0.0.1");
     assert_eq!(seen.headers["x-forwarded-proto"], "http");
@@ -217,15 +222,7 @@ async fn forwarded_headers_trust_only_configured_proxies() {
         "trusted_proxies = [\"127.0.0.0/8\"]",
         &site("a", &["a.test"], &[origin.addr], "default = true"),
     );
-    let r = c
-        .get(fx.url("/"))
-        .header("x-forwarded-for", "203.0.113.7")
-        .header("x-forwarded-proto", "https")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
-    let seen = origin.last().unwrap();
+    let seen = send_forwarded(&c, &fx, &origin).await;
     assert_eq!(seen.headers["x-forwarded-for"], "203.0.113.7, 127.0.0.1");
     assert_eq!(seen.headers["x-real-ip"], "203.0.113.7");
     assert_eq!(seen.headers["x-forwarded-proto"], "https");
