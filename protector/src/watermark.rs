@@ -487,11 +487,45 @@ pub fn detect(
         ((alignment.scale_x * ow as f32).round() as u32).clamp(1, ow - rx.min(ow - 1)),
         ((alignment.scale_y * oh as f32).round() as u32).clamp(1, oh - ry.min(oh - 1)),
     );
-    let region = original.crop_imm(rx.min(ow - 1), ry.min(oh - 1), rw, rh);
     let (tw, th) = (sw.min(1024), sh.min(1024));
     let sigma = (tw.max(th) as f32 / GRID as f32 / 8.0).max(1.0);
-    let o = image::imageops::blur(&luma(&region, tw, th), sigma);
     let s = image::imageops::blur(&luma(suspect, tw, th), sigma);
+    // Last refinement in the suspect's frame: move each edge of the
+    // original's region by up to one original pixel.
+    let mut best_region = (f32::MIN, rx, ry, rw, rh, GrayImage::new(1, 1));
+    for dx in -1i64..=1 {
+        for dy in -1i64..=1 {
+            for dw in -1i64..=1 {
+                for dh in -1i64..=1 {
+                    let x = rx as i64 + dx;
+                    let y = ry as i64 + dy;
+                    let w = rw as i64 + dw;
+                    let h = rh as i64 + dh;
+                    if x < 0 || y < 0 || w < 2 || h < 2 || x + w > ow as i64 || y + h > oh as i64 {
+                        continue;
+                    }
+                    let region = original.crop_imm(x as u32, y as u32, w as u32, h as u32);
+                    let o = image::imageops::blur(&luma(&region, tw, th), sigma);
+                    let score = ncc(&o, &s, 0, 0);
+                    if score > best_region.0 {
+                        best_region = (score, x as u32, y as u32, w as u32, h as u32, o);
+                    }
+                }
+            }
+        }
+    }
+    let (_, rx, ry, rw, rh, o) = best_region;
+    if o.dimensions() != (tw, th) {
+        return Detection {
+            payload: 0,
+            check_ok: false,
+            correlation: 0.0,
+            cells_seen: 0,
+            agreement: 0.0,
+            valid: false,
+            alignment,
+        };
+    }
 
     let lay = layout(key);
     let n = GRID * GRID;
