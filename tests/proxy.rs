@@ -263,19 +263,12 @@ async fn round_robin_and_health_checks_across_upstreams() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn http2_over_tls_with_a_generated_certificate() {
     let origin = Origin::start("a").await;
-    let dir = tempfile::tempdir().unwrap();
-    let ck = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
-    std::fs::write(dir.path().join("cert.pem"), ck.cert.pem()).unwrap();
-    std::fs::write(dir.path().join("key.pem"), ck.signing_key.serialize_pem()).unwrap();
-    let tls_port = common::free_port();
-    let fx = Fixative::start_in(
-        dir,
-        &format!(
-            "tls = {{ listen = \"127.0.0.1:{tls_port}\", cert = \"cert.pem\", key = \"key.pem\" }}"
-        ),
+    let (fx, tls_port, cert_pem) = Fixative::start_tls(
+        "localhost",
+        "",
         &site("a", &["localhost"], &[origin.addr], ""),
     );
-    let root = reqwest::Certificate::from_pem(ck.cert.pem().as_bytes()).unwrap();
+    let root = reqwest::Certificate::from_pem(cert_pem.as_bytes()).unwrap();
     let c = reqwest::Client::builder()
         .no_proxy()
         .add_root_certificate(root)
@@ -459,16 +452,9 @@ async fn https_origin_behind_upstream_tls() {
     // The HTTPS origin is a second Fixative terminating TLS with a
     // self-signed certificate in front of a plain origin.
     let origin = Origin::start("deep").await;
-    let dir = tempfile::tempdir().unwrap();
-    let ck = rcgen::generate_simple_self_signed(vec!["origin.test".into()]).unwrap();
-    std::fs::write(dir.path().join("cert.pem"), ck.cert.pem()).unwrap();
-    std::fs::write(dir.path().join("key.pem"), ck.signing_key.serialize_pem()).unwrap();
-    let tls_port = common::free_port();
-    let https_origin = Fixative::start_in(
-        dir,
-        &format!(
-            "tls = {{ listen = \"127.0.0.1:{tls_port}\", cert = \"cert.pem\", key = \"key.pem\" }}"
-        ),
+    let (https_origin, tls_port, _) = Fixative::start_tls(
+        "origin.test",
+        "",
         &site("deep", &["origin.test"], &[origin.addr], "default = true"),
     );
     let tls_addr: std::net::SocketAddr = format!("127.0.0.1:{tls_port}").parse().unwrap();

@@ -369,24 +369,13 @@ pub struct Detection {
 pub fn trim_borders(img: &DynamicImage) -> DynamicImage {
     let g = img.to_luma8();
     let (w, h) = g.dimensions();
-    let flat_row = |y: u32| {
-        let (mut lo, mut hi) = (255u8, 0u8);
-        for x in 0..w {
-            let v = g.get_pixel(x, y).0[0];
-            lo = lo.min(v);
-            hi = hi.max(v);
-        }
-        hi - lo <= 6
+    // A line is flat when its pixels span at most 6 grey levels.
+    let flat = |pixels: &mut dyn Iterator<Item = u8>| {
+        let (lo, hi) = pixels.fold((255u8, 0u8), |(lo, hi), v| (lo.min(v), hi.max(v)));
+        hi.saturating_sub(lo) <= 6
     };
-    let flat_col = |x: u32| {
-        let (mut lo, mut hi) = (255u8, 0u8);
-        for y in 0..h {
-            let v = g.get_pixel(x, y).0[0];
-            lo = lo.min(v);
-            hi = hi.max(v);
-        }
-        hi - lo <= 6
-    };
+    let flat_row = |y: u32| flat(&mut (0..w).map(|x| g.get_pixel(x, y).0[0]));
+    let flat_col = |x: u32| flat(&mut (0..h).map(|y| g.get_pixel(x, y).0[0]));
     let (mut top, mut bottom, mut left, mut right) = (0, h, 0, w);
     while top + 8 < bottom && flat_row(top) {
         top += 1;

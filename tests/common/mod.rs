@@ -314,6 +314,22 @@ impl Fixative {
         }
     }
 
+    /// Starts with a TLS listener too, using a certificate for `host`
+    /// generated now; returns the process, the TLS port and the certificate
+    /// (PEM) for clients to trust.
+    pub fn start_tls(host: &str, server_extra: &str, rest: &str) -> (Fixative, u16, String) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let ck = rcgen::generate_simple_self_signed(vec![host.to_string()]).expect("certificate");
+        std::fs::write(dir.path().join("cert.pem"), ck.cert.pem()).expect("write cert");
+        std::fs::write(dir.path().join("key.pem"), ck.signing_key.serialize_pem())
+            .expect("write key");
+        let port = free_port();
+        let extra = format!(
+            "tls = {{ listen = \"127.0.0.1:{port}\", cert = \"cert.pem\", key = \"key.pem\" }}\n{server_extra}"
+        );
+        (Self::start_in(dir, &extra, rest), port, ck.cert.pem())
+    }
+
     /// `http://127.0.0.1:PORT` of the plain listener.
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{}", self.http, path)
