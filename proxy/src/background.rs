@@ -52,6 +52,12 @@ impl BackgroundService for HealthChecks {
             let sizes = rt.engine.state_sizes();
             let m = &self.shared.metrics;
             m.tracked_clients.set(sizes.tracked_clients as i64);
+            m.limiter_overflow
+                .with_label_values(&["aggregated"])
+                .set(sizes.limiter_overflow.aggregated as i64);
+            m.limiter_overflow
+                .with_label_values(&["failed_open"])
+                .set(sizes.limiter_overflow.failed_open as i64);
             for (policy, rule, n) in sizes.limiter_keys {
                 m.limiter_keys
                     .with_label_values(&[&policy, &rule])

@@ -35,6 +35,16 @@ pub struct Metrics {
     pub protector_fallbacks: IntCounterVec,
     /// `fixative_protector_queue_depth`.
     pub protector_queue_depth: prometheus::IntGauge,
+    /// `fixative_limiter_overflow{result}` (aggregated, failed_open):
+    /// requests decided while a limiter table was full, since the last reload.
+    pub limiter_overflow: IntGaugeVec,
+    /// `fixative_connections_open`: client connections being served.
+    pub connections_open: prometheus::IntGauge,
+    /// `fixative_connections_refused_total{reason}` (global_cap, client_cap).
+    pub connections_refused: IntCounterVec,
+    /// `fixative_connections_closed_total{reason}` (header_timeout,
+    /// idle_timeout, header_too_large): connections Fixative closed itself.
+    pub connections_closed: IntCounterVec,
 }
 
 impl Metrics {
@@ -121,6 +131,44 @@ impl Metrics {
             "fixative_protector_queue_depth",
             "Transforms running or waiting for a worker.",
         )?;
+        let limiter_overflow = IntGaugeVec::new(
+            Opts::new(
+                "fixative_limiter_overflow",
+                "Requests decided while a rate-limiter table was full, since the last reload, by result (aggregated: counted in the wider network's bucket; failed_open: allowed).",
+            ),
+            &["result"],
+        )?;
+        let connections_open = prometheus::IntGauge::new(
+            "fixative_connections_open",
+            "Client connections being served (bounded by server.limits.max_connections).",
+        )?;
+        let connections_refused = IntCounterVec::new(
+            Opts::new(
+                "fixative_connections_refused_total",
+                "Client connections refused at accept, by reason (global_cap, client_cap).",
+            ),
+            &["reason"],
+        )?;
+        let connections_closed = IntCounterVec::new(
+            Opts::new(
+                "fixative_connections_closed_total",
+                "Client connections closed by Fixative's own limits, by reason (header_timeout, idle_timeout, header_too_large).",
+            ),
+            &["reason"],
+        )?;
+        for r in ["aggregated", "failed_open"] {
+            limiter_overflow.with_label_values(&[r]);
+        }
+        for r in ["global_cap", "client_cap"] {
+            connections_refused.with_label_values(&[r]);
+        }
+        for r in ["header_timeout", "idle_timeout", "header_too_large"] {
+            connections_closed.with_label_values(&[r]);
+        }
+        registry.register(Box::new(limiter_overflow.clone()))?;
+        registry.register(Box::new(connections_open.clone()))?;
+        registry.register(Box::new(connections_refused.clone()))?;
+        registry.register(Box::new(connections_closed.clone()))?;
         registry.register(Box::new(protector_cache.clone()))?;
         registry.register(Box::new(protector_transform_seconds.clone()))?;
         registry.register(Box::new(protector_fallbacks.clone()))?;
@@ -153,6 +201,10 @@ impl Metrics {
             protector_transform_seconds,
             protector_fallbacks,
             protector_queue_depth,
+            limiter_overflow,
+            connections_open,
+            connections_refused,
+            connections_closed,
         })
     }
 

@@ -256,6 +256,9 @@ pub struct StateSizes {
     pub tracked_clients: usize,
     /// Live limiter keys per (policy, rule).
     pub limiter_keys: Vec<(String, String, usize)>,
+    /// Requests decided while a limiter table was full, summed over all
+    /// limiters of this engine (since it was built).
+    pub limiter_overflow: crate::state::OverflowCounts,
 }
 
 impl Engine {
@@ -652,12 +655,16 @@ impl Engine {
         let mut s = StateSizes {
             tracked_clients: self.behaviour.len(),
             limiter_keys: Vec::new(),
+            limiter_overflow: crate::state::OverflowCounts::default(),
         };
         for p in self.policies.values() {
             for r in &p.rules {
                 if let Some(l) = &r.limiter {
                     s.limiter_keys
                         .push((p.name.clone(), r.name.clone(), l.len()));
+                    let o = l.overflow();
+                    s.limiter_overflow.aggregated += o.aggregated;
+                    s.limiter_overflow.failed_open += o.failed_open;
                 }
             }
         }

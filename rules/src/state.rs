@@ -49,33 +49,26 @@ pub enum LimitKey {
     Asn(u32),
     /// A crawler, by hash of its name.
     Crawler(u64),
-    /// Shared bucket for keys past the cap.
-    Overflow,
 }
 
-/// A keyed store with a hard cap on live keys: once full, new keys share
-/// one overflow bucket until `retain_recent` frees room.
-#[derive(Debug)]
-pub struct CappedStore {
-    inner: DashMapStateStore<LimitKey>,
-    cap: usize,
+/// A keyed store shared with its [`QuotaLimiter`], which decides where a
+/// key goes before the limiter sees it (the cap is enforced there).
+#[derive(Debug, Clone, Default)]
+pub struct SharedStore {
+    inner: std::sync::Arc<DashMapStateStore<LimitKey>>,
 }
 
-impl StateStore for CappedStore {
+impl StateStore for SharedStore {
     type Key = LimitKey;
     fn measure_and_replace<T, F, E>(&self, key: &LimitKey, f: F) -> Result<T, E>
     where
         F: Fn(Option<Nanos>) -> Result<(T, Nanos), E>,
     {
-        if self.inner.contains_key(key) || self.inner.len() < self.cap {
-            self.inner.measure_and_replace(key, f)
-        } else {
-            self.inner.measure_and_replace(&LimitKey::Overflow, f)
-        }
+        self.inner.measure_and_replace(key, f)
     }
 }
 
-type Limiter = RateLimiter<LimitKey, CappedStore, ManualClock, StateInformationMiddleware>;
+type Limiter = RateLimiter<LimitKey, SharedStore, ManualClock, StateInformationMiddleware>;
 
 /// Outcome of a quota check.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -91,9 +84,70 @@ pub struct LimitOutcome {
 }
 
 /// One limiter per rule with a quota.
+///
+/// Memory is capped at `cap` keys per client key plus `cap / 4` network
+/// aggregates. When the table is full, idle keys are swept at once (at
+/// most once a second); if it is still full, a new client is counted in
+/// the bucket of its wider network (IPv4 /24, IPv6 /48) with 64 times the
+/// quota, and when that table is full too the request is allowed and
+/// counted as `failed_open`. An attacker who fills the table with fresh
+/// addresses thus gets its own networks limited and never puts other
+/// people's first requests into a shared 429.
 pub struct QuotaLimiter {
     limiter: Limiter,
+    store: SharedStore,
+    cap: usize,
+    /// Limiter and store for network aggregates.
+    wide: Limiter,
+    wide_store: SharedStore,
+    wide_cap: usize,
     quota: Quota,
+    clock: ManualClock,
+    /// Limiter time (ns) of the last sweep forced by a full table.
+    last_forced_sweep: AtomicU64,
+    aggregated: AtomicU64,
+    failed_open: AtomicU64,
+}
+
+/// How many times the quota a network aggregate gets.
+pub const AGGREGATE_FACTOR: u32 = 64;
+
+/// Counts of decisions taken while a limiter table was full.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct OverflowCounts {
+    /// Requests counted in a network aggregate.
+    pub aggregated: u64,
+    /// Requests allowed because both tables were full.
+    pub failed_open: u64,
+}
+
+/// The wider network a client key falls back to: IPv4 /24, IPv6 /48.
+pub fn aggregate_of(key: &LimitKey) -> Option<LimitKey> {
+    match key {
+        LimitKey::Ip(IpAddr::V4(v4)) => {
+            let o = v4.octets();
+            Some(LimitKey::Ip(IpAddr::from([o[0], o[1], o[2], 0])))
+        }
+        LimitKey::Ip(IpAddr::V6(v6)) => {
+            let s = v6.segments();
+            Some(LimitKey::Ip(IpAddr::from([
+                s[0], s[1], s[2], 0, 0, 0, 0, 0,
+            ])))
+        }
+        _ => None,
+    }
+}
+
+fn governor_limiter(quota: &Quota, factor: u32, store: SharedStore, clock: ManualClock) -> Limiter {
+    let burst = std::num::NonZeroU32::new(quota.burst.max(1).saturating_mul(factor))
+        .unwrap_or(std::num::NonZeroU32::MIN);
+    let rate = quota.rate.max(1).saturating_mul(factor);
+    let replenish = quota.period / rate;
+    let gq = GQuota::with_period(replenish.max(Duration::from_nanos(1)))
+        .unwrap_or_else(|| GQuota::per_second(std::num::NonZeroU32::MIN))
+        .allow_burst(burst);
+    RateLimiter::<LimitKey, SharedStore, ManualClock, NoOpMiddleware<Nanos>>::new(gq, store, clock)
+        .with_middleware::<StateInformationMiddleware>()
 }
 
 impl std::fmt::Debug for QuotaLimiter {
@@ -130,23 +184,43 @@ pub fn client_key(ip: IpAddr) -> IpAddr {
 impl QuotaLimiter {
     /// A limiter for `quota` with at most `cap` live keys.
     pub fn new(quota: Quota, cap: usize, clock: ManualClock) -> QuotaLimiter {
-        let burst =
-            std::num::NonZeroU32::new(quota.burst.max(1)).unwrap_or(std::num::NonZeroU32::MIN);
-        let rate = quota.rate.max(1);
-        let replenish = quota.period / rate;
-        let gq = GQuota::with_period(replenish.max(Duration::from_nanos(1)))
-            .unwrap_or_else(|| GQuota::per_second(std::num::NonZeroU32::MIN))
-            .allow_burst(burst);
-        let store = CappedStore {
-            inner: DashMapStateStore::default(),
-            cap,
-        };
-        let limiter =
-            RateLimiter::<LimitKey, CappedStore, ManualClock, NoOpMiddleware<Nanos>>::new(
-                gq, store, clock,
-            )
-            .with_middleware::<StateInformationMiddleware>();
-        QuotaLimiter { limiter, quota }
+        let store = SharedStore::default();
+        let wide_store = SharedStore::default();
+        QuotaLimiter {
+            limiter: governor_limiter(&quota, 1, store.clone(), clock.clone()),
+            store,
+            cap: cap.max(1),
+            wide: governor_limiter(&quota, AGGREGATE_FACTOR, wide_store.clone(), clock.clone()),
+            wide_store,
+            wide_cap: (cap / 4).max(1),
+            quota,
+            clock,
+            last_forced_sweep: AtomicU64::new(0),
+            aggregated: AtomicU64::new(0),
+            failed_open: AtomicU64::new(0),
+        }
+    }
+
+    /// Whether `key` has (or may take) a place in the per-client table.
+    fn has_room(&self, key: &LimitKey) -> bool {
+        self.store.inner.len() < self.cap || self.store.inner.contains_key(key)
+    }
+
+    /// Sweeps idle keys now when the table is full, at most once a second.
+    fn sweep_when_full(&self) {
+        let now = self.clock.now().as_u64();
+        let last = self.last_forced_sweep.load(Ordering::Relaxed);
+        if now.saturating_sub(last) < 1_000_000_000 && last != 0 {
+            return;
+        }
+        if self
+            .last_forced_sweep
+            .compare_exchange(last, now.max(1), Ordering::Relaxed, Ordering::Relaxed)
+            .is_ok()
+        {
+            self.limiter.retain_recent();
+            self.wide.retain_recent();
+        }
     }
 
     /// The key for a request.
@@ -169,13 +243,47 @@ impl QuotaLimiter {
         }
     }
 
-    /// Counts one request against `key`.
+    /// Counts one request against `key` (or, when the table is full, its
+    /// network aggregate; see the type's documentation).
     pub fn check(&self, key: &LimitKey) -> LimitOutcome {
-        let per_cell = self.quota.period.as_secs_f64() / f64::from(self.quota.rate.max(1));
-        match self.limiter.check_key(key) {
+        if !self.has_room(key) {
+            self.sweep_when_full();
+        }
+        if self.has_room(key) {
+            return self.check_in(&self.limiter, key, 1);
+        }
+        if let Some(wide) = aggregate_of(key)
+            && (self.wide_store.inner.len() < self.wide_cap
+                || self.wide_store.inner.contains_key(&wide))
+        {
+            self.aggregated.fetch_add(1, Ordering::Relaxed);
+            return self.check_in(&self.wide, &wide, AGGREGATE_FACTOR);
+        }
+        self.failed_open.fetch_add(1, Ordering::Relaxed);
+        LimitOutcome {
+            allowed: true,
+            remaining: self.quota.burst,
+            retry_after: 0,
+            reset: 0,
+        }
+    }
+
+    /// Decisions taken while the table was full.
+    pub fn overflow(&self) -> OverflowCounts {
+        OverflowCounts {
+            aggregated: self.aggregated.load(Ordering::Relaxed),
+            failed_open: self.failed_open.load(Ordering::Relaxed),
+        }
+    }
+
+    fn check_in(&self, limiter: &Limiter, key: &LimitKey, factor: u32) -> LimitOutcome {
+        let burst = self.quota.burst.max(1).saturating_mul(factor);
+        let rate = self.quota.rate.max(1).saturating_mul(factor);
+        let per_cell = self.quota.period.as_secs_f64() / f64::from(rate);
+        match limiter.check_key(key) {
             Ok(snap) => {
                 let remaining = snap.remaining_burst_capacity();
-                let missing = self.quota.burst.saturating_sub(remaining);
+                let missing = burst.saturating_sub(remaining);
                 LimitOutcome {
                     allowed: true,
                     remaining,
@@ -184,20 +292,16 @@ impl QuotaLimiter {
                 }
             }
             Err(not_until) => {
-                let wait = not_until.wait_time_from(self.limiter_now());
+                let wait = not_until.wait_time_from(limiter.clock().now());
                 let secs = (wait.as_secs() + u64::from(wait.subsec_nanos() > 0)).max(1);
                 LimitOutcome {
                     allowed: false,
                     remaining: 0,
                     retry_after: secs,
-                    reset: (f64::from(self.quota.burst) * per_cell).ceil() as u64,
+                    reset: (f64::from(burst) * per_cell).ceil() as u64,
                 }
             }
         }
-    }
-
-    fn limiter_now(&self) -> Nanos {
-        self.limiter.clock().now()
     }
 
     /// The quota.
@@ -205,25 +309,27 @@ impl QuotaLimiter {
         &self.quota
     }
 
-    /// Live keys.
+    /// Live keys (per-client and aggregates).
     pub fn len(&self) -> usize {
-        self.limiter.len()
+        self.store.inner.len() + self.wide_store.inner.len()
     }
 
     /// Whether no key is live.
     pub fn is_empty(&self) -> bool {
-        self.limiter.is_empty()
+        self.len() == 0
     }
 
     /// Drops keys whose bucket is full again, and frees memory.
     pub fn sweep(&self) {
-        self.limiter.retain_recent();
-        self.limiter.shrink_to_fit();
+        for l in [&self.limiter, &self.wide] {
+            l.retain_recent();
+            l.shrink_to_fit();
+        }
     }
 }
 
 // `retain_recent` needs the store to be shrinkable.
-impl ShrinkableKeyedStateStore<LimitKey> for CappedStore {
+impl ShrinkableKeyedStateStore<LimitKey> for SharedStore {
     fn retain_recent(&self, drop_below: Nanos) {
         self.inner.retain_recent(drop_below)
     }
@@ -425,10 +531,43 @@ mod tests {
             let ip = IpAddr::from((0x0a00_0000u32 + i).to_be_bytes());
             l.check(&l.key(ip, None, None));
         }
-        assert!(l.len() <= 101, "{}", l.len());
+        // 100 client keys + at most 25 network aggregates.
+        assert!(l.len() <= 125, "{}", l.len());
         clock.set(Duration::from_secs(600));
         l.sweep();
         assert_eq!(l.len(), 0);
+    }
+
+    /// An attacker filling the table with 200k IPv6 /64s (from a few /48s)
+    /// neither locks out new visitors nor escapes its own limit.
+    #[test]
+    fn a_full_table_fails_open_for_new_visitors() {
+        let clock = ManualClock::default();
+        // 10 requests a minute, burst 2; a small table to keep the test fast.
+        let l = QuotaLimiter::new(quota(10, 2), 10_000, clock.clone());
+        clock.set(Duration::from_secs(5));
+        let mut attacker_refused = 0;
+        for i in 0..200_000u32 {
+            let s2 = (i >> 16) as u16; // four /48s
+            let s3 = (i & 0xffff) as u16;
+            let ip = IpAddr::from([0x2001, 0x0db8, s2, s3, 1, 2, 3, 4]);
+            for _ in 0..2 {
+                if !l.check(&l.key(ip, None, None)).allowed {
+                    attacker_refused += 1;
+                }
+            }
+        }
+        assert!(l.len() <= 10_000 + 2_500, "{}", l.len());
+        // The attacker's networks are aggregated and end up limited.
+        assert!(l.overflow().aggregated > 0);
+        assert!(attacker_refused > 100_000, "{attacker_refused}");
+        // New visitors from elsewhere get their first requests through.
+        for i in 0..1000u32 {
+            let v4 = IpAddr::from((0xc633_6400u32 + i * 256).to_be_bytes()); // distinct /24s
+            assert!(l.check(&l.key(v4, None, None)).allowed, "{v4}");
+            let v6 = IpAddr::from([0x2a02, 0x1000 + (i as u16), 7, 7, 0, 0, 0, 1]);
+            assert!(l.check(&l.key(v6, None, None)).allowed, "{v6}");
+        }
     }
 
     #[test]
