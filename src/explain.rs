@@ -19,21 +19,19 @@ pub struct Args {
     pub json: bool,
 }
 
-/// The site and policy a host selects.
+/// The site and policy a host selects: the proxy's own router (exact host,
+/// then the longest wildcard, then the default site).
 pub fn site_for<'a>(cfg: &'a Config, host: &str) -> (&'a str, &'a str) {
-    let site = cfg
-        .sites
-        .iter()
-        .position(|s| s.hosts.iter().any(|p| p.matches(host)))
-        .or(cfg.default_site)
+    let host = fixative_config::router::normalize_host(host).unwrap_or_default();
+    let site = fixative_config::router::Router::new(cfg)
+        .route(&host)
         .and_then(|i| cfg.sites.get(i));
     match site {
         Some(s) => (s.name.as_str(), s.policy.as_str()),
-        None => ("none", "default"),
+        None => ("(none)", "default"),
     }
 }
 
-/// Human-readable rendering of a verdict.
 pub fn render(v: &Verdict, site: &str, policy: &str) -> String {
     let mut out = String::new();
     let action = match v.action {
@@ -74,8 +72,8 @@ pub fn run(cfg: &Config, a: &Args) -> ExitCode {
     let engine = match Engine::new(cfg) {
         Ok(e) => e,
         Err(e) => {
-            eprintln!("{e}");
-            return ExitCode::FAILURE;
+            eprintln!("{}", cfg.error_at(&e.problems));
+            return ExitCode::from(2);
         }
     };
     let mut headers = BTreeMap::new();

@@ -82,6 +82,9 @@ enum Command {
         /// Log file, or `-` for standard input.
         file: String,
     },
+    /// Print a new random secret (32 bytes, hex) for `protector.secret`
+    /// or any other key setting.
+    Secret,
     /// Configuration helpers.
     Config {
         #[command(subcommand)]
@@ -126,9 +129,12 @@ enum ProtectorCommand {
         /// A directory of originals, searched by perceptual hash.
         #[arg(long)]
         originals: Option<PathBuf>,
-        /// Watermark secret.
-        #[arg(long, default_value = "fixative-default-secret")]
-        secret: String,
+        /// Watermark secret (default: `protector.secret` of --config).
+        #[arg(long)]
+        secret: Option<String>,
+        /// Configuration file whose `protector.secret` marked the images.
+        #[arg(short, long)]
+        config: Option<PathBuf>,
         /// Print JSON.
         #[arg(long)]
         json: bool,
@@ -188,8 +194,8 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Check { config } => match load(config.as_deref()) {
             Ok(cfg) => {
-                if let Err(e) = fixative_proxy::preflight(&cfg) {
-                    eprintln!("{}: {e}", cfg.source_name);
+                if let Err(e) = fixative_proxy::check(&cfg) {
+                    eprintln!("{e}");
                     return ExitCode::from(2);
                 }
                 println!("{}", cfg.summary());
@@ -256,14 +262,44 @@ fn main() -> ExitCode {
                 original,
                 originals,
                 secret,
+                config,
                 json,
-            } => protect::detect(
-                &image,
-                original.as_deref(),
-                originals.as_deref(),
-                &secret,
-                json,
-            ),
+            } => {
+                let secret = match (secret, &config) {
+                    (Some(s), _) => s,
+                    (None, Some(path)) => match load(Some(path)) {
+                        Ok(cfg) if !cfg.protector.secret.is_empty() => cfg.protector.secret,
+                        Ok(_) => {
+                            eprintln!("{}: protector.secret is not set", path.display());
+                            return ExitCode::from(2);
+                        }
+                        Err(code) => return code,
+                    },
+                    (None, None) => {
+                        eprintln!(
+                            "no watermark key: give --secret, or --config with the protector.secret that marked the images"
+                        );
+                        return ExitCode::from(2);
+                    }
+                };
+                protect::detect(
+                    &image,
+                    original.as_deref(),
+                    originals.as_deref(),
+                    &secret,
+                    json,
+                )
+            }
+        },
+        Command::Secret => match fixative_config::random_secret() {
+            Ok(s) => {
+                println!("{s}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("cannot read the system's random source: {e}");
+                ExitCode::FAILURE
+            }
         },
         Command::Config {
             command: ConfigCommand::PrintDefault,
@@ -276,8 +312,9 @@ fn main() -> ExitCode {
                 Ok(c) => c,
                 Err(code) => return code,
             };
-            if let Err(e) = fixative_proxy::preflight(&cfg) {
-                eprintln!("{}: {e}", cfg.source_name);
+            // The same checks as `fixative check`, before anything starts.
+            if let Err(e) = fixative_proxy::check(&cfg) {
+                eprintln!("{e}");
                 return ExitCode::from(2);
             }
             let guard = match fixative_proxy::init_logging(&cfg.log) {

@@ -29,7 +29,16 @@ pub fn cloak(
         visible_mark: p.visible_mark,
         watermark: p.watermark.then_some(DEFAULT_STRENGTH),
     };
-    let secret = secret.unwrap_or(&cfg.protector.secret);
+    let secret = match secret {
+        Some(s) => s,
+        None if cfg.protector.secret.is_empty() || cfg.protector.secret_generated => {
+            eprintln!(
+                "no watermark key: give --secret, or --config with protector.secret set (generate one with `fixative secret`)"
+            );
+            return ExitCode::from(2);
+        }
+        None => &cfg.protector.secret,
+    };
     let payload = match payload.map(|p| u64::from_str_radix(p.trim_start_matches("0x"), 16)) {
         None => 0,
         Some(Ok(p)) => p,

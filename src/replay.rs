@@ -283,8 +283,8 @@ pub fn run(cfg: &Config, format: Format, file: &str) -> ExitCode {
     let engine = match Engine::new(cfg) {
         Ok(e) => e,
         Err(e) => {
-            eprintln!("{e}");
-            return ExitCode::FAILURE;
+            eprintln!("{}", cfg.error_at(&e.problems));
+            return ExitCode::from(2);
         }
     };
     let mut input: Box<dyn BufRead> = if file == "-" {

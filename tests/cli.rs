@@ -26,13 +26,147 @@ fn check_reports_every_error_with_key_path_and_line() {
         "server.threads: 0 is out of range (1 to 1024) (line 3)",
         "site[1].hosts[0]: \"g.example\" is already a host of site[0] (line 12)",
         "site[1].upstreams[0]: \"10.0.0.5\" has no port (line 13)",
+        "protector.secret: not set: site(s) g, h can serve protected images",
     ] {
         if want.starts_with('3') {
             continue;
         }
         assert!(err.contains(want), "missing {want:?} in:\n{err}");
     }
-    assert!(err.contains("4 configuration errors"), "{err}");
+    assert!(err.contains("5 configuration errors"), "{err}");
+}
+
+/// `check` builds the whole runtime, as `run` does: a catalog file with
+/// two bad entries and an unreadable network database are reported by
+/// both, every error with its key and line.
+#[test]
+fn check_and_run_agree_on_data_files_and_report_every_error() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("extra.toml"),
+        "[[crawler]]\nname = \"A\"\noperator = \"x\"\ncategory = \"ai-training\"\nuaa = [\"Abot\"]\n\n[[crawler]]\nname = \"B\"\noperator = \"x\"\ncategory = \"no-such-category\"\nua = [\"Bbot\"]\n",
+    )
+    .unwrap();
+    std::fs::write(dir.path().join("asn.mmdb"), b"not a database").unwrap();
+    let path = dir.path().join("f.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "[server]\nlisten = [\"127.0.0.1:{}\"]\nadmin = \"127.0.0.1:{}\"\n\n[detection]\ncatalog_files = [\"extra.toml\"]\nasn_db = \"asn.mmdb\"\n\n[[site]]\nname = \"a\"\nhosts = [\"a.test\"]\nupstreams = [\"127.0.0.1:2\"]\npolicy = \"off\"\n",
+            common::free_port(),
+            common::free_port()
+        ),
+    )
+    .unwrap();
+    for cmd in ["check", "run"] {
+        let out = Command::new(common::bin())
+            .args([cmd, "--config"])
+            .arg(&path)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2), "{cmd}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        for want in [
+            "3 configuration errors",
+            "detection.catalog_files[0]:",
+            "line 1: crawler[0] (\"A\"): unknown field `uaa`",
+            "line 7: crawler[1] (\"B\"): unknown variant `no-such-category`",
+            "(line 6)",
+            "detection.asn_db:",
+            "(line 7)",
+        ] {
+            assert!(err.contains(want), "{cmd}: missing {want:?} in:\n{err}");
+        }
+    }
+}
+
+/// `explain` routes like the proxy: an exact host beats a wildcard site
+/// listed before it, and a longer wildcard beats a shorter one.
+#[test]
+fn explain_picks_the_site_the_proxy_picks() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("f.toml");
+    std::fs::write(
+        &path,
+        "[server]\nlisten = [\"127.0.0.1:1\"]\nadmin = \"127.0.0.1:2\"\n[[site]]\nname = \"wide\"\nhosts = [\"*.example.com\"]\nupstreams = [\"127.0.0.1:3\"]\npolicy = \"off\"\n[[site]]\nname = \"exact\"\nhosts = [\"mara.example.com\"]\nupstreams = [\"127.0.0.1:4\"]\npolicy = \"observe\"\n",
+    )
+    .unwrap();
+    let out = Command::new(common::bin())
+        .args(["explain", "--host", "Mara.Example.com:443", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("site:     exact (policy observe)"), "{text}");
+}
+
+#[test]
+fn secrets_have_no_public_default() {
+    // `fixative secret` prints a fresh 256-bit key each time.
+    let new_secret = || {
+        let out = Command::new(common::bin()).arg("secret").output().unwrap();
+        assert!(out.status.success());
+        String::from_utf8(out.stdout).unwrap().trim().to_string()
+    };
+    let (a, b) = (new_secret(), new_secret());
+    assert_eq!(a.len(), 64);
+    assert!(a.bytes().all(|c| c.is_ascii_hexdigit()));
+    assert_ne!(a, b);
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("f.toml");
+    let site = "[[site]]\nname = \"a\"\nhosts = [\"a.test\"]\nupstreams = [\"127.0.0.1:2\"]\n";
+    for (protector, want) in [
+        (
+            "",
+            "protector.secret: not set: site(s) a can serve protected images",
+        ),
+        (
+            "[protector]\nsecret = \"fixative-default-secret\"\n",
+            "protector.secret: is a publicly known value",
+        ),
+        (
+            "[protector]\nsecret = \"short\"\n",
+            "protector.secret: must be at least 16 characters",
+        ),
+    ] {
+        std::fs::write(
+            &path,
+            format!(
+                "[server]\nlisten = [\"127.0.0.1:1\"]\nadmin = \"127.0.0.1:2\"\n{protector}{site}"
+            ),
+        )
+        .unwrap();
+        let out = Command::new(common::bin())
+            .args(["check", "--config"])
+            .arg(&path)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2));
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(want), "missing {want:?} in:\n{err}");
+    }
+    // A key from a file works; so does a site that cannot cloak, without one.
+    std::fs::write(dir.path().join("key"), format!("{a}\n")).unwrap();
+    for cfg in [
+        format!("[protector]\nsecret_file = \"key\"\n{site}"),
+        format!("{site}policy = \"off\"\n"),
+    ] {
+        std::fs::write(
+            &path,
+            format!("[server]\nlisten = [\"127.0.0.1:1\"]\nadmin = \"127.0.0.1:2\"\n{cfg}"),
+        )
+        .unwrap();
+        let out = Command::new(common::bin())
+            .args(["check", "--config"])
+            .arg(&path)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
 }
 
 #[test]
@@ -124,7 +258,7 @@ fn mismatched_tls_certificate_and_key_is_an_error_not_a_panic() {
     let path = dir.path().join("f.toml");
     std::fs::write(
         &path,
-        "[server]\nlisten = []\ntls = { listen = \"127.0.0.1:1\", cert = \"cert.pem\", key = \"key.pem\" }\n[[site]]\nname = \"a\"\nhosts = [\"a.test\"]\nupstreams = [\"127.0.0.1:2\"]\n",
+        "[server]\nlisten = []\ntls = { listen = \"127.0.0.1:1\", cert = \"cert.pem\", key = \"key.pem\" }\n[protector]\nsecret = \"test-only-watermark-key-0123456789\"\n[[site]]\nname = \"a\"\nhosts = [\"a.test\"]\nupstreams = [\"127.0.0.1:2\"]\n",
     )
     .unwrap();
     for cmd in ["check", "run"] {

@@ -15,13 +15,14 @@ fn start(origin: &Origin, protector: &str) -> Fixative {
     Fixative::start(
         "debug_headers = true",
         &format!(
-            "{}{POLICY}\n[protector]\n{protector}\n",
+            "{}{POLICY}\n[protector]\nsecret = \"{}\"\n{protector}\n",
             site(
                 "a",
                 &["a.test"],
                 &[origin.addr],
                 "default = true\npolicy = \"cloaky\""
-            )
+            ),
+            common::TEST_SECRET
         ),
     )
 }
@@ -88,7 +89,7 @@ async fn scrapers_get_degraded_traceable_variants_people_get_originals() {
         u64::from_str_radix(r.headers()["x-fixative-watermark"].to_str().unwrap(), 16).unwrap();
     let variant = image::load_from_memory(&r.bytes().await.unwrap()).unwrap();
     assert_eq!((variant.width(), variant.height()), (512, 341));
-    let key = watermark::key_from_secret("fixative-default-secret");
+    let key = watermark::key_from_secret(common::TEST_SECRET);
     let original = art("coffee.png");
     for (what, suspect) in [
         ("as served", variant.clone()),
@@ -217,7 +218,7 @@ async fn the_degraded_fallback_serves_a_small_unmarked_copy_when_the_pool_is_ful
     let fx = Fixative::start(
         "debug_headers = true\ntrusted_proxies = [\"127.0.0.0/8\"]",
         &format!(
-            "{}{POLICY}\n[protector]\nworkers = 1\nqueue = 0\nfallback = \"degraded\"\n",
+            "{}{POLICY}\n[protector]\nsecret = \"test-only-watermark-key-0123456789\"\nworkers = 1\nqueue = 0\nfallback = \"degraded\"\n",
             site(
                 "a",
                 &["a.test"],
@@ -272,4 +273,100 @@ async fn the_degraded_fallback_serves_a_small_unmarked_copy_when_the_pool_is_ful
         degraded.iter().all(|(_, _, side)| *side == Some(256)),
         "{seen:?}"
     );
+}
+
+/// A transform that outlives `transform_timeout` keeps its worker until it
+/// really ends: with one worker and no queue, the next image gets the
+/// queue-full fallback at once instead of a second transform beside it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn timed_out_transforms_keep_their_worker_until_they_end() {
+    let origin = Origin::start("a").await;
+    let _ = common::big_png();
+    let fx = start(
+        &origin,
+        "workers = 1\nqueue = 0\ntransform_timeout = \"20ms\"",
+    );
+    let c = client();
+    let get = |name: &str| {
+        c.get(fx.url(&format!("/img/{name}")))
+            .header("user-agent", HARVESTER)
+            .send()
+    };
+    let r = get("big-1.png").await.unwrap();
+    assert_eq!(r.status(), 503);
+    assert!(
+        fx.metric_eventually(
+            "fixative_protector_fallbacks_total{reason=\"timeout\"}",
+            1.0
+        ) >= 1.0
+    );
+    // The first transform is still running on its blocking thread.
+    let r = get("big-2.png").await.unwrap();
+    assert_eq!(r.status(), 503);
+    assert!(
+        fx.metric_eventually(
+            "fixative_protector_fallbacks_total{reason=\"queue_full\"}",
+            1.0
+        ) >= 1.0
+    );
+    assert_eq!(
+        fx.metric("fixative_protector_fallbacks_total{reason=\"timeout\"}"),
+        1.0,
+        "a second transform ran beside the first"
+    );
+}
+
+/// The crafted PNG of the hardening issue (an XMP `iTXt` chunk cut right
+/// after its keyword) is served on both paths that insert metadata: to a
+/// person (buffered metadata insertion) and, as a prepared variant, to a
+/// scraper. Before the fix, both requests got an empty reply.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn crafted_pngs_are_served_on_both_metadata_paths() {
+    let origin = Origin::start("a").await;
+    let fx = start(&origin, "");
+    let c = client();
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/hostile");
+    let original = std::fs::read(root.join("png-itxt-xmp-cut.png")).unwrap();
+    let pixels = |b: &[u8]| image::load_from_memory(b).unwrap().to_rgba8().into_raw();
+    // A person: the original pixels, with our statement.
+    let r = c
+        .get(fx.url("/img/hostile/png-itxt-xmp-cut.png"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let body = r.bytes().await.unwrap();
+    assert_eq!(pixels(&body), pixels(&original));
+    assert!(String::from_utf8_lossy(&body).contains("DMI-PROHIBITED"));
+    // A scraper: the prepared variant (the same crafted file).
+    let r = c
+        .get(fx.url("/img/hostile/png-itxt-xmp-cut.png"))
+        .header("user-agent", HARVESTER)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["x-fixative-variant"], "prepared");
+    let body = r.bytes().await.unwrap();
+    assert_eq!(pixels(&body), pixels(&original));
+    // Every other crafted file passes through (or gets the fallback), and
+    // the proxy keeps serving.
+    for e in std::fs::read_dir(&root).unwrap() {
+        let name = e.unwrap().file_name().into_string().unwrap();
+        for ua in ["Mozilla/5.0", HARVESTER] {
+            let r = c
+                .get(fx.url(&format!("/img/hostile/{name}")))
+                .header("user-agent", ua)
+                .send()
+                .await
+                .unwrap();
+            assert!(
+                r.status() == 200 || r.status() == 503,
+                "{name} ({ua}): {}",
+                r.status()
+            );
+            let _ = r.bytes().await.unwrap();
+        }
+    }
+    assert_eq!(c.get(fx.url("/plain")).send().await.unwrap().status(), 200);
 }

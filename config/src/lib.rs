@@ -20,8 +20,10 @@
 mod error;
 pub mod policy;
 mod raw;
+pub mod router;
 pub mod spans;
 mod validate;
+pub use validate::random_secret;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -87,7 +89,11 @@ pub struct Protector {
     /// What a cloak request gets when no variant can be made.
     pub fallback: Fallback,
     /// Watermark secret: the same value must be given to `fixative protector detect`.
+    /// Empty only when no site can cloak (nothing is marked).
     pub secret: String,
+    /// The secret was generated for this run (the embedded demo only):
+    /// marks made with it cannot be read after the process ends.
+    pub secret_generated: bool,
     /// Naming rule of prepared variants: `x.jpg` → `x{suffix}.jpg`.
     pub variant_suffix: String,
     /// JPEG quality of re-encoded variants.
@@ -151,6 +157,48 @@ pub struct Server {
     pub health_check_interval: Duration,
     /// Add `X-Fixative-Verdict` to responses (never enable on public sites).
     pub debug_headers: bool,
+    /// Connection and message limits.
+    pub limits: Limits,
+}
+
+/// `[server.limits]`: what one client and all clients together may hold.
+///
+/// Memory for requests whose header is still arriving is bounded by
+/// `max_connections × max_request_header_bytes` (plus a fixed overhead per
+/// connection; see the README).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Limits {
+    /// Client connections served at once; more are refused at accept.
+    pub max_connections: usize,
+    /// Connections from one client address (IPv6: its /64) at once;
+    /// peers listed in `trusted_proxies` are exempt.
+    pub max_connections_per_client: usize,
+    /// Time for a request's whole header section, from its first byte
+    /// (and for the first byte of a new connection); then 408 and close.
+    pub header_timeout: Duration,
+    /// Idle time allowed between requests on a kept-alive connection.
+    pub keepalive_timeout: Duration,
+    /// Largest request header section; larger gets 431.
+    pub max_request_header_bytes: usize,
+    /// Largest origin response header section; larger gets 502.
+    pub max_response_header_bytes: usize,
+    /// Time allowed for one write to a client to make progress.
+    pub send_timeout: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_connections: 10_000,
+            max_connections_per_client: 128,
+            header_timeout: Duration::from_secs(20),
+            keepalive_timeout: Duration::from_secs(30),
+            max_request_header_bytes: 32 * 1024,
+            max_response_header_bytes: 64 * 1024,
+            send_timeout: Duration::from_secs(60),
+        }
+    }
 }
 
 /// `[server.tls]`: downstream TLS listener.
@@ -212,6 +260,8 @@ pub struct Site {
     pub policy: String,
     /// Serves requests whose host matches no site.
     pub default: bool,
+    /// Largest request body accepted (413 past it); `None`: no limit.
+    pub max_body_bytes: Option<u64>,
     /// No-train directives for this site.
     pub directives: Directives,
 }
@@ -346,6 +396,28 @@ impl Config {
         match path {
             Some(p) => Self::load(p),
             None => Self::embedded_default(),
+        }
+    }
+
+    /// A [`ConfigError`] for problems found after loading (data files that
+    /// only the detection engine reads, policies it compiles), each with
+    /// the line of its key in this configuration's source.
+    pub fn error_at(&self, problems: &[(spans::KeyPath, String)]) -> ConfigError {
+        let src = match &self.path {
+            Some(p) => std::fs::read_to_string(p).ok(),
+            None => Some(DEFAULT_TOML.to_string()),
+        };
+        let spans = src.as_deref().map(spans::Spans::new);
+        ConfigError {
+            source_name: self.source_name.clone(),
+            problems: problems
+                .iter()
+                .map(|(path, message)| Problem {
+                    path: path.to_string(),
+                    message: message.clone(),
+                    line: spans.as_ref().and_then(|s| s.line(path)),
+                })
+                .collect(),
         }
     }
 

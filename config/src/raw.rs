@@ -54,8 +54,8 @@ pub struct RawProtector {
     pub cache_bytes: i64,
     #[serde(default = "default_fallback")]
     pub fallback: String,
-    #[serde(default = "default_secret")]
-    pub secret: String,
+    pub secret: Option<String>,
+    pub secret_file: Option<String>,
     #[serde(default = "default_variant_suffix")]
     pub variant_suffix: String,
     #[serde(default = "default_jpeg_quality")]
@@ -80,7 +80,8 @@ impl Default for RawProtector {
             max_input_bytes: default_max_input(),
             cache_bytes: default_cache_bytes(),
             fallback: default_fallback(),
-            secret: default_secret(),
+            secret: None,
+            secret_file: None,
             variant_suffix: default_variant_suffix(),
             jpeg_quality: default_jpeg_quality(),
             transform_timeout: default_transform_timeout(),
@@ -106,9 +107,6 @@ fn default_cache_bytes() -> i64 {
 }
 fn default_fallback() -> String {
     "503".into()
-}
-fn default_secret() -> String {
-    "fixative-default-secret".into()
 }
 fn default_variant_suffix() -> String {
     ".cloaked".into()
@@ -142,6 +140,64 @@ pub struct RawServer {
     pub health_check_interval: String,
     #[serde(default)]
     pub debug_headers: bool,
+    #[serde(default)]
+    pub limits: RawLimits,
+}
+
+/// `[server.limits]`: connection and message limits.
+#[derive(Debug, Deserialize, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct RawLimits {
+    #[serde(default = "default_max_connections")]
+    pub max_connections: i64,
+    #[serde(default = "default_max_connections_per_client")]
+    pub max_connections_per_client: i64,
+    #[serde(default = "default_header_timeout")]
+    pub header_timeout: String,
+    #[serde(default = "default_keepalive_timeout")]
+    pub keepalive_timeout: String,
+    #[serde(default = "default_max_request_header_bytes")]
+    pub max_request_header_bytes: i64,
+    #[serde(default = "default_max_response_header_bytes")]
+    pub max_response_header_bytes: i64,
+    #[serde(default = "default_send_timeout")]
+    pub send_timeout: String,
+}
+
+impl Default for RawLimits {
+    fn default() -> Self {
+        RawLimits {
+            max_connections: default_max_connections(),
+            max_connections_per_client: default_max_connections_per_client(),
+            header_timeout: default_header_timeout(),
+            keepalive_timeout: default_keepalive_timeout(),
+            max_request_header_bytes: default_max_request_header_bytes(),
+            max_response_header_bytes: default_max_response_header_bytes(),
+            send_timeout: default_send_timeout(),
+        }
+    }
+}
+
+fn default_max_connections() -> i64 {
+    10_000
+}
+fn default_max_connections_per_client() -> i64 {
+    128
+}
+fn default_header_timeout() -> String {
+    "20s".into()
+}
+fn default_keepalive_timeout() -> String {
+    "30s".into()
+}
+fn default_max_request_header_bytes() -> i64 {
+    32 * 1024
+}
+fn default_max_response_header_bytes() -> i64 {
+    64 * 1024
+}
+fn default_send_timeout() -> String {
+    "60s".into()
 }
 
 impl Default for RawServer {
@@ -157,6 +213,7 @@ impl Default for RawServer {
             upstream_read_timeout: default_read_timeout(),
             health_check_interval: default_health_interval(),
             debug_headers: false,
+            limits: RawLimits::default(),
         }
     }
 }
@@ -222,6 +279,7 @@ pub struct RawSite {
     pub policy: String,
     #[serde(default)]
     pub default: bool,
+    pub max_body_bytes: Option<i64>,
     #[serde(default)]
     pub directives: RawDirectives,
 }

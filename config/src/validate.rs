@@ -243,6 +243,147 @@ fn builtin_policies_checked() -> (BTreeMap<String, PolicyConfig>, Vec<Problem>) 
     (out, ctx.problems)
 }
 
+/// Known public values are refused: a watermark key anyone can read lets
+/// anyone read, strip or forge the marks.
+const PUBLIC_SECRETS: &[&str] = &["fixative-default-secret", "changeme", "change-me", "secret"];
+
+fn check_secret(ctx: &mut Ctx<'_>, path: &KeyPath, s: &str) {
+    if s.len() < 16 {
+        ctx.err(
+            path,
+            "must be at least 16 characters; generate one with `fixative secret`",
+        );
+    } else if PUBLIC_SECRETS.iter().any(|p| s.eq_ignore_ascii_case(p)) {
+        ctx.err(
+            path,
+            "is a publicly known value; generate your own with `fixative secret`",
+        );
+    }
+}
+
+/// 32 random bytes from the operating system, as hex.
+pub fn random_secret() -> std::io::Result<String> {
+    use std::io::Read;
+    let mut b = [0u8; 32];
+    std::fs::File::open("/dev/urandom")?.read_exact(&mut b)?;
+    Ok(b.iter().map(|x| format!("{x:02x}")).collect())
+}
+
+/// A site whose policy can answer `cloak` needs a watermark key of the
+/// operator's own; the embedded demo gets a random one per run.
+fn require_secret(ctx: &mut Ctx<'_>, cfg: &mut Config, protector_line_path: &KeyPath) {
+    if !cfg.protector.secret.is_empty()
+        || ctx
+            .problems
+            .iter()
+            .any(|p| p.path.starts_with("protector.secret"))
+    {
+        return;
+    }
+    let cloaking: Vec<&str> = cfg
+        .sites
+        .iter()
+        .filter(|s| {
+            cfg.policies.get(&s.policy).is_some_and(|p| {
+                p.mode != crate::policy::Mode::Observe
+                    && p.rules.iter().any(|r| {
+                        r.action == crate::policy::RuleAction::Cloak
+                            && r.mode != crate::policy::Mode::Observe
+                    })
+            })
+        })
+        .map(|s| s.name.as_str())
+        .collect();
+    if cloaking.is_empty() {
+        return;
+    }
+    if cfg.demo.is_some() {
+        match random_secret() {
+            Ok(s) => {
+                cfg.protector.secret = s;
+                cfg.protector.secret_generated = true;
+            }
+            Err(e) => ctx.err(
+                protector_line_path,
+                format!("cannot generate a watermark key for the demo: {e}"),
+            ),
+        }
+        return;
+    }
+    let sites = cloaking.join(", ");
+    ctx.err(
+        protector_line_path,
+        format!(
+            "not set: site(s) {sites} can serve protected images, which are marked with a key of your own; generate one with `fixative secret` and set protector.secret (or protector.secret_file)"
+        ),
+    );
+}
+
+fn validate_limits(ctx: &mut Ctx<'_>, l: &crate::raw::RawLimits, lp: &KeyPath) -> crate::Limits {
+    let d = crate::Limits::default();
+    let range = |ctx: &mut Ctx<'_>, key: &str, v: i64, lo: i64, hi: i64, fallback: usize| {
+        if (lo..=hi).contains(&v) {
+            v as usize
+        } else {
+            ctx.err(&lp.key(key), format!("{v} is out of range ({lo} to {hi})"));
+            fallback
+        }
+    };
+    let max_connections = range(
+        ctx,
+        "max_connections",
+        l.max_connections,
+        1,
+        10_000_000,
+        d.max_connections,
+    );
+    let max_connections_per_client = range(
+        ctx,
+        "max_connections_per_client",
+        l.max_connections_per_client,
+        1,
+        10_000_000,
+        d.max_connections_per_client,
+    );
+    // Pingora's own parser stops at 1 MiB.
+    let max_request_header_bytes = range(
+        ctx,
+        "max_request_header_bytes",
+        l.max_request_header_bytes,
+        1024,
+        1024 * 1024 - 1,
+        d.max_request_header_bytes,
+    );
+    let max_response_header_bytes = range(
+        ctx,
+        "max_response_header_bytes",
+        l.max_response_header_bytes,
+        1024,
+        1024 * 1024 - 1,
+        d.max_response_header_bytes,
+    );
+    let hour = Duration::from_secs(3600);
+    let timeout = |ctx: &mut Ctx<'_>, key: &str, v: &str| {
+        let t = ctx.duration(&lp.key(key), v, hour);
+        if t.is_zero() && !ctx.problems.iter().any(|p| p.path.ends_with(key)) {
+            ctx.err(&lp.key(key), "must be greater than zero");
+        }
+        t
+    };
+    let header_timeout = timeout(ctx, "header_timeout", &l.header_timeout);
+    let keepalive_timeout = timeout(ctx, "keepalive_timeout", &l.keepalive_timeout);
+    let send_timeout = timeout(ctx, "send_timeout", &l.send_timeout);
+    crate::Limits {
+        max_connections,
+        max_connections_per_client,
+        header_timeout,
+        keepalive_timeout,
+        max_request_header_bytes,
+        max_response_header_bytes,
+        send_timeout,
+    }
+}
+
 fn validate_protector(
     ctx: &mut Ctx<'_>,
     p: &crate::raw::RawProtector,
@@ -286,9 +427,38 @@ fn validate_protector(
             crate::Fallback::Unavailable
         }
     };
-    if p.secret.len() < 8 {
-        ctx.err(&pp.key("secret"), "must be at least 8 characters");
-    }
+    let secret = match (&p.secret, &p.secret_file) {
+        (Some(_), Some(_)) => {
+            ctx.err(
+                &pp.key("secret_file"),
+                "give either protector.secret or protector.secret_file, not both",
+            );
+            String::new()
+        }
+        (Some(s), None) => {
+            check_secret(ctx, &pp.key("secret"), s);
+            s.clone()
+        }
+        (None, Some(f)) => {
+            let path = ctx.resolve_path(f);
+            match std::fs::read_to_string(&path) {
+                Ok(s) => {
+                    let s = s.trim().to_string();
+                    check_secret(ctx, &pp.key("secret_file"), &s);
+                    s
+                }
+                Err(e) => {
+                    ctx.err(
+                        &pp.key("secret_file"),
+                        format!("cannot read {}: {e}", path.display()),
+                    );
+                    String::new()
+                }
+            }
+        }
+        // Required later when a site can cloak; see `require_secret`.
+        (None, None) => String::new(),
+    };
     if p.variant_suffix.is_empty() || p.variant_suffix.contains('/') {
         ctx.err(
             &pp.key("variant_suffix"),
@@ -369,7 +539,8 @@ fn validate_protector(
         max_input_bytes,
         cache_bytes,
         fallback,
-        secret: p.secret.clone(),
+        secret,
+        secret_generated: false,
         variant_suffix: p.variant_suffix.clone(),
         jpeg_quality,
         transform_timeout,
@@ -456,6 +627,8 @@ fn validate(ctx: &mut Ctx<'_>, raw: RawConfig, source_name: &str) -> Config {
             ctx.err(&sp.key(key), "must be greater than zero");
         }
     }
+
+    let limits = validate_limits(ctx, &rs.limits, &sp.key("limits"));
 
     let mut trusted_proxies = Vec::new();
     for (i, t) in rs.trusted_proxies.iter().enumerate() {
@@ -696,6 +869,17 @@ fn validate(ctx: &mut Ctx<'_>, raw: RawConfig, source_name: &str) -> Config {
             &d.cache_ttl,
             std::time::Duration::from_secs(86_400),
         );
+        let max_body_bytes = match s.max_body_bytes {
+            None => None,
+            Some(n) if n >= 1 => Some(n as u64),
+            Some(n) => {
+                ctx.err(
+                    &p.key("max_body_bytes"),
+                    format!("{n} must be at least 1 (leave it out for no limit)"),
+                );
+                None
+            }
+        };
         sites.push(Site {
             name,
             hosts,
@@ -703,6 +887,7 @@ fn validate(ctx: &mut Ctx<'_>, raw: RawConfig, source_name: &str) -> Config {
             upstream_tls,
             policy: s.policy.clone(),
             default: s.default,
+            max_body_bytes,
             directives: crate::Directives {
                 x_robots_tag: d.x_robots_tag.clone(),
                 tdm_reservation: d.tdm_reservation,
@@ -724,7 +909,7 @@ fn validate(ctx: &mut Ctx<'_>, raw: RawConfig, source_name: &str) -> Config {
         });
     }
 
-    Config {
+    let mut cfg = Config {
         source_name: source_name.to_string(),
         path: None,
         server: Server {
@@ -738,6 +923,7 @@ fn validate(ctx: &mut Ctx<'_>, raw: RawConfig, source_name: &str) -> Config {
             upstream_read_timeout,
             health_check_interval,
             debug_headers: rs.debug_headers,
+            limits,
         },
         log: Log { access },
         sites,
@@ -746,7 +932,9 @@ fn validate(ctx: &mut Ctx<'_>, raw: RawConfig, source_name: &str) -> Config {
         policies,
         detection,
         protector,
-    }
+    };
+    require_secret(ctx, &mut cfg, &root.key("protector").key("secret"));
+    cfg
 }
 
 #[cfg(test)]
@@ -785,6 +973,9 @@ name = "gallery"
 hosts = ["gallery.example:80", "gallery.example"]
 upstreams = ["127.0.0.1:3001", "10.0.0.5"]
 policy = "strict"
+
+[protector]
+secret = "unit-test-watermark-key-0123"
 "#;
         let p = problems(src);
         let expect = [
@@ -842,7 +1033,7 @@ policy = "strict"
         let ck = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
         std::fs::write(dir.path().join("c.pem"), ck.cert.pem()).unwrap();
         std::fs::write(dir.path().join("k.pem"), ck.signing_key.serialize_pem()).unwrap();
-        let src = "[server]\ntls = { listen = \"127.0.0.1:8443\", cert = \"c.pem\", key = \"k.pem\" }\n[[site]]\nname = \"a\"\nhosts = [\"a\"]\nupstreams = [\"127.0.0.1:2\"]\n";
+        let src = "[server]\ntls = { listen = \"127.0.0.1:8443\", cert = \"c.pem\", key = \"k.pem\" }\n[[site]]\nname = \"a\"\nhosts = [\"a\"]\nupstreams = [\"127.0.0.1:2\"]\npolicy = \"off\"\n";
         let c = Config::from_toml(src, "t.toml", Some(dir.path())).unwrap();
         assert_eq!(c.server.tls.unwrap().cert, dir.path().join("c.pem"));
     }
@@ -882,7 +1073,7 @@ policy = "strict"
 
     #[test]
     fn protector_profiles_built_in_and_configured() {
-        let base = "[[site]]\nname = \"a\"\nhosts = [\"a\"]\nupstreams = [\"127.0.0.1:2\"]\n";
+        let base = "[[site]]\nname = \"a\"\nhosts = [\"a\"]\nupstreams = [\"127.0.0.1:2\"]\npolicy = \"off\"\n";
         let c = Config::from_toml(base, "t", None).unwrap();
         assert_eq!(c.protector.profile.name, "cloak");
         assert!(c.protector.profile.variant);
@@ -911,11 +1102,67 @@ policy = "strict"
 
     #[test]
     fn duplicate_listeners_are_rejected() {
-        let src = "[server]\nlisten = [\"127.0.0.1:7000\"]\nadmin = \"127.0.0.1:7000\"\n[[site]]\nname = \"a\"\nhosts = [\"a\"]\nupstreams = [\"127.0.0.1:2\"]\n";
+        let src = "[server]\nlisten = [\"127.0.0.1:7000\"]\nadmin = \"127.0.0.1:7000\"\n[[site]]\nname = \"a\"\nhosts = [\"a\"]\nupstreams = [\"127.0.0.1:2\"]\npolicy = \"off\"\n";
         let p = problems(src);
         assert_eq!(
             p,
             vec!["server.admin: 127.0.0.1:7000 is already used by server.listen[0] (line 3)"]
         );
+    }
+
+    mod fuzz {
+        //! The loader never panics: mutated versions of the shipped default
+        //! and random TOML get a configuration or errors.
+        use super::super::*;
+        use proptest::prelude::*;
+
+        proptest! {
+            // Each case loads a whole configuration: fewer by default.
+            #![proptest_config(ProptestConfig {
+                cases: std::env::var("PROPTEST_CASES")
+                    .ok()
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(64),
+                ..ProptestConfig::default()
+            })]
+            #[test]
+            fn mutated_configurations_never_panic(
+                cut in any::<prop::sample::Index>(),
+                insert in "[ -~\\n]{0,40}",
+                line in any::<prop::sample::Index>(),
+            ) {
+                let src = crate::DEFAULT_TOML;
+                let lines: Vec<&str> = src.lines().collect();
+                let at = line.index(lines.len());
+                let mut mutated: Vec<String> = lines.iter().map(|l| l.to_string()).collect();
+                mutated.insert(at, insert.clone());
+                let m = mutated.join("\n");
+                let _ = load(&m, "fuzz.toml", None);
+                let truncated = &src[..cut.index(src.len())];
+                if src.is_char_boundary(truncated.len()) {
+                    let _ = load(truncated, "fuzz.toml", None);
+                }
+            }
+
+            #[test]
+            fn random_tables_never_panic(
+                key in "[a-z_]{1,20}",
+                value in prop_oneof![
+                    any::<i64>().prop_map(|v| v.to_string()),
+                    "\"[ -~]{0,30}\"".prop_map(|v| v.replace('\\', "")),
+                    Just("[]".to_string()),
+                    Just("{}".to_string()),
+                    Just("-1".to_string()),
+                    Just("1e999".to_string()),
+                ],
+                table in prop_oneof![
+                    Just("server"), Just("server.limits"), Just("detection"),
+                    Just("protector"), Just("log"), Just("demo"),
+                ],
+            ) {
+                let src = format!("[{table}]\n{key} = {value}\n[[site]]\nname = \"a\"\nupstreams = [\"127.0.0.1:1\"]\n");
+                let _ = load(&src, "fuzz.toml", None);
+            }
+        }
     }
 }

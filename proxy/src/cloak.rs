@@ -336,19 +336,23 @@ impl Cloaker {
         data_mining: String,
     ) -> Result<(Variant, Option<Variant>), FallbackReason> {
         // A slot in the bounded queue, or the fallback at once.
-        let Ok(_slot) = self.slots.clone().try_acquire_owned() else {
+        let Ok(slot) = self.slots.clone().try_acquire_owned() else {
             return Err(FallbackReason::QueueFull);
         };
         self.metrics
             .protector_queue_depth
             .set((self.cfg.workers + self.cfg.queue - self.slots.available_permits()) as i64);
-        let Ok(_worker) = self.workers.clone().acquire_owned().await else {
+        let Ok(worker) = self.workers.clone().acquire_owned().await else {
             return Err(FallbackReason::QueueFull);
         };
         let cfg = self.cfg.clone();
         let key = self.key;
         let started = Instant::now();
+        // The permits go with the work: a transform that outlives its
+        // timeout keeps its worker and queue slot until it really ends, so
+        // `workers` and `queue` bound the CPU actually in use.
         let job = tokio::task::spawn_blocking(move || {
+            let _permits = (slot, worker);
             let transform = Transform {
                 max_side: cfg.profile.max_side,
                 visible_mark: cfg.profile.visible_mark,

@@ -156,4 +156,58 @@ mod tests {
             "for=\"[2001:db8::1]\";host=\"a.example\";proto=https"
         );
     }
+
+    mod fuzz {
+        //! Property tests over hostile forwarding headers.
+        use super::super::*;
+        use proptest::prelude::*;
+
+        fn element() -> impl Strategy<Value = String> {
+            prop_oneof![
+                any::<std::net::Ipv4Addr>().prop_map(|a| a.to_string()),
+                any::<std::net::Ipv6Addr>().prop_map(|a| a.to_string()),
+                (any::<std::net::Ipv6Addr>(), any::<u16>()).prop_map(|(a, p)| format!("[{a}]:{p}")),
+                (any::<std::net::Ipv4Addr>(), any::<u16>()).prop_map(|(a, p)| format!("{a}:{p}")),
+                "[ -~]{0,40}",
+                "\\PC{0,20}",
+            ]
+        }
+
+        proptest! {
+            #[test]
+            fn the_client_is_the_peer_or_an_address_of_the_chain(
+                peer in any::<IpAddr>(),
+                headers in proptest::collection::vec(
+                    proptest::collection::vec(element(), 0..6).prop_map(|v| v.join(", ")),
+                    0..3,
+                ),
+                trust_peer in any::<bool>(),
+            ) {
+                let trusted: Vec<IpNet> = if trust_peer {
+                    vec![IpNet::from(canonical(peer))]
+                } else {
+                    Vec::new()
+                };
+                let refs: Vec<&str> = headers.iter().map(String::as_str).collect();
+                let ip = client_ip(peer, &refs, &trusted);
+                if trust_peer {
+                    let listed: Vec<IpAddr> = headers
+                        .iter()
+                        .flat_map(|h| h.split(','))
+                        .filter_map(|e| parse_xff_element(e.trim()))
+                        .map(canonical)
+                        .collect();
+                    prop_assert!(ip == canonical(peer) || ip == peer || listed.contains(&canonical(ip)));
+                } else {
+                    prop_assert!(ip == peer || ip == canonical(peer));
+                }
+                // The header sent upstream ends with this hop's peer, which
+                // parses back; what a trusted proxy sent before is kept as is.
+                let out = forwarded_for(peer, &refs, &trusted);
+                let last = out.rsplit(',').next().map(str::trim).and_then(parse_xff_element);
+                prop_assert_eq!(last, Some(canonical(peer)), "{}", out);
+                let _ = forwarded_element(peer, "h\u{0}st", "https");
+            }
+        }
+    }
 }

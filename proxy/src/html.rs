@@ -325,4 +325,71 @@ mod tests {
             Some("ISO-8859-1")
         );
     }
+
+    mod fuzz {
+        //! Property tests: any bytes, split anywhere, never panic, and the
+        //! output does not depend on where the chunks were cut.
+        //! `PROPTEST_CASES=100000 cargo test -p fixative-proxy fuzz` runs longer.
+        use super::super::*;
+        use proptest::prelude::*;
+
+        fn injection() -> Injection {
+            Injection {
+                robots: vec!["noai".into(), "noimageai".into()],
+                tdm: true,
+                tdm_policy: Some("https://example.test/policy".into()),
+                trap_path: Some("/.well-known/fixative-trap".into()),
+            }
+        }
+
+        fn run(doc: &[u8], cuts: &[usize], charset: Option<&str>) -> Vec<u8> {
+            let Some(mut inj) = HtmlInjector::new(injection(), charset) else {
+                return doc.to_vec();
+            };
+            let mut out = Vec::new();
+            let mut at = 0;
+            let mut cuts: Vec<usize> = cuts.iter().map(|c| c % (doc.len() + 1)).collect();
+            cuts.sort_unstable();
+            for c in cuts {
+                if c > at {
+                    out.extend(inj.write(&doc[at..c]));
+                    at = c;
+                }
+            }
+            out.extend(inj.write(&doc[at..]));
+            out.extend(inj.finish());
+            out
+        }
+
+        fn html_like() -> impl Strategy<Value = Vec<u8>> {
+            let piece = prop_oneof![
+                Just(b"<html>".to_vec()),
+                Just(b"<head>".to_vec()),
+                Just(b"</head>".to_vec()),
+                Just(b"<body>".to_vec()),
+                Just(b"<meta name=\"robots\" content=\"noindex\">".to_vec()),
+                Just(b"<!-- c -->".to_vec()),
+                Just(b"<script>if (a < b) {}</script>".to_vec()),
+                Just(b"<p class='x'>text &amp; more".to_vec()),
+                Just(b"<".to_vec()),
+                Just(b"\xff\xfe\x00".to_vec()),
+                proptest::collection::vec(any::<u8>(), 0..16),
+            ];
+            proptest::collection::vec(piece, 0..24).prop_map(|v| v.concat())
+        }
+
+        proptest! {
+            #[test]
+            fn any_document_split_anywhere_rewrites_the_same(
+                doc in html_like(),
+                cuts in proptest::collection::vec(any::<usize>(), 0..8),
+                legacy in any::<bool>(),
+            ) {
+                let charset = legacy.then_some("windows-1252");
+                let whole = run(&doc, &[], charset);
+                let split = run(&doc, &cuts, charset);
+                prop_assert_eq!(whole, split);
+            }
+        }
+    }
 }

@@ -10,9 +10,11 @@ pub mod access_log;
 pub mod admin;
 pub mod background;
 pub mod cloak;
+pub mod conn;
 pub mod demo;
 pub mod directives;
 pub mod forwarding;
+pub mod framing;
 pub mod html;
 pub mod metrics;
 pub mod origin;
@@ -25,8 +27,10 @@ pub mod state;
 use std::sync::Arc;
 
 use fixative_config::{AccessLog, Config};
+use pingora::apps::HttpServerOptions;
 use pingora::listeners::tls::TlsSettings;
-use pingora::proxy::http_proxy_service_with_name;
+use pingora::listeners::{L4BufferSettings, ListenerConfig};
+use pingora::proxy::http_proxy;
 use pingora::server::configuration::ServerConf;
 use pingora::server::{RunArgs, Server};
 use pingora::services::background::background_service;
@@ -101,6 +105,42 @@ pub fn preflight(config: &Config) -> Result<(), String> {
     Ok(())
 }
 
+/// Client socket buffers: a 16 KiB read buffer (one TLS record) instead
+/// of Pingora's 64 KiB, so that many idle or half-open connections cost
+/// little memory; large reads bypass it anyway.
+fn l4_buffer() -> L4BufferSettings {
+    L4BufferSettings::new(16 * 1024, pingora::listeners::DEFAULT_L4_WRITE_BUFFER_SIZE)
+}
+
+/// Raises the soft limit on open files to the hard limit, so that the
+/// configured connection caps, not the default 1024 descriptors, decide
+/// how many clients are served.
+fn raise_fd_limit() {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit only read and write the struct we pass.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && lim.rlim_cur < lim.rlim_max {
+            lim.rlim_cur = lim.rlim_max;
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) != 0 {
+                tracing::warn!("cannot raise the open-file limit");
+            }
+        }
+    }
+}
+
+/// Everything `run` checks before it serves, without serving: the
+/// configuration's TLS pair and the whole runtime (catalog and IP-range
+/// files, network databases, policies, sites). `fixative check` and
+/// `fixative run` both call it, so they accept and reject the same files.
+pub fn check(config: &Config) -> Result<(), String> {
+    preflight(config).map_err(|e| format!("{}: {e}", config.source_name))?;
+    let metrics = Arc::new(metrics::Metrics::new().map_err(|e| format!("metrics: {e}"))?);
+    runtime::Runtime::build(config.clone(), metrics).map(|_| ())
+}
+
 /// Runs Fixative until a shutdown signal; returns after a graceful stop.
 ///
 /// Logging must already be installed ([`init_logging`]).
@@ -129,30 +169,53 @@ pub fn run(config: Config) -> Result<(), String> {
     let mut server = Server::new_with_opt_and_conf(None, conf);
     server.bootstrap();
 
-    if !config.server.listen.is_empty() {
-        let mut proxy = http_proxy_service_with_name(
-            &server.configuration,
-            service::FixativeProxy::new(shared.clone(), false),
-            "fixative proxy",
+    raise_fd_limit();
+    // One connection table for every listener: the caps are per process.
+    let table = Arc::new(conn::ConnTable::default());
+    let server_conf = server.configuration.clone();
+    let gated = |tls: bool| {
+        let mut app = http_proxy(
+            &server_conf,
+            service::FixativeProxy::new(shared.clone(), tls),
         );
+        let limits = &config.server.limits;
+        let mut opts = HttpServerOptions::default();
+        opts.h2_idle_timeout = Some(limits.keepalive_timeout);
+        app.server_options = Some(opts);
+        let mut h2 = pingora::protocols::http::v2::server::H2Options::new();
+        h2.max_header_list_size(u32::try_from(limits.max_request_header_bytes).unwrap_or(u32::MAX));
+        app.h2_options = Some(h2);
+        conn::Gate::new(app, shared.clone(), table.clone())
+    };
+
+    if !config.server.listen.is_empty() {
+        let mut proxy = Service::new("fixative proxy".to_string(), gated(false));
+        proxy.set_connection_filter(Arc::new(conn::AcceptFilter::new(
+            shared.clone(),
+            table.clone(),
+        )));
         for addr in &config.server.listen {
-            proxy.add_tcp(&addr.to_string());
+            proxy.add_listener(ListenerConfig::tcp(addr.to_string()).l4_buffer(l4_buffer()));
         }
         server.add_service(proxy);
     }
 
     if let Some(tls) = &config.server.tls {
-        let mut proxy = http_proxy_service_with_name(
-            &server.configuration,
-            service::FixativeProxy::new(shared.clone(), true),
-            "fixative proxy (tls)",
-        );
+        let mut proxy = Service::new("fixative proxy (tls)".to_string(), gated(true));
+        proxy.set_connection_filter(Arc::new(conn::AcceptFilter::new(
+            shared.clone(),
+            table.clone(),
+        )));
         let cert = tls.cert.display().to_string();
         let key = tls.key.display().to_string();
         let mut settings =
             TlsSettings::intermediate(&cert, &key).map_err(|e| format!("server.tls: {e}"))?;
         settings.enable_h2();
-        proxy.add_tls_with_settings(&tls.listen.to_string(), None, settings);
+        proxy.add_listener(
+            ListenerConfig::tcp(tls.listen.to_string())
+                .tls(settings)
+                .l4_buffer(l4_buffer()),
+        );
         server.add_service(proxy);
     }
 

@@ -80,3 +80,39 @@ please contact the site's owner and quote the request id below.",
         request_id,
     )
 }
+
+/// Title and plain-words explanation of a status Fixative answers itself.
+pub fn status_text(status: u16) -> (&'static str, &'static str) {
+    match status {
+        400 => ("Bad request", "The request could not be understood."),
+        405 => ("Method not allowed", "This method is not served here."),
+        408 => (
+            "Request timeout",
+            "The request took too long to arrive. Please try again.",
+        ),
+        413 => (
+            "Content too large",
+            "The request's body is larger than this site accepts.",
+        ),
+        431 => (
+            "Request header fields too large",
+            "The request's headers are larger than this site accepts.",
+        ),
+        502 => (
+            "Bad gateway",
+            "The site's server sent an answer that could not be used. Please try again shortly.",
+        ),
+        503 => (
+            "Temporarily unavailable",
+            "Too many connections are open right now. Please try again shortly.",
+        ),
+        504 => (
+            "Gateway timeout",
+            "The site's server did not answer in time. Please try again shortly.",
+        ),
+        _ => (
+            "Something went wrong",
+            "The request could not be completed.",
+        ),
+    }
+}

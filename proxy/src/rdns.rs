@@ -26,25 +26,78 @@ pub trait Resolver: Send + Sync {
     async fn forward(&self, name: &str) -> std::io::Result<Vec<IpAddr>>;
 }
 
-/// The system resolver (getnameinfo / getaddrinfo on blocking threads).
-pub struct SystemResolver;
+type ReverseFn = dyn Fn(IpAddr) -> std::io::Result<Vec<String>> + Send + Sync;
+type ForwardFn = dyn Fn(&str) -> std::io::Result<Vec<IpAddr>> + Send + Sync;
 
-#[async_trait]
-impl Resolver for SystemResolver {
-    async fn reverse(&self, ip: IpAddr) -> std::io::Result<Vec<String>> {
-        let r = tokio::task::spawn_blocking(move || dns_lookup::lookup_addr(&ip))
-            .await
-            .map_err(std::io::Error::other)?;
-        r.map(|n| vec![n]).map_err(std::io::Error::other)
+/// A resolver over blocking lookup functions, run on blocking threads.
+///
+/// At most `max_blocking` lookups run at once, counted until the blocking
+/// call really returns: a caller's timeout abandons the wait, not the
+/// thread, so the cap holds however many lookups time out.
+pub struct BlockingResolver {
+    reverse: Arc<ReverseFn>,
+    forward: Arc<ForwardFn>,
+    permits: Arc<Semaphore>,
+}
+
+impl BlockingResolver {
+    /// A resolver over two blocking functions.
+    pub fn new(reverse: Arc<ReverseFn>, forward: Arc<ForwardFn>, max_blocking: usize) -> Self {
+        BlockingResolver {
+            reverse,
+            forward,
+            permits: Arc::new(Semaphore::new(max_blocking)),
+        }
     }
-    async fn forward(&self, name: &str) -> std::io::Result<Vec<IpAddr>> {
-        let name = name.to_string();
-        let r = tokio::task::spawn_blocking(move || {
-            dns_lookup::lookup_host(&name).map(|it| it.collect::<Vec<_>>())
+
+    /// The system resolver (getnameinfo / getaddrinfo).
+    pub fn system() -> Self {
+        Self::new(
+            Arc::new(|ip| {
+                dns_lookup::lookup_addr(&ip)
+                    .map(|n| vec![n])
+                    .map_err(std::io::Error::other)
+            }),
+            Arc::new(|name| {
+                dns_lookup::lookup_host(name)
+                    .map(|it| it.collect())
+                    .map_err(std::io::Error::other)
+            }),
+            MAX_INFLIGHT,
+        )
+    }
+
+    /// Lookups running on blocking threads now.
+    pub fn running(&self, max_blocking: usize) -> usize {
+        max_blocking.saturating_sub(self.permits.available_permits())
+    }
+
+    async fn run<T: Send + 'static>(
+        &self,
+        f: impl FnOnce() -> std::io::Result<T> + Send + 'static,
+    ) -> std::io::Result<T> {
+        let permit = Arc::clone(&self.permits)
+            .try_acquire_owned()
+            .map_err(|_| std::io::Error::other("too many lookups running"))?;
+        tokio::task::spawn_blocking(move || {
+            let _permit = permit;
+            f()
         })
         .await
-        .map_err(std::io::Error::other)?;
-        r.map_err(std::io::Error::other)
+        .map_err(std::io::Error::other)?
+    }
+}
+
+#[async_trait]
+impl Resolver for BlockingResolver {
+    async fn reverse(&self, ip: IpAddr) -> std::io::Result<Vec<String>> {
+        let f = Arc::clone(&self.reverse);
+        self.run(move || f(ip)).await
+    }
+    async fn forward(&self, name: &str) -> std::io::Result<Vec<IpAddr>> {
+        let f = Arc::clone(&self.forward);
+        let name = name.to_string();
+        self.run(move || f(&name)).await
     }
 }
 
@@ -265,6 +318,44 @@ mod tests {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
         Cached::Unknown
+    }
+
+    /// Lookups that outlive the verifier's timeout keep their place: at
+    /// most `max_blocking` blocking calls run, however many time out.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_blocking_cap_holds_when_lookups_time_out() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let running = Arc::new(AtomicUsize::new(0));
+        let peak = Arc::new(AtomicUsize::new(0));
+        let (r, p) = (running.clone(), peak.clone());
+        let slow: Arc<ReverseFn> = Arc::new(move |_ip| {
+            let now = r.fetch_add(1, Ordering::SeqCst) + 1;
+            p.fetch_max(now, Ordering::SeqCst);
+            std::thread::sleep(Duration::from_millis(400));
+            r.fetch_sub(1, Ordering::SeqCst);
+            Err(std::io::Error::other("slow"))
+        });
+        let resolver = Arc::new(BlockingResolver::new(slow, Arc::new(|_| Ok(Vec::new())), 3));
+        let v = Arc::new(RdnsVerifier::new(resolver.clone()).with_times(
+            Duration::from_millis(20),
+            Duration::from_secs(60),
+            Duration::from_secs(60),
+        ));
+        // Waves of lookups, each abandoned by the verifier after 20 ms.
+        for wave in 0..5u8 {
+            for i in 0..20u8 {
+                v.spawn_verify(IpAddr::from([10, wave, 0, i]), suffixes());
+            }
+            tokio::time::sleep(Duration::from_millis(60)).await;
+            assert!(resolver.running(3) <= 3);
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        assert!(
+            peak.load(Ordering::SeqCst) <= 3,
+            "{}",
+            peak.load(Ordering::SeqCst)
+        );
+        assert!(peak.load(Ordering::SeqCst) >= 1);
     }
 
     #[tokio::test]

@@ -7,7 +7,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use fixative_config::{Config, HostPattern};
+use fixative_config::Config;
 use fixative_rules::Engine;
 use pingora::lb::LoadBalancer;
 use pingora::lb::health_check::TcpHealthCheck;
@@ -27,6 +27,8 @@ pub struct SiteRuntime {
     pub tls_verify: bool,
     /// Detection policy name.
     pub policy: String,
+    /// Largest request body accepted (413 past it).
+    pub max_body_bytes: Option<u64>,
     /// No-train directives.
     pub directives: fixative_config::Directives,
     /// Generated robots.txt groups.
@@ -37,78 +39,7 @@ pub struct SiteRuntime {
         tokio::sync::Mutex<HashMap<crate::directives::WellKnown, crate::directives::OriginDoc>>,
 }
 
-/// Maps a request's host to a site.
-#[derive(Debug, Default)]
-pub struct Router {
-    exact: HashMap<String, usize>,
-    /// (suffix starting with '.', site), longest suffix first.
-    wildcards: Vec<(String, usize)>,
-    default: Option<usize>,
-}
-
-impl Router {
-    /// Builds the table from the configuration.
-    pub fn new(config: &Config) -> Router {
-        let mut r = Router {
-            default: config.default_site,
-            ..Router::default()
-        };
-        for (i, site) in config.sites.iter().enumerate() {
-            for h in &site.hosts {
-                match h {
-                    HostPattern::Exact(h) => {
-                        r.exact.insert(h.clone(), i);
-                    }
-                    HostPattern::Wildcard(suffix) => r.wildcards.push((suffix.clone(), i)),
-                    _ => {}
-                }
-            }
-        }
-        r.wildcards.sort_by_key(|w| std::cmp::Reverse(w.0.len()));
-        r
-    }
-
-    /// The site for `host` (lower-case, no port): exact, then the most
-    /// specific wildcard, then the default site.
-    pub fn route(&self, host: &str) -> Option<usize> {
-        if let Some(i) = self.exact.get(host) {
-            return Some(*i);
-        }
-        for (suffix, i) in &self.wildcards {
-            if host.len() > suffix.len() && host.ends_with(suffix.as_str()) {
-                return Some(*i);
-            }
-        }
-        self.default
-    }
-}
-
-/// Normalises a Host header or `:authority`: lower-case, no port, no
-/// trailing dot. Returns `None` for an empty or malformed value.
-pub fn normalize_host(raw: &str) -> Option<String> {
-    let raw = raw.trim();
-    let host = if let Some(rest) = raw.strip_prefix('[') {
-        // [v6]:port
-        let end = rest.find(']')?;
-        &rest[..end]
-    } else {
-        match raw.rsplit_once(':') {
-            Some((h, port)) if port.bytes().all(|b| b.is_ascii_digit()) => h,
-            _ => raw,
-        }
-    };
-    let host = host.trim_end_matches('.');
-    if host.is_empty() || host.len() > 253 {
-        return None;
-    }
-    if !host
-        .bytes()
-        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.' || b == b'_' || b == b':')
-    {
-        return None;
-    }
-    Some(host.to_ascii_lowercase())
-}
+pub use fixative_config::router::{Router, normalize_host};
 
 /// Everything a request needs from one configuration generation.
 pub struct Runtime {
@@ -158,12 +89,13 @@ impl Runtime {
                 tls_sni: site.upstream_tls.as_ref().map(|t| t.sni.clone()),
                 tls_verify: site.upstream_tls.as_ref().is_none_or(|t| t.verify),
                 policy: site.policy.clone(),
+                max_body_bytes: site.max_body_bytes,
                 directives: site.directives.clone(),
                 robots_groups: String::new(),
                 docs: tokio::sync::Mutex::new(HashMap::new()),
             });
         }
-        let engine = Engine::new(&config)?;
+        let engine = Engine::new(&config).map_err(|e| config.error_at(&e.problems).to_string())?;
         for s in &mut sites {
             s.robots_groups = crate::directives::robots_groups(
                 &s.directives,
@@ -215,6 +147,8 @@ name = "b"
 hosts = ["*.x.a.example"]
 upstreams = ["127.0.0.1:2"]
 default = true
+[protector]
+secret = "unit-test-watermark-key-0123"
 "#;
         let c = Config::from_toml(src, "t", None).unwrap();
         let r = Router::new(&c);

@@ -37,6 +37,9 @@ pub struct Ctx {
     html: Option<std::sync::Mutex<crate::html::HtmlInjector>>,
     /// An image being buffered for XMP metadata, when active.
     image: Option<ImageBuffer>,
+    /// The routed site's request body cap, and the body bytes seen so far.
+    max_body: Option<u64>,
+    body_bytes: u64,
 }
 
 /// An image response collected (up to a cap) to insert XMP metadata.
@@ -525,6 +528,43 @@ impl FixativeProxy {
     }
 }
 
+/// Frames a proxied response for the client's HTTP/1 version, whatever
+/// the origin spoke: an HTTP/1.0 origin's status line is not passed on to
+/// an HTTP/1.1 client (a browser reads `HTTP/1.0` + chunked as a body
+/// without end), an HTTP/1.0 client never gets chunked encoding, and a
+/// body delimited only by the connection's close closes the connection.
+fn frame_for_client(session: &mut Session, resp: &mut ResponseHeader) {
+    if session.is_http2() {
+        return;
+    }
+    let client = session.req_header().version;
+    let chunked = resp
+        .headers
+        .get_all(http::header::TRANSFER_ENCODING)
+        .iter()
+        .any(|v| {
+            v.to_str()
+                .is_ok_and(|v| v.to_ascii_lowercase().contains("chunked"))
+        });
+    if client == http::Version::HTTP_10 {
+        resp.set_version(http::Version::HTTP_10);
+        if chunked {
+            resp.remove_header(&http::header::TRANSFER_ENCODING);
+            session.set_keepalive(None);
+            return;
+        }
+    } else {
+        resp.set_version(http::Version::HTTP_11);
+    }
+    let bodiless = resp.status.is_informational()
+        || resp.status == http::StatusCode::NO_CONTENT
+        || resp.status == http::StatusCode::NOT_MODIFIED
+        || session.req_header().method == http::Method::HEAD;
+    if !chunked && !bodiless && resp.headers.get(http::header::CONTENT_LENGTH).is_none() {
+        session.set_keepalive(None);
+    }
+}
+
 /// Writes a complete HTML response and closes the connection.
 async fn respond_html(session: &mut Session, status: u16, html: String, ctx: &Ctx) -> Result<()> {
     respond_html_with(session, status, html, ctx, &[]).await
@@ -587,30 +627,27 @@ impl ProxyHttp for FixativeProxy {
             page_request: false,
             html: None,
             image: None,
+            max_body: None,
+            body_bytes: 0,
         }
     }
 
+    /// First hook of every request, before Pingora's downstream modules:
+    /// marks the connection's request as Fixative's (so Pingora's own
+    /// error replies are replaced from here on), refuses ambiguous framing
+    /// and oversized headers, and decides compression for pages.
     async fn early_request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<()> {
-        // Smuggling defence: Pingora still accepts a request that carries
-        // both Content-Length and Transfer-Encoding; nginx answers 400.
-        let h = &session.req_header().headers;
-        let has_te = h.contains_key(http::header::TRANSFER_ENCODING);
-        let cls: Vec<&[u8]> = h
-            .get_all(http::header::CONTENT_LENGTH)
-            .iter()
-            .map(|v| v.as_bytes())
-            .collect();
-        let conflicting_cl = cls.windows(2).any(|w| w[0] != w[1]);
-        if !session.is_http2() && ((has_te && !cls.is_empty()) || conflicting_cl) {
-            let html = pages::bad_request(
-                &ctx.request_id,
-                "The request's length headers contradict each other.",
-            );
-            respond_html(session, 400, html, ctx).await?;
-            return Err(Error::explain(
-                ErrorType::HTTPStatus(400),
-                "conflicting Content-Length / Transfer-Encoding",
-            ));
+        let rt = self.shared.runtime.load_full();
+        if let Some(g) = crate::conn::guarded(session) {
+            g.mark_hooked();
+        }
+        let limits = &rt.config.server.limits;
+        session.set_write_timeout(Some(limits.send_timeout));
+        ctx.runtime = Some(rt.clone());
+        if let Some((status, why)) = crate::framing::refuse(session, limits) {
+            let html = pages::page(status, pages::status_text(status).0, why, &ctx.request_id);
+            respond_html(session, status, html, ctx).await?;
+            return Err(Error::explain(ErrorType::HTTPStatus(status), why));
         }
         // Pages get no-train meta tags: ask the origin for identity, decode
         // it if it compresses anyway, and compress again for clients that
@@ -637,9 +674,15 @@ impl ProxyHttp for FixativeProxy {
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
-        let rt = self.shared.runtime.load_full();
+        let rt = match &ctx.runtime {
+            Some(rt) => rt.clone(),
+            None => {
+                let rt = self.shared.runtime.load_full();
+                ctx.runtime = Some(rt.clone());
+                rt
+            }
+        };
         let cfg = rt.config.clone();
-        ctx.runtime = Some(rt.clone());
 
         let peer = session
             .client_addr()
@@ -666,6 +709,24 @@ impl ProxyHttp for FixativeProxy {
         if ctx.site.is_none() {
             let html = pages::misdirected(&ctx.request_id);
             respond_html(session, 421, html, ctx).await?;
+            return Ok(true);
+        }
+        ctx.max_body = ctx
+            .site
+            .and_then(|i| rt.sites.get(i))
+            .and_then(|s| s.max_body_bytes);
+        if let Some(max) = ctx.max_body
+            && session
+                .req_header()
+                .headers
+                .get(http::header::CONTENT_LENGTH)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.trim().parse::<u64>().ok())
+                .is_some_and(|n| n > max)
+        {
+            let (title, text) = pages::status_text(413);
+            let html = pages::page(413, title, text, &ctx.request_id);
+            respond_html(session, 413, html, ctx).await?;
             return Ok(true);
         }
 
@@ -763,6 +824,50 @@ impl ProxyHttp for FixativeProxy {
         Ok(false)
     }
 
+    /// Counts request body bytes against the site's `max_body_bytes`
+    /// (chunked bodies have no length to check up front): past it, 413.
+    async fn request_body_filter(
+        &self,
+        _session: &mut Session,
+        body: &mut Option<Bytes>,
+        _end_of_stream: bool,
+        ctx: &mut Ctx,
+    ) -> Result<()> {
+        if let (Some(max), Some(b)) = (ctx.max_body, body.as_ref()) {
+            ctx.body_bytes = ctx.body_bytes.saturating_add(b.len() as u64);
+            if ctx.body_bytes > max {
+                return Err(Error::explain(
+                    ErrorType::HTTPStatus(413),
+                    "request body larger than max_body_bytes",
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Refuses an origin response whose header section is larger than
+    /// `max_response_header_bytes` (502, Fixative's page).
+    async fn upstream_response_filter(
+        &self,
+        _session: &mut Session,
+        upstream_response: &mut ResponseHeader,
+        ctx: &mut Ctx,
+    ) -> Result<()> {
+        let max = ctx
+            .runtime
+            .as_ref()
+            .map(|r| r.config.server.limits.max_response_header_bytes)
+            .unwrap_or(usize::MAX);
+        if crate::framing::response_header_size(upstream_response) > max {
+            ctx.upstream_failed = true;
+            return Err(Error::explain(
+                ErrorType::HTTPStatus(502),
+                "origin response header larger than max_response_header_bytes",
+            ));
+        }
+        Ok(())
+    }
+
     async fn upstream_peer(&self, _session: &mut Session, ctx: &mut Ctx) -> Result<Box<HttpPeer>> {
         let (Some(rt), Some(i)) = (&ctx.runtime, ctx.site) else {
             return Err(Error::explain(ErrorType::InternalError, "no site selected"));
@@ -848,6 +953,7 @@ impl ProxyHttp for FixativeProxy {
             resp.insert_header("ratelimit-policy", policy)?;
             resp.insert_header("ratelimit", state)?;
         }
+        frame_for_client(session, resp);
         Ok(())
     }
 
@@ -921,13 +1027,10 @@ impl ProxyHttp for FixativeProxy {
             let html = match code {
                 504 => pages::gateway_timeout(&ctx.request_id),
                 502 => pages::bad_gateway(&ctx.request_id),
-                400 => pages::bad_request(&ctx.request_id, "The request could not be understood."),
-                _ => pages::page(
-                    code,
-                    "Something went wrong",
-                    "The request could not be completed.",
-                    &ctx.request_id,
-                ),
+                _ => {
+                    let (title, text) = pages::status_text(code);
+                    pages::page(code, title, text, &ctx.request_id)
+                }
             };
             if let Err(err) = respond_html(session, code, html, ctx).await {
                 tracing::debug!("cannot send the error page: {err}");
@@ -940,6 +1043,9 @@ impl ProxyHttp for FixativeProxy {
     }
 
     async fn logging(&self, session: &mut Session, _e: Option<&Error>, ctx: &mut Ctx) {
+        if let Some(g) = crate::conn::guarded(session) {
+            g.request_done();
+        }
         let status = session
             .response_written()
             .map(|r| r.status.as_u16())

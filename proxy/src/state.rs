@@ -47,7 +47,7 @@ impl Shared {
             config_path,
             ready: std::sync::atomic::AtomicBool::new(false),
             rdns: Arc::new(crate::rdns::RdnsVerifier::new(Arc::new(
-                crate::rdns::SystemResolver,
+                crate::rdns::BlockingResolver::system(),
             ))),
             request_seed: h.finish(),
             request_counter: AtomicU64::new(0),

@@ -58,6 +58,52 @@ struct CatalogFile {
     crawler: Vec<Crawler>,
 }
 
+/// Parses a catalog file entry by entry, so that every bad entry is
+/// reported (with its line), not only the first.
+fn parse_entries(src: &str) -> Result<Vec<Crawler>, Vec<String>> {
+    let table: toml::Table = toml::from_str(src).map_err(|e| vec![e.to_string()])?;
+    let spans = fixative_config::spans::Spans::new(src);
+    let root = fixative_config::spans::KeyPath::root();
+    let mut problems = Vec::new();
+    let mut out = Vec::new();
+    for (k, v) in &table {
+        if k != "crawler" {
+            let line = spans
+                .line(&root.key(k))
+                .map(|l| format!("line {l}: "))
+                .unwrap_or_default();
+            problems.push(format!(
+                "{line}unknown key {k:?} (expected [[crawler]] entries)"
+            ));
+            continue;
+        }
+        let Some(entries) = v.as_array() else {
+            problems.push("\"crawler\" must be an array of tables ([[crawler]])".to_string());
+            continue;
+        };
+        for (i, e) in entries.iter().enumerate() {
+            let at = spans
+                .line(&root.key("crawler").index(i))
+                .map(|l| format!("line {l}: "))
+                .unwrap_or_default();
+            let label = e
+                .get("name")
+                .and_then(|n| n.as_str())
+                .map(|n| format!(" ({n:?})"))
+                .unwrap_or_default();
+            match Crawler::deserialize(e.clone()) {
+                Ok(c) => out.push(c),
+                Err(err) => problems.push(format!("{at}crawler[{i}]{label}: {}", err.message())),
+            }
+        }
+    }
+    if problems.is_empty() {
+        Ok(out)
+    } else {
+        Err(problems)
+    }
+}
+
 /// A match of a user agent against the catalog.
 #[derive(Debug, Clone, Copy)]
 pub struct UaMatch<'a> {
@@ -93,14 +139,41 @@ impl Catalog {
     /// The shipped catalog extended by files: an entry whose name exists
     /// already replaces it, others are added.
     pub fn with_files(files: &[std::path::PathBuf]) -> Result<Catalog, String> {
+        Catalog::with_files_checked(files).map_err(|errs| {
+            errs.into_iter()
+                .map(|(_, m)| m)
+                .collect::<Vec<_>>()
+                .join("; ")
+        })
+    }
+
+    /// Like [`Catalog::with_files`], reporting every problem of every
+    /// file: `(index of the file in files, message with the file's name and
+    /// the line of the entry)`.
+    pub fn with_files_checked(
+        files: &[std::path::PathBuf],
+    ) -> Result<Catalog, Vec<(usize, String)>> {
         let mut crawlers = toml::from_str::<CatalogFile>(DEFAULT_CATALOG)
-            .map_err(|e| format!("shipped catalog: {e}"))?
+            .map_err(|e| vec![(usize::MAX, format!("shipped catalog: {e}"))])?
             .crawler;
-        for f in files {
-            let src = std::fs::read_to_string(f).map_err(|e| format!("{}: {e}", f.display()))?;
-            let extra: CatalogFile =
-                toml::from_str(&src).map_err(|e| format!("{}: {e}", f.display()))?;
-            for c in extra.crawler {
+        let mut errors = Vec::new();
+        for (fi, f) in files.iter().enumerate() {
+            let name = f.display();
+            let src = match std::fs::read_to_string(f) {
+                Ok(s) => s,
+                Err(e) => {
+                    errors.push((fi, format!("{name}: {e}")));
+                    continue;
+                }
+            };
+            let extra = match parse_entries(&src) {
+                Ok(list) => list,
+                Err(problems) => {
+                    errors.extend(problems.into_iter().map(|p| (fi, format!("{name}: {p}"))));
+                    continue;
+                }
+            };
+            for c in extra {
                 match crawlers
                     .iter_mut()
                     .find(|x| x.name.eq_ignore_ascii_case(&c.name))
@@ -110,7 +183,10 @@ impl Catalog {
                 }
             }
         }
-        Catalog::new(crawlers)
+        if !errors.is_empty() {
+            return Err(errors);
+        }
+        Catalog::new(crawlers).map_err(|e| vec![(usize::MAX, e)])
     }
 
     /// Compiles a list of crawlers.

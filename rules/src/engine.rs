@@ -9,7 +9,31 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use fixative_config::spans::KeyPath;
 use fixative_config::{Config, Mode, RuleAction};
+
+/// Why an engine could not be built: every problem, with the
+/// configuration key it comes from (turn it into lines with
+/// [`Config::error_at`]).
+#[derive(Debug, Clone)]
+pub struct BuildError {
+    /// Key path and message of each problem.
+    pub problems: Vec<(KeyPath, String)>,
+}
+
+impl std::fmt::Display for BuildError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for (i, (k, m)) in self.problems.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            write!(f, "{k}: {m}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for BuildError {}
 
 use crate::catalog::Catalog;
 use crate::netset::{IpRanges, NetSet};
@@ -263,32 +287,77 @@ pub struct StateSizes {
 
 impl Engine {
     /// Builds the engine for a configuration: catalog (shipped plus
-    /// `detection.catalog_files`), IP ranges, compiled policies, state.
-    pub fn new(config: &Config) -> Result<Engine, String> {
+    /// `detection.catalog_files`), IP ranges, network databases, compiled
+    /// policies, state. Every problem is reported with its configuration
+    /// key, not only the first.
+    pub fn new(config: &Config) -> Result<Engine, BuildError> {
         let d = &config.detection;
-        let catalog = Catalog::with_files(&d.catalog_files)?;
-        let ranges = IpRanges::load(d.ip_ranges_dir.as_deref())?;
-        for c in catalog.crawlers() {
-            for f in &c.ip_ranges {
-                if ranges.get(f).is_none() {
-                    return Err(format!(
-                        "crawler {:?}: IP-range file {f:?} is not loaded",
-                        c.name
-                    ));
+        let dp = KeyPath::root().key("detection");
+        let mut problems: Vec<(KeyPath, String)> = Vec::new();
+        let catalog = match Catalog::with_files_checked(&d.catalog_files) {
+            Ok(c) => Some(c),
+            Err(errs) => {
+                for (i, m) in errs {
+                    let key = if i == usize::MAX {
+                        dp.key("catalog_files")
+                    } else {
+                        dp.key("catalog_files").index(i)
+                    };
+                    problems.push((key, m));
+                }
+                None
+            }
+        };
+        let ranges = match IpRanges::load(d.ip_ranges_dir.as_deref()) {
+            Ok(r) => Some(r),
+            Err(e) => {
+                problems.push((dp.key("ip_ranges_dir"), e));
+                None
+            }
+        };
+        if let (Some(catalog), Some(ranges)) = (&catalog, &ranges) {
+            for c in catalog.crawlers() {
+                for f in &c.ip_ranges {
+                    if ranges.get(f).is_none() {
+                        problems.push((
+                            dp.key("ip_ranges_dir"),
+                            format!("crawler {:?}: IP-range file {f:?} is not loaded", c.name),
+                        ));
+                    }
                 }
             }
         }
+        let asn = Network::load(d.asn_db.as_deref(), None)
+            .map_err(|e| problems.push((dp.key("asn_db"), e)))
+            .ok();
+        let country = Network::load(None, d.country_db.as_deref())
+            .map_err(|e| problems.push((dp.key("country_db"), e)))
+            .ok();
         let clock = ManualClock::default();
         let mut policies = HashMap::new();
         let mut rule_names = HashMap::new();
         for (name, p) in &config.policies {
-            let compiled = CompiledPolicy::compile(p, d.max_limiter_keys, &clock)?;
+            let compiled = match CompiledPolicy::compile(p, d.max_limiter_keys, &clock) {
+                Ok(c) => c,
+                Err(e) => {
+                    problems.push((KeyPath::root().key("policy").key(name), e));
+                    continue;
+                }
+            };
             for r in &compiled.rules {
                 rule_names
                     .entry(r.name.clone())
                     .or_insert_with(|| Arc::from(r.name.as_str()));
             }
             policies.insert(name.clone(), compiled);
+        }
+        let (Some(catalog), Some(ranges), Some(asn), Some(country)) =
+            (catalog, ranges, asn, country)
+        else {
+            return Err(BuildError { problems });
+        };
+        if !problems.is_empty() {
+            return Err(BuildError { problems });
         }
         let crawler_names = catalog
             .crawlers()
@@ -308,7 +377,7 @@ impl Engine {
             rule_deny: Arc::from("deny-cidrs"),
             rule_names,
             crawler_names,
-            network: Network::load(d.asn_db.as_deref(), d.country_db.as_deref())?,
+            network: Network::combine(asn, country),
             datacenter: d.datacenter_asns.iter().map(|(k, v)| (*k, *v)).collect(),
         })
     }
@@ -316,7 +385,7 @@ impl Engine {
     /// The engine for the embedded default configuration.
     pub fn with_default_config() -> Result<Engine, String> {
         let cfg = Config::embedded_default().map_err(|e| e.to_string())?;
-        Engine::new(&cfg)
+        Engine::new(&cfg).map_err(|e| e.to_string())
     }
 
     /// The catalog.

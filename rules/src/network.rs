@@ -51,6 +51,15 @@ impl Network {
         })
     }
 
+    /// One lookup over the ASN database of `asn` and the country database
+    /// of `country` (each loaded on its own, for separate errors).
+    pub fn combine(asn: Network, country: Network) -> Network {
+        Network {
+            asn: asn.asn,
+            country: country.country,
+        }
+    }
+
     /// Whether any database is loaded.
     pub fn is_empty(&self) -> bool {
         self.asn.is_none() && self.country.is_none()

@@ -374,7 +374,7 @@ fn catalog_files_extend_and_override_the_shipped_catalog() {
         "[[crawler]]\nname = \"ArtHarvester\"\noperator = \"Example Corp\"\ncategory = \"ai-training\"\nua = [\"ArtHarvester\"]\nrobots = [\"ArtHarvester\"]\n\n[[crawler]]\nname = \"curl\"\noperator = \"us\"\ncategory = \"monitoring\"\nua = [\"curl\"]\n",
     )
     .unwrap();
-    let src = "[[site]]\nname = \"a\"\nhosts = [\"a.test\"]\nupstreams = [\"127.0.0.1:1\"]\n[detection]\ncatalog_files = [\"extra.toml\"]\n";
+    let src = "[[site]]\nname = \"a\"\nhosts = [\"a.test\"]\nupstreams = [\"127.0.0.1:1\"]\n[detection]\ncatalog_files = [\"extra.toml\"]\n[protector]\nsecret = \"unit-test-watermark-key-0123\"\n";
     let cfg = Config::from_toml(src, "t", Some(dir.path())).unwrap();
     let e = Engine::new(&cfg).unwrap();
     let v = Req::new("203.0.113.1", "ArtHarvester/0.3 (+https://example.com)").eval(&e, "default");
@@ -386,7 +386,12 @@ fn catalog_files_extend_and_override_the_shipped_catalog() {
     assert_eq!(v.category, Some(Category::Monitoring));
     // A broken catalog file is a load error, never a silently empty catalog.
     std::fs::write(dir.path().join("extra.toml"), "[[crawler]]\nname = 1\n").unwrap();
-    assert!(Engine::new(&cfg).unwrap_err().contains("extra.toml"));
+    assert!(
+        Engine::new(&cfg)
+            .unwrap_err()
+            .to_string()
+            .contains("extra.toml")
+    );
 }
 
 /// Real user-agent strings as the crawlers send them (operators' docs and

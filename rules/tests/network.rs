@@ -86,7 +86,7 @@ fn engine(dir: &Path, extra: &str) -> Engine {
         ],
     );
     let src = format!(
-        "[[site]]\nname = \"a\"\nhosts = [\"a.test\"]\nupstreams = [\"127.0.0.1:1\"]\n\n[detection]\nasn_db = \"asn.mmdb\"\ncountry_db = \"country.mmdb\"\ndatacenter_asns = {{ \"AS64500\" = 50 }}\n{extra}"
+        "[[site]]\nname = \"a\"\nhosts = [\"a.test\"]\nupstreams = [\"127.0.0.1:1\"]\n\n[protector]\nsecret = \"unit-test-watermark-key-0123\"\n\n[detection]\nasn_db = \"asn.mmdb\"\ncountry_db = \"country.mmdb\"\ndatacenter_asns = {{ \"AS64500\" = 50 }}\n{extra}"
     );
     let cfg = Config::from_toml(&src, "t", Some(dir)).unwrap();
     Engine::new(&cfg).unwrap()
@@ -158,8 +158,8 @@ fn rules_match_asn_and_country() {
 fn a_corrupt_database_is_a_load_error() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("asn.mmdb"), b"not a database").unwrap();
-    let src = "[[site]]\nname = \"a\"\nhosts = [\"a.test\"]\nupstreams = [\"127.0.0.1:1\"]\n[detection]\nasn_db = \"asn.mmdb\"\n";
+    let src = "[[site]]\nname = \"a\"\nhosts = [\"a.test\"]\nupstreams = [\"127.0.0.1:1\"]\npolicy = \"off\"\n[detection]\nasn_db = \"asn.mmdb\"\n";
     let cfg = Config::from_toml(src, "t", Some(dir.path())).unwrap();
     let err = Engine::new(&cfg).unwrap_err();
-    assert!(err.contains("asn.mmdb"), "{err}");
+    assert!(err.to_string().contains("asn.mmdb"), "{err}");
 }

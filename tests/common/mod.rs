@@ -20,6 +20,8 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::any;
 use futures_util::StreamExt;
 
+pub mod raw;
+
 /// A port that was free a moment ago.
 pub fn free_port() -> u16 {
     let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind :0");
@@ -239,6 +241,9 @@ async fn echo(State(st): State<OriginState>, req: Request) -> Response {
     (h, json.to_string()).into_response()
 }
 
+/// The watermark key of test configurations.
+pub const TEST_SECRET: &str = "test-only-watermark-key-0123456789";
+
 /// A running `fixative` process.
 pub struct Fixative {
     pub child: Child,
@@ -248,6 +253,20 @@ pub struct Fixative {
     pub admin: SocketAddr,
     pub stdout_path: PathBuf,
     pub stderr_path: PathBuf,
+}
+
+/// A test configuration: `[server]` with these ports, `server_extra`
+/// inside it, then `rest`, and a watermark key unless `rest` has its own
+/// `[protector]` table (protection needs a key of the operator's own).
+fn config_text(http: SocketAddr, admin: SocketAddr, server_extra: &str, rest: &str) -> String {
+    let secret = if rest.contains("[protector]") {
+        String::new()
+    } else {
+        format!("\n[protector]\nsecret = \"{TEST_SECRET}\"\n")
+    };
+    format!(
+        "[server]\nlisten = [\"{http}\"]\nadmin = \"{admin}\"\nthreads = 2\ngrace_period = \"1s\"\nhealth_check_interval = \"200ms\"\n{server_extra}\n\n{rest}\n{secret}"
+    )
 }
 
 /// Path of the binary under test.
@@ -268,9 +287,7 @@ impl Fixative {
     pub fn start_in(dir: tempfile::TempDir, server_extra: &str, rest: &str) -> Fixative {
         let http: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
         let admin: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-        let config = format!(
-            "[server]\nlisten = [\"{http}\"]\nadmin = \"{admin}\"\nthreads = 2\ngrace_period = \"1s\"\nhealth_check_interval = \"200ms\"\n{server_extra}\n\n{rest}\n"
-        );
+        let config = config_text(http, admin, server_extra, rest);
         let config_path = dir.path().join("fixative.toml");
         std::fs::write(&config_path, config).expect("write config");
         let stdout_path = dir.path().join("stdout.log");
@@ -355,10 +372,7 @@ impl Fixative {
 
     /// Replaces the configuration file (same listeners).
     pub fn rewrite_config(&self, server_extra: &str, rest: &str) {
-        let config = format!(
-            "[server]\nlisten = [\"{}\"]\nadmin = \"{}\"\nthreads = 2\ngrace_period = \"1s\"\nhealth_check_interval = \"200ms\"\n{server_extra}\n\n{rest}\n",
-            self.http, self.admin
-        );
+        let config = config_text(self.http, self.admin, server_extra, rest);
         std::fs::write(&self.config_path, config).expect("rewrite config");
     }
 
