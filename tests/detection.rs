@@ -243,3 +243,88 @@ async fn reverse_dns_runs_in_the_background_and_then_unmasks_a_fake_crawler() {
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
 }
+
+/// A bot that names itself but is in no catalog entry: the default policy
+/// serves its image requests a protected variant and limits its pages;
+/// `observe` only records what it would do; a browser is untouched.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_self_declared_bots_get_protected_images_and_limited_pages() {
+    let origin = Origin::start("a").await;
+    let sites = format!(
+        "{}{}",
+        site(
+            "enforce",
+            &["enforce.test"],
+            &[origin.addr],
+            "default = true"
+        ),
+        site(
+            "shadow",
+            &["shadow.test"],
+            &[origin.addr],
+            "policy = \"observe\""
+        )
+    );
+    let fx = Fixative::start("debug_headers = true", &sites);
+    let c = client();
+    let bot =
+        "Mozilla/5.0 (compatible; BrandNewArtCollector/0.9; +https://collector.example/about)";
+    let r = c
+        .get(fx.url("/img/rocket.jpg"))
+        .header("user-agent", bot)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["x-fixative-variant"], "prepared");
+    let verdict = r.headers()["x-fixative-verdict"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        verdict.contains("unknown-bot") && verdict.contains("cloak-images-for-unknown-bots"),
+        "{verdict}"
+    );
+    let r = c
+        .get(fx.url("/page"))
+        .header("user-agent", bot)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(
+        r.headers()["ratelimit-policy"]
+            .to_str()
+            .unwrap()
+            .contains("q=30;w=60")
+    );
+    let r = c
+        .get(fx.url("/img/rocket.jpg"))
+        .header("host", "shadow.test")
+        .header("user-agent", bot)
+        .send()
+        .await
+        .unwrap();
+    assert!(r.headers().get("x-fixative-variant").is_none());
+    assert!(
+        r.headers()["x-fixative-verdict"]
+            .to_str()
+            .unwrap()
+            .contains("would=cloak"),
+        "{:?}",
+        r.headers()
+    );
+    let r = c
+        .get(fx.url("/img/rocket.jpg"))
+        .header("user-agent", FIREFOX)
+        .send()
+        .await
+        .unwrap();
+    assert!(r.headers().get("x-fixative-variant").is_none());
+    assert!(
+        !r.headers()["x-fixative-verdict"]
+            .to_str()
+            .unwrap()
+            .contains("unknown-bot")
+    );
+}

@@ -32,8 +32,8 @@ use std::time::Duration;
 pub use error::{ConfigError, Problem};
 pub use ipnet::IpNet;
 pub use policy::{
-    CATEGORIES, DetectionConfig, MatchConfig, Mode, PolicyConfig, Quota, QuotaKey, RuleAction,
-    RuleConfig,
+    CATEGORIES, Category, DetectionConfig, MatchConfig, Mode, PolicyConfig, Quota, QuotaKey,
+    RuleAction, RuleConfig,
 };
 
 /// The embedded default configuration, commented, as printed by

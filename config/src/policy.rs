@@ -11,19 +11,91 @@ use crate::spans::KeyPath;
 use crate::validate::Ctx;
 
 /// Category names the catalog uses.
-pub const CATEGORIES: &[&str] = &[
-    "ai-training",
-    "ai-search",
-    "ai-assistant",
-    "search-engine",
-    "social-preview",
-    "archiver",
-    "seo",
-    "monitoring",
-    "http-library",
-    "headless-browser",
-    "other",
-];
+/// Every category name, in the one vocabulary shared by configuration,
+/// catalog and engine.
+pub const CATEGORIES: [&str; Category::ALL.len()] = {
+    let mut out = [""; Category::ALL.len()];
+    let mut i = 0;
+    while i < Category::ALL.len() {
+        out[i] = Category::ALL[i].as_str();
+        i += 1;
+    }
+    out
+};
+
+/// What kind of client a crawler is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+#[non_exhaustive]
+pub enum Category {
+    /// Collects content to train models.
+    AiTraining,
+    /// Builds an AI answer index.
+    AiSearch,
+    /// Fetches on a person's request inside an AI assistant or agent.
+    AiAssistant,
+    /// Classic search engine.
+    SearchEngine,
+    /// Link preview for a shared URL.
+    SocialPreview,
+    /// Web archive.
+    Archiver,
+    /// SEO tooling.
+    Seo,
+    /// Uptime and monitoring.
+    Monitoring,
+    /// Generic HTTP library or command-line client.
+    HttpLibrary,
+    /// Automated or headless browser.
+    HeadlessBrowser,
+    /// Describes itself as automated (a contact URL, an e-mail address,
+    /// `compatible; Name/1.0`, bot words, a bare product token without a
+    /// browser engine) but is in no catalog entry.
+    UnknownBot,
+    /// Anything else that identifies as a bot.
+    Other,
+}
+
+impl Category {
+    /// All categories, for metrics and documentation.
+    pub const ALL: [Category; 12] = [
+        Category::AiTraining,
+        Category::AiSearch,
+        Category::AiAssistant,
+        Category::SearchEngine,
+        Category::SocialPreview,
+        Category::Archiver,
+        Category::Seo,
+        Category::Monitoring,
+        Category::HttpLibrary,
+        Category::HeadlessBrowser,
+        Category::UnknownBot,
+        Category::Other,
+    ];
+
+    /// The kebab-case name used in config, logs and metrics.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Category::AiTraining => "ai-training",
+            Category::AiSearch => "ai-search",
+            Category::AiAssistant => "ai-assistant",
+            Category::SearchEngine => "search-engine",
+            Category::SocialPreview => "social-preview",
+            Category::Archiver => "archiver",
+            Category::Seo => "seo",
+            Category::Monitoring => "monitoring",
+            Category::HttpLibrary => "http-library",
+            Category::HeadlessBrowser => "headless-browser",
+            Category::UnknownBot => "unknown-bot",
+            Category::Other => "other",
+        }
+    }
+
+    /// Parses a kebab-case name.
+    pub fn parse(s: &str) -> Option<Category> {
+        Category::ALL.into_iter().find(|c| c.as_str() == s)
+    }
+}
 
 /// The built-in policies (TOML), replaced by same-named user policies.
 pub const BUILTIN_POLICIES: &str = include_str!("../policies.toml");
@@ -85,8 +157,9 @@ pub enum RuleAction {
 /// A rule's match; absent fields always hold.
 #[derive(Debug, Clone, Default)]
 pub struct MatchConfig {
-    /// Any of these categories (non-generic catalog match).
-    pub category: Vec<String>,
+    /// Any of these categories (non-generic catalog match, or an
+    /// unknown self-declared bot for `unknown-bot`).
+    pub category: Vec<Category>,
     /// Any of these crawler names (non-generic catalog match).
     pub crawler: Vec<String>,
     /// User agent matches this regex (validated).
@@ -273,12 +346,14 @@ fn parse_rule(ctx: &mut Ctx<'_>, path: &KeyPath, r: &RawRule) -> Option<RuleConf
     }
     let m = &r.matches;
     let mp = path.key("match");
+    let mut categories = Vec::with_capacity(m.category.len());
     for (i, c) in m.category.iter().enumerate() {
-        if !CATEGORIES.contains(&c.as_str()) {
-            ctx.err(
+        match Category::parse(c) {
+            Some(cat) => categories.push(cat),
+            None => ctx.err(
                 &mp.key("category").index(i),
                 format!("unknown category {c:?} (known: {})", CATEGORIES.join(", ")),
-            );
+            ),
         }
     }
     if let Some(re) = &m.ua_regex
@@ -372,7 +447,7 @@ fn parse_rule(ctx: &mut Ctx<'_>, path: &KeyPath, r: &RawRule) -> Option<RuleConf
     Some(RuleConfig {
         name,
         matches: MatchConfig {
-            category: m.category.clone(),
+            category: categories,
             crawler: m.crawler.clone(),
             ua_regex: m.ua_regex.clone(),
             path: m.path.clone(),

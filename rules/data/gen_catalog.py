@@ -15,8 +15,10 @@ import json, os, re, sys
 HERE = os.path.dirname(os.path.abspath(__file__))
 src = json.load(open(os.path.join(HERE, "ai-robots-txt.json")))
 
-GENERIC = {"Code", "Spider", "Operator", "Cursor", "Trae", "LCC", "OpenAI", "YaK",
-           "Devin", "opencode", "UseAI", "newsai", "Thinkbot", "wpbot", "Anomura"}
+# Only words that are common English or that real browser strings carry
+# (Electron apps: `Code/1.85 Chrome/…`, `Trae/1.1 Chrome/…`). Invented names
+# (Devin, newsai, Thinkbot, …) are matched like any other token.
+GENERIC = {"Code", "Spider", "Operator", "Cursor", "Trae", "LCC", "OpenAI", "YaK"}
 ROBOTS_ONLY = {"Google-Extended", "Applebot-Extended", "Webzio-Extended", "webzio-extended",
                "YandexAdditional"}
 OVERRIDE = {

@@ -10,8 +10,12 @@
 //! `Mozilla/5.0 (compatible; GPTBot/1.2)` but `LCC` never matches `SLCC2`.
 //! Entries marked `strict` are generic words (`Code`, `Spider`, `Cursor`…):
 //! they match only case-sensitively as a product token (`Code/1.2` at the
-//! start or after a space, `(` or `;`), and they are flagged weak so that
-//! policy never blocks on them alone.
+//! start or after a space, `(` or `;`) or after `compatible;`. Such a match
+//! is full (the crawler is identified and its policy applies) when the user
+//! agent presents the word as the client: after `compatible;`, beside a
+//! contact URL, or as a versioned product token outside a browser's string.
+//! Inside a real browser string (an Electron app's `Code/1.85.1 Chrome/…`)
+//! it stays weak, so that policy never blocks on it alone.
 
 use aho_corasick::{AhoCorasick, AhoCorasickBuilder, AhoCorasickKind, MatchKind};
 use serde::Deserialize;
@@ -56,6 +60,15 @@ pub struct Crawler {
 struct CatalogFile {
     #[serde(default)]
     crawler: Vec<Crawler>,
+}
+
+/// Whether the text before byte `s` ends with `compatible;` (and spaces).
+fn after_compatible(ua: &str, s: usize) -> bool {
+    ua.get(..s).map(str::trim_end).is_some_and(|b| {
+        b.len() >= 11
+            && b.get(b.len() - 11..)
+                .is_some_and(|t| t.eq_ignore_ascii_case("compatible;"))
+    })
 }
 
 /// Parses a catalog file entry by entry, so that every bad entry is
@@ -241,11 +254,14 @@ impl Catalog {
             let before = s.checked_sub(1).and_then(|i| bytes.get(i)).copied();
             let after = bytes.get(e).copied();
             let ok = if *strict {
-                // Case-sensitive product token: `Name/` at the start or
-                // after a space, '(' or ';'.
-                &ua[s..e] == token.as_str()
+                // Case-sensitive, at the start or after a space, '(' or ';',
+                // and either a product token (`Name/`) or the name after
+                // `compatible;`.
+                ua.get(s..e) == Some(token.as_str())
                     && matches!(before, None | Some(b' ' | b'(' | b';'))
-                    && after == Some(b'/')
+                    && (after == Some(b'/')
+                        || (matches!(after, None | Some(b';' | b')' | b' '))
+                            && after_compatible(ua, s)))
             } else {
                 !before.is_some_and(|b| b.is_ascii_alphanumeric())
                     && !after.is_some_and(|b| b.is_ascii_alphanumeric())
@@ -263,17 +279,31 @@ impl Catalog {
                     Category::HttpLibrary | Category::HeadlessBrowser
                 )
             });
-            let rank = (!*strict, !generic_tool, len);
+            // A generic word is a full match when the user agent presents
+            // it as the client: after `compatible;`, beside a contact URL
+            // (`…; Devin/1.0; +https://devin.ai`), or as a versioned
+            // product token (`Devin/1.0`) outside a browser's string. Inside
+            // a real browser string (VS Code's `… Code/1.85.1 Chrome/114 …
+            // Electron/25`) it stays weak.
+            let full = !*strict
+                || after_compatible(ua, s)
+                || ua.contains("http://")
+                || ua.contains("https://")
+                || (bytes.get(e + 1).is_some_and(u8::is_ascii_digit)
+                    && !["Chrome/", "Safari/", "Firefox/", "Gecko/"]
+                        .iter()
+                        .any(|m| ua.contains(m)));
+            let rank = (full, !generic_tool, len);
             if best.is_none_or(|(_, r)| rank > r) {
                 best = Some((*ci, rank));
             }
         }
-        best.map(|(ci, (not_weak, _, _))| (ci, !not_weak))
-            .and_then(|(ci, strict)| {
+        best.map(|(ci, (full, _, _))| (ci, !full))
+            .and_then(|(ci, weak)| {
                 self.crawlers.get(ci).map(|c| UaMatch {
                     crawler: c,
                     index: ci,
-                    weak: strict,
+                    weak,
                 })
             })
     }
@@ -316,7 +346,9 @@ mod tests {
                     "{tok} matched {}",
                     m.crawler.name
                 );
-                assert_eq!(m.weak, cr.strict, "{tok}");
+                // Even a generic word is a full match as a versioned
+                // product token beside a contact URL.
+                assert!(!m.weak, "{tok}");
             }
         }
     }
@@ -351,5 +383,22 @@ mod tests {
             "Mozilla/5.0 (compatible; Baiduspider/2.0; +http://www.baidu.com/search/spider.html)";
         assert_eq!(c.match_ua(baidu).unwrap().crawler.name, "Baiduspider");
         assert!(c.match_ua("my code spider operator").is_none());
+        // The same words presented as the client are full matches.
+        for (ua, name) in [
+            (
+                "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0.0.0 Safari/537.36; Devin/1.0; +https://devin.ai",
+                "Devin",
+            ),
+            ("Devin/1.0", "Devin"),
+            (
+                "Mozilla/5.0 (compatible; Operator; +https://openai.com/operator)",
+                "Operator",
+            ),
+            ("Spider/2.3", "Spider"),
+        ] {
+            let m = c.match_ua(ua).unwrap_or_else(|| panic!("{ua}"));
+            assert_eq!(m.crawler.name, name, "{ua}");
+            assert!(!m.weak, "{ua}");
+        }
     }
 }

@@ -150,6 +150,8 @@ pub mod weights {
     pub const UA_MISSING: i32 = 30;
     /// A generic catalog word (`Code/1.2`): weak on its own.
     pub const UA_GENERIC: i32 = 20;
+    /// Describes itself as automated, in no catalog entry (`unknown-bot`).
+    pub const UNKNOWN_BOT: i32 = 60;
     /// Claims a verifiable crawler, address outside its published ranges.
     pub const SPOOFED: i32 = 150;
     /// Browser UA without `Accept-Language`.
@@ -495,7 +497,21 @@ impl Engine {
                         }
                     }
                 }
-                if f.headers_known && v.crawler.is_none() && claims_browser(ua) {
+                // Not in the catalog (or only a generic word) but describes
+                // itself as automated.
+                if (v.crawler.is_none() || weak)
+                    && let Some(why) = crate::selfdeclared::self_declared(ua)
+                {
+                    v.category = Some(Category::UnknownBot);
+                    v.crawler = None;
+                    weak = false;
+                    add(&mut v, "ua.self-declared-bot", weights::UNKNOWN_BOT, why);
+                }
+                if f.headers_known
+                    && v.crawler.is_none()
+                    && v.category.is_none()
+                    && claims_browser(ua)
+                {
                     if header("accept-language").is_none() {
                         add(
                             &mut v,
@@ -527,7 +543,7 @@ impl Engine {
                         );
                     }
                 }
-                if v.crawler.is_none() && claims_browser(ua) {
+                if v.crawler.is_none() && v.category.is_none() && claims_browser(ua) {
                     let stale = match (version_after(ua, "Chrome/"), version_after(ua, "Firefox/"))
                     {
                         (Some(c), _) => c < MIN_CHROME,

@@ -10,6 +10,7 @@ mod engine;
 pub mod netset;
 pub mod network;
 pub mod policy;
+pub mod selfdeclared;
 pub mod state;
 mod verdict;
 

@@ -72,11 +72,7 @@ impl CompiledMatch {
     fn compile(m: &MatchConfig) -> Result<CompiledMatch, String> {
         let re = |s: &str| Regex::new(s).map_err(|e| e.to_string());
         Ok(CompiledMatch {
-            category: m
-                .category
-                .iter()
-                .filter_map(|c| Category::parse(c))
-                .collect(),
+            category: m.category.clone(),
             crawler: m.crawler.clone(),
             ua_regex: m.ua_regex.as_deref().map(re).transpose()?,
             path: m

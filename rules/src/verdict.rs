@@ -4,73 +4,7 @@ use std::sync::Arc;
 
 use serde::Serialize;
 
-/// What kind of client a crawler is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, serde::Deserialize)]
-#[serde(rename_all = "kebab-case")]
-#[non_exhaustive]
-pub enum Category {
-    /// Collects content to train models.
-    AiTraining,
-    /// Builds an AI answer index.
-    AiSearch,
-    /// Fetches on a person's request inside an AI assistant or agent.
-    AiAssistant,
-    /// Classic search engine.
-    SearchEngine,
-    /// Link preview for a shared URL.
-    SocialPreview,
-    /// Web archive.
-    Archiver,
-    /// SEO tooling.
-    Seo,
-    /// Uptime and monitoring.
-    Monitoring,
-    /// Generic HTTP library or command-line client.
-    HttpLibrary,
-    /// Automated or headless browser.
-    HeadlessBrowser,
-    /// Anything else that identifies as a bot.
-    Other,
-}
-
-impl Category {
-    /// All categories, for metrics and documentation.
-    pub const ALL: [Category; 11] = [
-        Category::AiTraining,
-        Category::AiSearch,
-        Category::AiAssistant,
-        Category::SearchEngine,
-        Category::SocialPreview,
-        Category::Archiver,
-        Category::Seo,
-        Category::Monitoring,
-        Category::HttpLibrary,
-        Category::HeadlessBrowser,
-        Category::Other,
-    ];
-
-    /// The kebab-case name used in config, logs and metrics.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Category::AiTraining => "ai-training",
-            Category::AiSearch => "ai-search",
-            Category::AiAssistant => "ai-assistant",
-            Category::SearchEngine => "search-engine",
-            Category::SocialPreview => "social-preview",
-            Category::Archiver => "archiver",
-            Category::Seo => "seo",
-            Category::Monitoring => "monitoring",
-            Category::HttpLibrary => "http-library",
-            Category::HeadlessBrowser => "headless-browser",
-            Category::Other => "other",
-        }
-    }
-
-    /// Parses a kebab-case name.
-    pub fn parse(s: &str) -> Option<Category> {
-        Category::ALL.into_iter().find(|c| c.as_str() == s)
-    }
-}
+pub use fixative_config::Category;
 
 /// What the proxy does with a request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
