@@ -32,7 +32,7 @@ pub fn site_for<'a>(cfg: &'a Config, host: &str) -> (&'a str, &'a str) {
     }
 }
 
-pub fn render(v: &Verdict, site: &str, policy: &str) -> String {
+pub fn render(v: &Verdict, site: &str, policy: &str, engine: &Engine) -> String {
     let mut out = String::new();
     let action = match v.action {
         fixative_rules::Action::Block(s) => format!("block ({s})"),
@@ -58,9 +58,20 @@ pub fn render(v: &Verdict, site: &str, policy: &str) -> String {
     } else {
         out.push_str("reasons:\n");
         for r in &v.reasons {
+            let source = match engine.weight_source(v, r.signal) {
+                "built-in" => "",
+                s => s,
+            };
             out.push_str(&format!(
-                "  {:+4}  {:<32} {}\n",
-                r.weight, r.signal, r.detail
+                "  {:+4}  {:<32} {}{}\n",
+                r.weight,
+                r.signal,
+                r.detail,
+                if source.is_empty() {
+                    String::new()
+                } else {
+                    format!(" [{source}]")
+                }
             ));
         }
     }
@@ -111,10 +122,20 @@ pub fn run(cfg: &Config, a: &Args) -> ExitCode {
         if let Some(o) = obj.as_object_mut() {
             o.insert("site".into(), site.into());
             o.insert("policy".into(), policy.into());
+            if let Some(reasons) = o.get_mut("reasons").and_then(|r| r.as_array_mut()) {
+                for (r, reason) in reasons.iter_mut().zip(&v.reasons) {
+                    if let Some(r) = r.as_object_mut() {
+                        r.insert(
+                            "source".into(),
+                            engine.weight_source(&v, reason.signal).into(),
+                        );
+                    }
+                }
+            }
         }
         println!("{obj}");
     } else {
-        print!("{}", render(&v, site, policy));
+        print!("{}", render(&v, site, policy, &engine));
         if !headers_known {
             println!("(no --header given: header signals were not evaluated)");
         }

@@ -5,7 +5,6 @@ mod common;
 
 use common::{Fixative, Origin, client, site};
 
-const FIREFOX: &str = "Mozilla/5.0 (X11; Linux x86_64; rv:133.0) Gecko/20100101 Firefox/133.0";
 const GPTBOT: &str = "Mozilla/5.0 AppleWebKit/537.36 (KHTML, like Gecko; compatible; GPTBot/1.2; +https://openai.com/gptbot)";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -52,26 +51,17 @@ async fn ai_crawler_blocked_browser_passes_observe_mode_logs() {
         "blocked request reached the origin"
     );
 
-    let r = c
-        .get(fx.url("/"))
-        .header("host", "enforce.test")
-        .header("user-agent", FIREFOX)
-        .header(
-            "accept",
-            "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8",
-        )
-        .header("accept-language", "en-GB,en;q=0.5")
-        .header("sec-fetch-mode", "navigate")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
-    assert!(
-        r.headers()["x-fixative-verdict"]
-            .to_str()
-            .unwrap()
-            .starts_with("action=limit; score=0")
-    );
+    // A browser (Firefox's exact HTTP/1.1 header layout).
+    let r = common::raw::firefox(
+        fx.http,
+        "enforce.test",
+        "/",
+        "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8",
+    )
+    .await;
+    assert_eq!(r.status, 200);
+    let verdict = r.header("x-fixative-verdict").unwrap_or("").to_string();
+    assert!(verdict.starts_with("action=limit; score=0"), "{verdict}");
 
     let r = c
         .get(fx.url("/"))
@@ -163,35 +153,16 @@ async fn trap_hit_through_the_proxy_raises_later_verdicts() {
         "debug_headers = true",
         &site("a", &["a.test"], &[origin.addr], "default = true"),
     );
-    let c = client();
-    let browser = |r: reqwest::RequestBuilder| {
-        r.header("user-agent", FIREFOX)
-            .header("accept", "text/html")
-            .header("accept-language", "en")
-            .header("sec-fetch-mode", "navigate")
-    };
-    let r = browser(c.get(fx.url("/art/a.png"))).send().await.unwrap();
-    assert!(
-        r.headers()["x-fixative-verdict"]
-            .to_str()
-            .unwrap()
-            .contains("score=0")
-    );
-    let r = browser(c.get(fx.url("/gallery/archive/full-resolution/")))
-        .send()
-        .await
-        .unwrap();
-    assert!(
-        r.headers()["x-fixative-verdict"]
-            .to_str()
-            .unwrap()
-            .contains("score=100")
-    );
-    let r = browser(c.get(fx.url("/art/b.png"))).send().await.unwrap();
-    let v = r.headers()["x-fixative-verdict"]
-        .to_str()
-        .unwrap()
-        .to_string();
+    // A browser (Firefox's exact HTTP/1.1 header layout).
+    let get = |path: &'static str| common::raw::firefox(fx.http, "a.test", path, "text/html");
+    let verdict =
+        |r: &common::raw::RawResponse| r.header("x-fixative-verdict").unwrap_or("").to_string();
+    let r = get("/art/a.png").await;
+    assert!(verdict(&r).contains("score=0"), "{}", verdict(&r));
+    let r = get("/gallery/archive/full-resolution/").await;
+    assert!(verdict(&r).contains("score=100"), "{}", verdict(&r));
+    let r = get("/art/b.png").await;
+    let v = verdict(&r);
     assert!(
         v.contains("action=cloak") && v.contains("rule=cloak-images-for-scrapers"),
         "{v}"
@@ -314,17 +285,17 @@ async fn unknown_self_declared_bots_get_protected_images_and_limited_pages() {
         "{:?}",
         r.headers()
     );
-    let r = c
-        .get(fx.url("/img/rocket.jpg"))
-        .header("user-agent", FIREFOX)
-        .send()
-        .await
-        .unwrap();
-    assert!(r.headers().get("x-fixative-variant").is_none());
+    let r = common::raw::firefox(
+        fx.http,
+        "enforce.test",
+        "/img/rocket.jpg",
+        "image/avif,image/webp,*/*",
+    )
+    .await;
+    assert!(r.header("x-fixative-variant").is_none(), "{:?}", r.headers);
     assert!(
-        !r.headers()["x-fixative-verdict"]
-            .to_str()
-            .unwrap()
+        !r.header("x-fixative-verdict")
+            .unwrap_or("")
             .contains("unknown-bot")
     );
 }

@@ -23,6 +23,7 @@ mod raw;
 pub mod router;
 pub mod spans;
 mod validate;
+pub mod weights;
 pub use validate::random_secret;
 
 use std::net::SocketAddr;

@@ -241,6 +241,15 @@ pub struct DetectionConfig {
     pub allow_cidrs: Vec<IpNet>,
     /// Always blocked networks.
     pub deny_cidrs: Vec<IpNet>,
+    /// Signal weights: built-in, overridden by `[detection.weights]`.
+    pub weights: crate::weights::Weights,
+    /// Browser release model replacing the shipped one (for the stale
+    /// browser signal).
+    pub browser_versions: Option<PathBuf>,
+    /// Request header (lower-case) carrying the client's JA4 when a
+    /// trusted load balancer terminates TLS; believed only from
+    /// `server.trusted_proxies`.
+    pub ja4_header: Option<String>,
 }
 
 fn parse_mode(ctx: &mut Ctx<'_>, path: &KeyPath, m: Option<&str>) -> Mode {
@@ -609,6 +618,41 @@ pub(crate) fn validate_detection(ctx: &mut Ctx<'_>, d: &RawDetection) -> Detecti
     };
     let allow_cidrs = nets(ctx, "allow_cidrs", &d.allow_cidrs);
     let deny_cidrs = nets(ctx, "deny_cidrs", &d.deny_cidrs);
+    let mut weights = crate::weights::Weights::default();
+    for (name, w) in &d.weights {
+        let kp = p.key("weights").key(name);
+        match crate::weights::Weights::signal(name) {
+            Some(s) if (-1000..=1000).contains(w) => weights.set(s, *w as i32),
+            Some(_) => ctx.err(&kp, format!("weight {w} is out of range (-1000 to 1000)")),
+            None => {
+                let known: Vec<&str> = crate::weights::SIGNALS
+                    .iter()
+                    .map(|(_, n, ..)| *n)
+                    .collect();
+                ctx.err(
+                    &kp,
+                    format!("unknown signal {name:?} (known: {})", known.join(", ")),
+                );
+            }
+        }
+    }
+    let ja4_header = d.ja4_header.as_ref().and_then(|h| {
+        let h = h.trim().to_ascii_lowercase();
+        if h.is_empty()
+            || !h
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        {
+            ctx.err(&p.key("ja4_header"), format!("{h:?} is not a header name"));
+            None
+        } else {
+            Some(h)
+        }
+    });
+    let browser_versions = d
+        .browser_versions
+        .as_ref()
+        .and_then(|f| file(ctx, p.key("browser_versions"), f, false));
     DetectionConfig {
         trap_path: d.trap_path.clone(),
         penalty,
@@ -622,5 +666,8 @@ pub(crate) fn validate_detection(ctx: &mut Ctx<'_>, d: &RawDetection) -> Detecti
         datacenter_asns,
         allow_cidrs,
         deny_cidrs,
+        weights,
+        browser_versions,
+        ja4_header,
     }
 }

@@ -488,6 +488,10 @@ pub struct RawDetection {
     #[serde(default)]
     pub datacenter_asns: std::collections::BTreeMap<String, i64>,
     #[serde(default)]
+    pub weights: std::collections::BTreeMap<String, i64>,
+    pub browser_versions: Option<String>,
+    pub ja4_header: Option<String>,
+    #[serde(default)]
     pub allow_cidrs: Vec<String>,
     #[serde(default)]
     pub deny_cidrs: Vec<String>,
@@ -506,6 +510,9 @@ impl Default for RawDetection {
             asn_db: None,
             country_db: None,
             datacenter_asns: Default::default(),
+            weights: Default::default(),
+            browser_versions: None,
+            ja4_header: None,
             allow_cidrs: Vec::new(),
             deny_cidrs: Vec::new(),
         }

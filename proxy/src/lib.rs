@@ -23,6 +23,7 @@ pub mod rdns;
 pub mod runtime;
 pub mod service;
 pub mod state;
+pub mod tlshello;
 
 use std::sync::Arc;
 
@@ -216,6 +217,10 @@ pub fn run(config: Config) -> Result<(), String> {
                 .tls(settings)
                 .l4_buffer(l4_buffer()),
         );
+        // The ClientHello, for the TLS fingerprint.
+        proxy
+            .endpoints()
+            .set_pre_tls_callback(Arc::new(tlshello::HelloReader::new(shared.hellos.clone())));
         server.add_service(proxy);
     }
 

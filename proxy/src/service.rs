@@ -339,12 +339,52 @@ async fn serve_cloaked(
 }
 
 /// Header lookup over Pingora's request headers.
-struct HeaderMapLookup<'a>(&'a http::HeaderMap);
+struct HeaderMapLookup<'a>(
+    &'a http::HeaderMap,
+    Option<Bytes>,
+    Option<Arc<fixative_rules::tls::ClientHello>>,
+);
 
 impl HeaderLookup for HeaderMapLookup<'_> {
     fn get(&self, name: &str) -> Option<&str> {
         self.0.get(name).and_then(|v| v.to_str().ok())
     }
+    fn raw(&self) -> Option<&[u8]> {
+        self.1.as_deref()
+    }
+    fn client_hello(&self) -> Option<&fixative_rules::tls::ClientHello> {
+        self.2.as_deref()
+    }
+}
+
+/// The client's TLS ClientHello: read by Fixative on its TLS listener, or
+/// the JA4 a trusted load balancer puts in `detection.ja4_header`.
+fn client_hello(
+    session: &Session,
+    shared: &Shared,
+    cfg: &fixative_config::Config,
+    peer_trusted: bool,
+) -> Option<Arc<fixative_rules::tls::ClientHello>> {
+    if peer_trusted {
+        let name = cfg.detection.ja4_header.as_deref()?;
+        let v = session.req_header().headers.get(name)?.to_str().ok()?;
+        return fixative_rules::tls::ClientHello::from_ja4(v.trim()).map(Arc::new);
+    }
+    let peer = session.client_addr()?.as_inet()?;
+    shared.hellos.get(peer)
+}
+
+/// The client's own HTTP/1 header bytes, for the header fingerprint: not
+/// over HTTP/2, and not when the peer is a trusted proxy (which may have
+/// re-written order and casing).
+fn raw_client_headers(session: &Session, peer_trusted: bool) -> Option<Bytes> {
+    if peer_trusted {
+        return None;
+    }
+    session
+        .downstream_session
+        .as_http1()
+        .map(|s| s.get_headers_raw_bytes())
 }
 
 /// `RateLimit-Policy` and `RateLimit` values (draft-ietf-httpapi-ratelimit-headers).
@@ -763,7 +803,16 @@ impl ProxyHttp for FixativeProxy {
             crate::rdns::Cached::Unknown
         };
         ctx.verdict = {
-            let headers = HeaderMapLookup(&session.req_header().headers);
+            let peer_trusted = forwarding::is_trusted(peer, &cfg.server.trusted_proxies);
+            let headers = HeaderMapLookup(
+                &session.req_header().headers,
+                raw_client_headers(session, peer_trusted),
+                if self.tls_listener || peer_trusted {
+                    client_hello(session, &self.shared, &cfg, peer_trusted)
+                } else {
+                    None
+                },
+            );
             let facts = RequestFacts {
                 now: ctx.now,
                 client_ip: ctx.client_ip,

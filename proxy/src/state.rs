@@ -22,6 +22,8 @@ pub struct Shared {
     pub ready: std::sync::atomic::AtomicBool,
     /// Reverse-DNS verification (its cache outlives reloads).
     pub rdns: Arc<crate::rdns::RdnsVerifier>,
+    /// TLS ClientHello facts of recent connections, by client address.
+    pub hellos: Arc<crate::tlshello::HelloTable>,
     request_seed: u64,
     request_counter: AtomicU64,
 }
@@ -49,6 +51,7 @@ impl Shared {
             rdns: Arc::new(crate::rdns::RdnsVerifier::new(Arc::new(
                 crate::rdns::BlockingResolver::system(),
             ))),
+            hellos: Arc::default(),
             request_seed: h.finish(),
             request_counter: AtomicU64::new(0),
         }

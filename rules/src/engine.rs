@@ -10,6 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use fixative_config::spans::KeyPath;
+use fixative_config::weights::Signal;
 use fixative_config::{Config, Mode, RuleAction};
 
 /// Why an engine could not be built: every problem, with the
@@ -95,6 +96,19 @@ pub fn name_under(name: &str, suffix: &str) -> bool {
 pub trait HeaderLookup {
     /// The first value of a header, if present and valid text.
     fn get(&self, name: &str) -> Option<&str>;
+
+    /// The raw HTTP/1 header section as the client sent it (order and
+    /// casing), when known and when it comes from the client itself (not
+    /// re-written by a proxy in front). Feeds the header fingerprint.
+    fn raw(&self) -> Option<&[u8]> {
+        None
+    }
+
+    /// The client's TLS ClientHello facts, when Fixative terminated TLS
+    /// (or a trusted load balancer passed the JA4).
+    fn client_hello(&self) -> Option<&crate::tls::ClientHello> {
+        None
+    }
 }
 
 /// No headers (logs without them).
@@ -144,56 +158,6 @@ impl<'a> RequestFacts<'a> {
     }
 }
 
-/// Weights of the built-in signals.
-pub mod weights {
-    /// No User-Agent at all.
-    pub const UA_MISSING: i32 = 30;
-    /// A generic catalog word (`Code/1.2`): weak on its own.
-    pub const UA_GENERIC: i32 = 20;
-    /// Describes itself as automated, in no catalog entry (`unknown-bot`).
-    pub const UNKNOWN_BOT: i32 = 60;
-    /// Claims a verifiable crawler, address outside its published ranges.
-    pub const SPOOFED: i32 = 150;
-    /// Browser UA without `Accept-Language`.
-    pub const NO_ACCEPT_LANGUAGE: i32 = 25;
-    /// Browser UA without `Accept`.
-    pub const NO_ACCEPT: i32 = 20;
-    /// Current browser UA without `Sec-Fetch-Mode`.
-    pub const NO_SEC_FETCH: i32 = 20;
-    /// `Sec-CH-UA` names HeadlessChrome.
-    pub const HEADLESS_HINT: i32 = 60;
-    /// Client hints say Chromium, the UA says otherwise.
-    pub const HINT_MISMATCH: i32 = 40;
-    /// Browser major version far behind current.
-    pub const STALE_BROWSER: i32 = 25;
-    /// HTTP/1.0.
-    pub const HTTP10: i32 = 15;
-    /// Hit the robots.txt trap (this request and later ones, for the penalty time).
-    pub const TRAP: i32 = 100;
-    /// Many images, no pages, in the window.
-    pub const IMAGES_WITHOUT_PAGES: i32 = 60;
-    /// Over 90% images among at least 50 requests.
-    pub const IMAGE_SHARE: i32 = 30;
-    /// Very high request rate in the window.
-    pub const HIGH_RATE: i32 = 30;
-    /// A burst of 404s (penalty time).
-    pub const NOT_FOUND_BURST: i32 = 40;
-}
-
-/// Oldest major versions still counted as current (late 2026).
-const MIN_CHROME: u32 = 120;
-const MIN_FIREFOX: u32 = 115;
-
-fn category_weight(c: Category) -> i32 {
-    match c {
-        Category::AiTraining | Category::AiSearch | Category::AiAssistant => 100,
-        Category::HeadlessBrowser => 60,
-        Category::HttpLibrary => 40,
-        Category::Seo | Category::Other => 20,
-        _ => 0,
-    }
-}
-
 fn claims_browser(ua: &str) -> bool {
     ua.starts_with("Mozilla/5.0")
         && (ua.contains("Chrome/") || ua.contains("Firefox/") || ua.contains("Safari/"))
@@ -231,19 +195,21 @@ pub fn request_kind(path: &str, accept: Option<&str>) -> RequestKind {
         .next()
         .and_then(|last| last.rsplit_once('.'))
         .map(|(_, e)| e);
-    match ext.map(|e| e.to_ascii_lowercase()).as_deref() {
-        Some(
-            "jpg" | "jpeg" | "png" | "webp" | "gif" | "avif" | "svg" | "bmp" | "tif" | "tiff"
-            | "heic",
-        ) => RequestKind::Image,
-        Some("html" | "htm") | None => {
-            if accept.is_some_and(|a| a.starts_with("image/")) {
-                RequestKind::Image
-            } else {
-                RequestKind::Page
-            }
+    const IMAGES: &[&str] = &[
+        "jpg", "jpeg", "png", "webp", "gif", "avif", "svg", "bmp", "tif", "tiff", "heic",
+    ];
+    // Case-insensitive without allocating.
+    let is = |set: &[&str]| ext.is_some_and(|e| set.iter().any(|x| e.eq_ignore_ascii_case(x)));
+    if is(IMAGES) {
+        RequestKind::Image
+    } else if ext.is_none() || is(&["html", "htm"]) {
+        if accept.is_some_and(|a| a.starts_with("image/")) {
+            RequestKind::Image
+        } else {
+            RequestKind::Page
         }
-        _ => RequestKind::Other,
+    } else {
+        RequestKind::Other
     }
 }
 
@@ -264,6 +230,9 @@ pub struct Engine {
     crawler_names: Vec<Arc<str>>,
     network: Network,
     datacenter: HashMap<u32, i32>,
+    weights: fixative_config::weights::Weights,
+    min_versions: crate::browsers::MinVersions,
+    browser_model: String,
 }
 
 impl std::fmt::Debug for Engine {
@@ -329,6 +298,17 @@ impl Engine {
                 }
             }
         }
+        let model = match &d.browser_versions {
+            Some(p) => std::fs::read_to_string(p).map_err(|e| format!("{}: {e}", p.display())),
+            None => Ok(crate::browsers::DEFAULT_MODEL.to_string()),
+        };
+        let min_versions = model
+            .and_then(|m| {
+                crate::browsers::MinVersions::from_model(&m, crate::browsers::MinVersions::today())
+                    .map(|v| (v, m))
+            })
+            .map_err(|e| problems.push((dp.key("browser_versions"), e)))
+            .ok();
         let asn = Network::load(d.asn_db.as_deref(), None)
             .map_err(|e| problems.push((dp.key("asn_db"), e)))
             .ok();
@@ -353,8 +333,13 @@ impl Engine {
             }
             policies.insert(name.clone(), compiled);
         }
-        let (Some(catalog), Some(ranges), Some(asn), Some(country)) =
-            (catalog, ranges, asn, country)
+        let (
+            Some(catalog),
+            Some(ranges),
+            Some(asn),
+            Some(country),
+            Some((min_versions, browser_model)),
+        ) = (catalog, ranges, asn, country, min_versions)
         else {
             return Err(BuildError { problems });
         };
@@ -381,6 +366,9 @@ impl Engine {
             crawler_names,
             network: Network::combine(asn, country),
             datacenter: d.datacenter_asns.iter().map(|(k, v)| (*k, *v)).collect(),
+            weights: d.weights.clone(),
+            min_versions,
+            browser_model,
         })
     }
 
@@ -416,6 +404,64 @@ impl Engine {
         v
     }
 
+    fn w(&self, s: Signal) -> i32 {
+        self.weights.get(s)
+    }
+
+    fn category_weight(&self, c: Category) -> i32 {
+        self.w(match c {
+            Category::AiTraining | Category::AiSearch | Category::AiAssistant => Signal::CatalogAi,
+            Category::HeadlessBrowser => Signal::CatalogHeadless,
+            Category::HttpLibrary => Signal::CatalogLibrary,
+            Category::Seo | Category::Other | Category::UnknownBot => Signal::CatalogSeoOther,
+            _ => Signal::CatalogBenign,
+        })
+    }
+
+    /// Where the weight of a verdict's reason comes from: `"built-in"`,
+    /// `"configured"` (`[detection.weights]`) or `"datacenter_asns"`.
+    pub fn weight_source(&self, v: &Verdict, signal: &str) -> &'static str {
+        if signal == "network.datacenter-asn" {
+            return "datacenter_asns";
+        }
+        let s = if signal == "ua.catalog" {
+            match v.category {
+                Some(Category::AiTraining | Category::AiSearch | Category::AiAssistant) => {
+                    Some(Signal::CatalogAi)
+                }
+                Some(Category::HeadlessBrowser) => Some(Signal::CatalogHeadless),
+                Some(Category::HttpLibrary) => Some(Signal::CatalogLibrary),
+                Some(Category::Seo | Category::Other | Category::UnknownBot) => {
+                    Some(Signal::CatalogSeoOther)
+                }
+                Some(_) => Some(Signal::CatalogBenign),
+                None => None,
+            }
+        } else {
+            fixative_config::weights::Weights::signal(signal)
+        };
+        s.map(|s| self.weights.source(s)).unwrap_or("built-in")
+    }
+
+    /// The weights in effect (built-in or configured), for `explain`.
+    pub fn weights(&self) -> &fixative_config::weights::Weights {
+        &self.weights
+    }
+
+    /// Judges browser versions as of `date` (`YYYY-MM-DD`) instead of
+    /// today: for replaying old logs, and for tests that must not age.
+    pub fn as_of(mut self, date: &str) -> Result<Engine, String> {
+        let day = crate::browsers::MinVersions::day(date)
+            .ok_or_else(|| format!("{date:?} is not a YYYY-MM-DD date"))?;
+        self.min_versions = crate::browsers::MinVersions::from_model(&self.browser_model, day)?;
+        Ok(self)
+    }
+
+    /// The oldest browser versions counted as current today.
+    pub fn min_browser_versions(&self) -> crate::browsers::MinVersions {
+        self.min_versions
+    }
+
     /// The robots.txt trap path.
     pub fn trap_path(&self) -> &str {
         &self.trap_path
@@ -448,7 +494,12 @@ impl Engine {
         let mut spoofed = false;
         let ua = f.user_agent.filter(|u| !u.trim().is_empty());
         match ua {
-            None => add(&mut v, "ua.missing", weights::UA_MISSING, "no User-Agent"),
+            None => add(
+                &mut v,
+                "ua.missing",
+                self.w(Signal::UaMissing),
+                "no User-Agent",
+            ),
             Some(ua) => {
                 if let Some(m) = self.catalog.match_ua(ua) {
                     let c = m.crawler;
@@ -456,9 +507,19 @@ impl Engine {
                     v.crawler = self.crawler_names.get(m.index).cloned();
                     weak = m.weak;
                     if weak {
-                        add(&mut v, "ua.catalog.generic", weights::UA_GENERIC, &c.name);
+                        add(
+                            &mut v,
+                            "ua.catalog.generic",
+                            self.w(Signal::CatalogGeneric),
+                            &c.name,
+                        );
                     } else {
-                        add(&mut v, "ua.catalog", category_weight(c.category), &c.name);
+                        add(
+                            &mut v,
+                            "ua.catalog",
+                            self.category_weight(c.category),
+                            &c.name,
+                        );
                         let verifiable = !c.ip_ranges.is_empty() || !c.rdns.is_empty();
                         if verifiable {
                             let in_ranges = c.ip_ranges.iter().any(|file| {
@@ -490,7 +551,7 @@ impl Engine {
                                 );
                             } else if rdns_says_no {
                                 spoofed = true;
-                                add(&mut v, "crawler.spoofed", weights::SPOOFED, &c.name);
+                                add(&mut v, "crawler.spoofed", self.w(Signal::Spoofed), &c.name);
                             } else {
                                 add(&mut v, "crawler.unverified", 0, "reverse DNS pending");
                             }
@@ -505,7 +566,12 @@ impl Engine {
                     v.category = Some(Category::UnknownBot);
                     v.crawler = None;
                     weak = false;
-                    add(&mut v, "ua.self-declared-bot", weights::UNKNOWN_BOT, why);
+                    add(
+                        &mut v,
+                        "ua.self-declared-bot",
+                        self.w(Signal::SelfDeclaredBot),
+                        why,
+                    );
                 }
                 if f.headers_known
                     && v.crawler.is_none()
@@ -516,20 +582,52 @@ impl Engine {
                         add(
                             &mut v,
                             "header.no-accept-language",
-                            weights::NO_ACCEPT_LANGUAGE,
+                            self.w(Signal::NoAcceptLanguage),
                             "browser UA",
                         );
                     }
                     if header("accept").is_none() {
-                        add(&mut v, "header.no-accept", weights::NO_ACCEPT, "browser UA");
+                        add(
+                            &mut v,
+                            "header.no-accept",
+                            self.w(Signal::NoAccept),
+                            "browser UA",
+                        );
                     }
                     if header("sec-fetch-mode").is_none() && sends_sec_fetch(ua) {
                         add(
                             &mut v,
                             "header.no-sec-fetch",
-                            weights::NO_SEC_FETCH,
+                            self.w(Signal::NoSecFetch),
                             "browser UA",
                         );
+                    }
+                    if let Some(raw) = f.header.raw() {
+                        let chromium = ua.contains("Chrome/")
+                            && !ua.contains("iPhone")
+                            && !ua.contains("iPad")
+                            && !ua.contains("CriOS");
+                        if let Some(why) = crate::fingerprint::Shape::of(raw).mismatch(chromium) {
+                            add(
+                                &mut v,
+                                "header.fingerprint",
+                                self.w(Signal::HeaderFingerprint),
+                                &format!("{why}; {}", crate::fingerprint::fingerprint(raw)),
+                            );
+                        }
+                    }
+                    if let Some(hello) = f.header.client_hello() {
+                        // Chromium and Safari (and every iOS browser, on
+                        // WebKit) send GREASE; Firefox does not.
+                        let greasy = ua.contains("Safari/") && !ua.contains("Firefox/");
+                        if let Some(why) = hello.mismatch(greasy) {
+                            add(
+                                &mut v,
+                                "tls.fingerprint",
+                                self.w(Signal::TlsFingerprint),
+                                &format!("{why}; JA4 {}", hello.ja4),
+                            );
+                        }
                     }
                     if let Some(hint) = header("sec-ch-ua")
                         && (hint.contains("Chromium") || hint.contains("Google Chrome"))
@@ -538,7 +636,7 @@ impl Engine {
                         add(
                             &mut v,
                             "header.hint-mismatch",
-                            weights::HINT_MISMATCH,
+                            self.w(Signal::HintMismatch),
                             "Sec-CH-UA vs User-Agent",
                         );
                     }
@@ -546,15 +644,15 @@ impl Engine {
                 if v.crawler.is_none() && v.category.is_none() && claims_browser(ua) {
                     let stale = match (version_after(ua, "Chrome/"), version_after(ua, "Firefox/"))
                     {
-                        (Some(c), _) => c < MIN_CHROME,
-                        (None, Some(ff)) => ff < MIN_FIREFOX,
+                        (Some(c), _) => c < self.min_versions.chrome,
+                        (None, Some(ff)) => ff < self.min_versions.firefox,
                         _ => false,
                     };
                     if stale {
                         add(
                             &mut v,
                             "ua.stale-browser",
-                            weights::STALE_BROWSER,
+                            self.w(Signal::StaleBrowser),
                             "old browser version",
                         );
                     }
@@ -566,14 +664,14 @@ impl Engine {
                     add(
                         &mut v,
                         "header.headless-client-hint",
-                        weights::HEADLESS_HINT,
+                        self.w(Signal::HeadlessHint),
                         "Sec-CH-UA",
                     );
                 }
             }
         }
         if f.headers_known && f.http10 {
-            add(&mut v, "http.1.0", weights::HTTP10, "HTTP/1.0");
+            add(&mut v, "http.1.0", self.w(Signal::Http10), "HTTP/1.0");
         }
 
         // Network: ASN and country.
@@ -600,14 +698,14 @@ impl Engine {
                 add(
                     &mut v,
                     "behaviour.robots-trap",
-                    weights::TRAP,
+                    self.w(Signal::RobotsTrap),
                     "ignored robots.txt",
                 );
             } else {
                 add(
                     &mut v,
                     "behaviour.404-burst",
-                    weights::NOT_FOUND_BURST,
+                    self.w(Signal::NotFoundBurst),
                     "many 404s",
                 );
             }
@@ -616,14 +714,14 @@ impl Engine {
             add(
                 &mut v,
                 "behaviour.images-without-pages",
-                weights::IMAGES_WITHOUT_PAGES,
+                self.w(Signal::ImagesWithoutPages),
                 "images only",
             );
         } else if stats.requests >= 50 && stats.images * 10 > stats.requests * 9 {
             add(
                 &mut v,
                 "behaviour.image-share",
-                weights::IMAGE_SHARE,
+                self.w(Signal::ImageShare),
                 ">90% images",
             );
         }
@@ -631,7 +729,7 @@ impl Engine {
             add(
                 &mut v,
                 "behaviour.high-rate",
-                weights::HIGH_RATE,
+                self.w(Signal::HighRate),
                 "requests per window",
             );
         }

@@ -5,18 +5,22 @@
 //! does I/O, so the same engine runs in the proxy, in `fixative explain`
 //! and in tests.
 
+pub mod browsers;
 pub mod catalog;
 mod engine;
+pub mod fingerprint;
 pub mod netset;
 pub mod network;
 pub mod policy;
 pub mod selfdeclared;
 pub mod state;
+pub mod tls;
 mod verdict;
 
 pub use catalog::{Catalog, Crawler};
 pub use engine::{
-    Engine, HeaderLookup, NoHeaders, Rdns, RequestFacts, StateSizes, name_under, request_kind,
-    weights,
+    BuildError, Engine, HeaderLookup, NoHeaders, Rdns, RequestFacts, StateSizes, name_under,
+    request_kind,
 };
+pub use fixative_config::weights;
 pub use verdict::{Action, Category, LimitInfo, Reason, Verdict};

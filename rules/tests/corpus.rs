@@ -101,7 +101,10 @@ fn pct(n: usize, d: usize) -> f64 {
 
 #[test]
 fn bots_are_detected_and_browsers_never_touched() {
-    let e = Engine::with_default_config().unwrap();
+    let e = Engine::with_default_config()
+        .unwrap()
+        .as_of("2026-11-25")
+        .unwrap();
     let bots = rows("bots.tsv");
     assert!(bots.len() >= 300, "{}", bots.len());
     let (mut ai, mut ai_hit, mut ai_named) = (0, 0, 0);

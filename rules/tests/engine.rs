@@ -7,15 +7,22 @@ use std::time::Duration;
 use fixative_config::Config;
 use fixative_rules::{Action, Category, Engine, RequestFacts};
 
+/// Browser versions are judged as of a fixed day, so that these tests
+/// never age (the stale-browser threshold follows the calendar).
+const TODAY: &str = "2026-11-25";
+
 fn engine() -> Engine {
-    Engine::with_default_config().unwrap()
+    Engine::with_default_config().unwrap().as_of(TODAY).unwrap()
 }
 
 fn engine_with(extra: &str) -> Engine {
     let src = format!(
         "[[site]]\nname = \"a\"\nhosts = [\"a.test\"]\nupstreams = [\"127.0.0.1:1\"]\n{extra}\n"
     );
-    Engine::new(&Config::from_toml(&src, "t", None).unwrap()).unwrap()
+    Engine::new(&Config::from_toml(&src, "t", None).unwrap())
+        .unwrap()
+        .as_of(TODAY)
+        .unwrap()
 }
 
 fn ip(s: &str) -> IpAddr {
@@ -376,7 +383,7 @@ fn catalog_files_extend_and_override_the_shipped_catalog() {
     .unwrap();
     let src = "[[site]]\nname = \"a\"\nhosts = [\"a.test\"]\nupstreams = [\"127.0.0.1:1\"]\n[detection]\ncatalog_files = [\"extra.toml\"]\n[protector]\nsecret = \"unit-test-watermark-key-0123\"\n";
     let cfg = Config::from_toml(src, "t", Some(dir.path())).unwrap();
-    let e = Engine::new(&cfg).unwrap();
+    let e = Engine::new(&cfg).unwrap().as_of(TODAY).unwrap();
     let v = Req::new("203.0.113.1", "ArtHarvester/0.3 (+https://example.com)").eval(&e, "default");
     assert_eq!(
         (v.action, v.crawler.as_deref()),

@@ -89,7 +89,7 @@ fn engine(dir: &Path, extra: &str) -> Engine {
         "[[site]]\nname = \"a\"\nhosts = [\"a.test\"]\nupstreams = [\"127.0.0.1:1\"]\n\n[protector]\nsecret = \"unit-test-watermark-key-0123\"\n\n[detection]\nasn_db = \"asn.mmdb\"\ncountry_db = \"country.mmdb\"\ndatacenter_asns = {{ \"AS64500\" = 50 }}\n{extra}"
     );
     let cfg = Config::from_toml(&src, "t", Some(dir)).unwrap();
-    Engine::new(&cfg).unwrap()
+    Engine::new(&cfg).unwrap().as_of("2026-11-25").unwrap()
 }
 
 fn eval(e: &Engine, ip: &str, policy: &str) -> fixative_rules::Verdict {

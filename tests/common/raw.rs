@@ -267,3 +267,28 @@ pub fn raise_fd_limit() -> u64 {
     }
     lim.rlim_cur
 }
+
+/// Firefox's user agent, as the browser helpers below send it.
+pub const FIREFOX_UA: &str =
+    "Mozilla/5.0 (X11; Linux x86_64; rv:133.0) Gecko/20100101 Firefox/133.0";
+
+/// A request exactly as Firefox 133 writes it over HTTP/1.1 (header order
+/// and casing matter to the header fingerprint), with `Connection: close`;
+/// returns the parsed response. `accept` is the navigation or image
+/// `Accept` value.
+pub fn firefox_get(addr: SocketAddr, host: &str, path: &str, accept: &str) -> RawResponse {
+    let req = format!(
+        "GET {path} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: {FIREFOX_UA}\r\nAccept: {accept}\r\nAccept-Language: en-GB,en;q=0.5\r\nAccept-Encoding: identity\r\nConnection: close\r\nUpgrade-Insecure-Requests: 1\r\nSec-Fetch-Dest: document\r\nSec-Fetch-Mode: navigate\r\nSec-Fetch-Site: none\r\nSec-Fetch-User: ?1\r\nPriority: u=0, i\r\n\r\n"
+    );
+    let out = exchange(addr, req.as_bytes(), Duration::from_secs(10));
+    parse_response(&out)
+        .unwrap_or_else(|| panic!("no response: {:?}", String::from_utf8_lossy(&out)))
+}
+
+/// [`firefox_get`] from a blocking thread, for async tests.
+pub async fn firefox(addr: SocketAddr, host: &str, path: &str, accept: &str) -> RawResponse {
+    let (host, path, accept) = (host.to_string(), path.to_string(), accept.to_string());
+    tokio::task::spawn_blocking(move || firefox_get(addr, &host, &path, &accept))
+        .await
+        .expect("join")
+}
