@@ -50,6 +50,35 @@ fn run(cmd: &mut Command) {
     );
 }
 
+/// Loads `url` in Debian's Chromium, headless, with Chrome's user agent.
+fn chromium_get(url: &str) {
+    let profile = tempfile::tempdir().unwrap();
+    let out = Command::new("chromium")
+        .args([
+            "--headless=new",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            // The test's TLS certificate is self-signed.
+            "--ignore-certificate-errors",
+            &format!("--user-agent={CHROME_UA}"),
+            &format!("--user-data-dir={}", profile.path().display()),
+            "--dump-dom",
+            url,
+        ])
+        .output()
+        .expect("chromium is needed for this test: `./dev test` installs it (package chromium)");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 fn python(code: &str) -> Command {
     let mut c = Command::new("python3");
     c.args(["-c", code]);
@@ -133,61 +162,15 @@ async fn libraries_with_a_chrome_user_agent_are_flagged_chromium_is_not() {
     )));
     flagged("/fp/urllib");
 
-    // A real Chromium with a normal Chrome user agent: its header order and
-    // casing are a browser's.
-    let profile = tempfile::tempdir().unwrap();
-    let out = Command::new("chromium")
-        .args([
-            "--headless=new",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-quic",
-            "--no-first-run",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
-            &format!("--user-agent={CHROME_UA}"),
-            &format!("--user-data-dir={}", profile.path().display()),
-            "--dump-dom",
-            &format!("{http}/fp/chromium"),
-        ])
-        .output()
-        .expect("chromium is needed for this test: `./dev test` installs it (package chromium)");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    // A real Chromium with a normal Chrome user agent: its header order,
+    // casing and TLS ClientHello are a browser's, in plain HTTP/1.1 and
+    // over TLS (HTTP/2 by ALPN).
+    chromium_get(&format!("{http}/fp/chromium"));
     let e = entry(&fx, "/fp/chromium");
     let s = signals(&e);
     assert!(!s.iter().any(|x| x == "header.fingerprint"), "{e}");
     assert!(!s.iter().any(|x| x.starts_with("header.no-")), "{e}");
-    // The same browser over TLS (HTTP/2 by ALPN): its ClientHello is a
-    // browser's.
-    let profile = tempfile::tempdir().unwrap();
-    let out = Command::new("chromium")
-        .args([
-            "--headless=new",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-quic",
-            "--no-first-run",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
-            "--ignore-certificate-errors",
-            &format!("--user-agent={CHROME_UA}"),
-            &format!("--user-data-dir={}", profile.path().display()),
-            "--dump-dom",
-            &format!("{https}/fp/chromium-tls"),
-        ])
-        .output()
-        .expect("chromium");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    chromium_get(&format!("{https}/fp/chromium-tls"));
     let e = entry(&fx, "/fp/chromium-tls");
     let s = signals(&e);
     assert!(!s.iter().any(|x| x.ends_with("fingerprint")), "{e}");

@@ -233,6 +233,7 @@ pub struct Engine {
     weights: fixative_config::weights::Weights,
     min_versions: crate::browsers::MinVersions,
     browser_model: String,
+    ua_cache: crate::uacache::UaCache,
 }
 
 impl std::fmt::Debug for Engine {
@@ -369,6 +370,7 @@ impl Engine {
             weights: d.weights.clone(),
             min_versions,
             browser_model,
+            ua_cache: crate::uacache::UaCache::new(16_384),
         })
     }
 
@@ -386,9 +388,27 @@ impl Engine {
     /// Whether a user agent claims a crawler that verifies by reverse DNS,
     /// so that the proxy should look the client up (asynchronously).
     pub fn wants_rdns(&self, user_agent: &str) -> bool {
-        self.catalog
-            .match_ua(user_agent)
-            .is_some_and(|m| !m.weak && !m.crawler.rdns.is_empty())
+        self.classify(user_agent).catalog.is_some_and(|(i, weak)| {
+            !weak
+                && self
+                    .catalog
+                    .crawlers()
+                    .get(i)
+                    .is_some_and(|c| !c.rdns.is_empty())
+        })
+    }
+
+    /// The catalog entry and self-declaration of a user agent (cached).
+    fn classify(&self, ua: &str) -> crate::uacache::UaClass {
+        self.ua_cache.get_or(ua, || {
+            let catalog = self.catalog.match_ua(ua).map(|m| (m.index, m.weak));
+            let declared = if catalog.is_none_or(|(_, weak)| weak) {
+                crate::selfdeclared::self_declared(ua)
+            } else {
+                None
+            };
+            crate::uacache::UaClass { catalog, declared }
+        })
     }
 
     /// Every reverse-DNS suffix in the catalog.
@@ -501,11 +521,13 @@ impl Engine {
                 "no User-Agent",
             ),
             Some(ua) => {
-                if let Some(m) = self.catalog.match_ua(ua) {
-                    let c = m.crawler;
+                let class = self.classify(ua);
+                if let Some((index, m_weak)) = class.catalog
+                    && let Some(c) = self.catalog.crawlers().get(index)
+                {
                     v.category = Some(c.category);
-                    v.crawler = self.crawler_names.get(m.index).cloned();
-                    weak = m.weak;
+                    v.crawler = self.crawler_names.get(index).cloned();
+                    weak = m_weak;
                     if weak {
                         add(
                             &mut v,
@@ -561,7 +583,7 @@ impl Engine {
                 // Not in the catalog (or only a generic word) but describes
                 // itself as automated.
                 if (v.crawler.is_none() || weak)
-                    && let Some(why) = crate::selfdeclared::self_declared(ua)
+                    && let Some(why) = class.declared
                 {
                     v.category = Some(Category::UnknownBot);
                     v.crawler = None;

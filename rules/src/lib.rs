@@ -15,6 +15,7 @@ pub mod policy;
 pub mod selfdeclared;
 pub mod state;
 pub mod tls;
+pub mod uacache;
 mod verdict;
 
 pub use catalog::{Catalog, Crawler};

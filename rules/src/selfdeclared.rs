@@ -27,7 +27,8 @@
 //! (`CUBOT` phones, `Agentic` in no browser, …): the corpus test proves no
 //! real browser user agent is flagged.
 //!
-//! Allocation-free: a few passes over the bytes of the user agent.
+//! Allocation-free: one pass of an Aho-Corasick automaton over the user
+//! agent for every word, and a few byte scans.
 
 /// Why a user agent reads as a self-declared bot, or `None`.
 pub fn self_declared(ua: &str) -> Option<&'static str> {
@@ -35,20 +36,23 @@ pub fn self_declared(ua: &str) -> Option<&'static str> {
     if ua.is_empty() {
         return None;
     }
-    let lower_has = |needle: &str| contains_ignore_case(ua, needle);
-    if lower_has("http://") || lower_has("https://") || lower_has("www.") || ua.contains("+http") {
+    let words = scan(ua);
+    if words.url {
         return Some("contact URL in the user agent");
     }
-    if has_email(ua) {
+    if words.at || has_email(ua) {
         return Some("e-mail address in the user agent");
     }
     if has_domain(ua) {
         return Some("a domain name in the user agent");
     }
-    if let Some(w) = bot_word(ua) {
+    if let Some(w) = words.word {
         return Some(w);
     }
-    if compatible_product(ua) {
+    if words
+        .compatible
+        .is_some_and(|at| compatible_product(ua, at))
+    {
         return Some("`compatible; Name/version` of no browser");
     }
     if !has_browser_shape(ua) {
@@ -57,11 +61,130 @@ pub fn self_declared(ua: &str) -> Option<&'static str> {
     None
 }
 
-fn contains_ignore_case(hay: &str, needle: &str) -> bool {
-    let n = needle.as_bytes();
-    hay.as_bytes()
-        .windows(n.len())
-        .any(|w| w.eq_ignore_ascii_case(n))
+/// What one pass of the word automaton found.
+#[derive(Default)]
+struct Found {
+    url: bool,
+    at: bool,
+    /// The reason of the most telling bot word (suffix words, then words
+    /// anywhere, then tools).
+    word: Option<&'static str>,
+    word_rank: u8,
+    /// End of the first `compatible;`.
+    compatible: Option<usize>,
+}
+
+#[derive(Clone, Copy)]
+enum Kind {
+    Url,
+    At,
+    Suffix(&'static str),
+    Anywhere(&'static str),
+    Tool,
+    Compatible,
+}
+
+/// One ASCII-case-insensitive automaton over every word: one pass over
+/// the user agent instead of one per word.
+fn automaton() -> Option<&'static (aho_corasick::AhoCorasick, Vec<Kind>)> {
+    static A: std::sync::OnceLock<Option<(aho_corasick::AhoCorasick, Vec<Kind>)>> =
+        std::sync::OnceLock::new();
+    A.get_or_init(|| {
+        let mut pats: Vec<&'static str> = Vec::new();
+        let mut kinds = Vec::new();
+        for u in ["http://", "https://", "www.", "+http"] {
+            pats.push(u);
+            kinds.push(Kind::Url);
+        }
+        for a in ["(at)", "[at]"] {
+            pats.push(a);
+            kinds.push(Kind::At);
+        }
+        for (w, why) in SUFFIX_WORDS {
+            pats.push(w);
+            kinds.push(Kind::Suffix(why));
+        }
+        for (w, why) in ANYWHERE_WORDS {
+            pats.push(w);
+            kinds.push(Kind::Anywhere(why));
+        }
+        for t in TOOLS {
+            pats.push(t);
+            kinds.push(Kind::Tool);
+        }
+        pats.push("compatible;");
+        kinds.push(Kind::Compatible);
+        let ac = aho_corasick::AhoCorasickBuilder::new()
+            .ascii_case_insensitive(true)
+            .match_kind(aho_corasick::MatchKind::Standard)
+            .kind(Some(aho_corasick::AhoCorasickKind::DFA))
+            .build(&pats)
+            .ok()?;
+        Some((ac, kinds))
+    })
+    .as_ref()
+}
+
+fn scan(ua: &str) -> Found {
+    let b = ua.as_bytes();
+    let mut f = Found::default();
+    // Building over fixed words cannot fail; if it did, only the byte
+    // checks would run.
+    let Some((ac, kinds)) = automaton() else {
+        return f;
+    };
+    for m in ac.find_overlapping_iter(ua) {
+        let Some(kind) = kinds.get(m.pattern().as_usize()) else {
+            continue;
+        };
+        let (i, end) = (m.start(), m.end());
+        match *kind {
+            Kind::Url => f.url = true,
+            Kind::At => f.at = true,
+            Kind::Compatible => {
+                f.compatible.get_or_insert(end);
+            }
+            Kind::Suffix(why) => {
+                // At the end of a word (`MyBot/1`, `site-crawler`), not
+                // inside one (`Bottle`, `agentur`).
+                if b.get(end).is_some_and(|c| c.is_ascii_alphabetic()) {
+                    continue;
+                }
+                let (s, e) = word_at(b, i, end);
+                let word = b.get(s..e).unwrap_or_default();
+                if BROWSER_EXCEPTIONS
+                    .iter()
+                    .any(|x| word.eq_ignore_ascii_case(x.as_bytes()))
+                {
+                    continue;
+                }
+                if f.word_rank < 3 {
+                    f.word = Some(why);
+                    f.word_rank = 3;
+                }
+            }
+            Kind::Anywhere(why) => {
+                if f.word_rank < 2 {
+                    f.word = Some(why);
+                    f.word_rank = 2;
+                }
+            }
+            Kind::Tool => {
+                let before = i.checked_sub(1).and_then(|j| b.get(j));
+                let after = b.get(end);
+                if before.is_some_and(|c| c.is_ascii_alphanumeric())
+                    || after.is_some_and(|c| c.is_ascii_alphanumeric())
+                {
+                    continue;
+                }
+                if f.word_rank < 1 {
+                    f.word = Some("an HTTP tool or crawling framework");
+                    f.word_rank = 1;
+                }
+            }
+        }
+    }
+    f
 }
 
 /// Top-level domains seen in bots' self-descriptions (`example.com`,
@@ -77,10 +200,6 @@ const TLDS: &[&str] = &[
 /// is not an address.
 fn has_email(ua: &str) -> bool {
     let b = ua.as_bytes();
-    let lower_has = |n: &str| contains_ignore_case(ua, n);
-    if lower_has("(at)") || lower_has("[at]") {
-        return true;
-    }
     b.iter().enumerate().any(|(i, c)| {
         *c == b'@'
             && i > 0
@@ -265,85 +384,28 @@ fn word_at(b: &[u8], start: usize, end: usize) -> (usize, usize) {
     (s, e)
 }
 
-fn find_all_ignore_case<'a>(hay: &'a [u8], needle: &'a [u8]) -> impl Iterator<Item = usize> + 'a {
-    (0..=hay.len().saturating_sub(needle.len())).filter(move |i| {
-        hay.get(*i..i + needle.len())
-            .is_some_and(|w| w.eq_ignore_ascii_case(needle))
-    })
-}
-
-fn bot_word(ua: &str) -> Option<&'static str> {
-    let b = ua.as_bytes();
-    for (w, why) in SUFFIX_WORDS {
-        for i in find_all_ignore_case(b, w.as_bytes()) {
-            let end = i + w.len();
-            // At the end of a word (`MyBot/1`, `site-crawler`), not inside
-            // one (`Bottle`, `agentur`).
-            if b.get(end).is_some_and(|c| c.is_ascii_alphabetic()) {
-                continue;
-            }
-            let (s, e) = word_at(b, i, end);
-            let word = b.get(s..e).unwrap_or_default();
-            if BROWSER_EXCEPTIONS
-                .iter()
-                .any(|x| word.eq_ignore_ascii_case(x.as_bytes()))
-            {
-                continue;
-            }
-            return Some(why);
-        }
+/// `(compatible; Name/1.0…)` where `Name` is not a browser's token; `at`
+/// is the end of `compatible;`.
+fn compatible_product(ua: &str, at: usize) -> bool {
+    let rest = ua.get(at..).unwrap_or_default().trim_start();
+    let token: &str = rest.split([';', ')', ' ']).next().unwrap_or_default();
+    if token.is_empty() {
+        return false;
     }
-    for (w, why) in ANYWHERE_WORDS {
-        if find_all_ignore_case(b, w.as_bytes()).next().is_some() {
-            return Some(why);
-        }
-    }
-    for t in TOOLS {
-        for i in find_all_ignore_case(b, t.as_bytes()) {
-            let end = i + t.len();
-            let before = i.checked_sub(1).and_then(|j| b.get(j));
-            let after = b.get(end);
-            if before.is_some_and(|c| c.is_ascii_alphanumeric())
-                || after.is_some_and(|c| c.is_ascii_alphanumeric())
-            {
-                continue;
-            }
-            return Some("an HTTP tool or crawling framework");
-        }
-    }
-    None
-}
-
-/// `(compatible; Name/1.0…)` where `Name` is not a browser's token.
-fn compatible_product(ua: &str) -> bool {
-    let b = ua.as_bytes();
-    for i in find_all_ignore_case(b, b"compatible;") {
-        let rest = ua
-            .get(i + "compatible;".len()..)
-            .unwrap_or_default()
-            .trim_start();
-        let token: &str = rest.split([';', ')', ' ']).next().unwrap_or_default();
-        if token.is_empty() {
-            continue;
-        }
-        let name = token.split('/').next().unwrap_or_default();
-        let browserish = [
-            "MSIE",
-            "Konqueror",
-            "Trident",
-            "Opera",
-            "Windows",
-            "Linux",
-            "Mac",
-            "U",
-        ]
-        .iter()
-        .any(|x| name.eq_ignore_ascii_case(x));
-        if !browserish && (token.contains('/') || name.chars().any(|c| c.is_ascii_uppercase())) {
-            return true;
-        }
-    }
-    false
+    let name = token.split('/').next().unwrap_or_default();
+    let browserish = [
+        "MSIE",
+        "Konqueror",
+        "Trident",
+        "Opera",
+        "Windows",
+        "Linux",
+        "Mac",
+        "U",
+    ]
+    .iter()
+    .any(|x| name.eq_ignore_ascii_case(x));
+    !browserish && (token.contains('/') || name.chars().any(|c| c.is_ascii_uppercase()))
 }
 
 /// The shape of a browser (or of a native app's HTTP stack): anything

@@ -203,7 +203,8 @@ impl QuotaLimiter {
 
     /// Whether `key` has (or may take) a place in the per-client table.
     fn has_room(&self, key: &LimitKey) -> bool {
-        self.store.inner.len() < self.cap || self.store.inner.contains_key(key)
+        // `contains_key` first: one shard; `len` visits every shard.
+        self.store.inner.contains_key(key) || self.store.inner.len() < self.cap
     }
 
     /// Sweeps idle keys now when the table is full, at most once a second.
@@ -253,8 +254,8 @@ impl QuotaLimiter {
             return self.check_in(&self.limiter, key, 1);
         }
         if let Some(wide) = aggregate_of(key)
-            && (self.wide_store.inner.len() < self.wide_cap
-                || self.wide_store.inner.contains_key(&wide))
+            && (self.wide_store.inner.contains_key(&wide)
+                || self.wide_store.inner.len() < self.wide_cap)
         {
             self.aggregated.fetch_add(1, Ordering::Relaxed);
             return self.check_in(&self.wide, &wide, AGGREGATE_FACTOR);

@@ -59,18 +59,23 @@ fn serve(mut s: TcpStream, rec: Arc<Mutex<Vec<Vec<u8>>>>, reply: Reply) {
     let _ = s.set_read_timeout(Some(Duration::from_secs(10)));
     let mut pending: Vec<u8> = Vec::new();
     let mut buf = [0u8; 16384];
+    // Reads once more into `pending`, recording the bytes; false at the end.
+    let mut more = |s: &mut TcpStream, pending: &mut Vec<u8>| match s.read(&mut buf) {
+        Ok(0) | Err(_) => false,
+        Ok(n) => {
+            rec.lock().unwrap()[idx].extend_from_slice(&buf[..n]);
+            pending.extend_from_slice(&buf[..n]);
+            true
+        }
+    };
     loop {
         // Read one request: header, then a Content-Length or chunked body.
         let header_end = loop {
             if let Some(p) = find(&pending, b"\r\n\r\n") {
                 break p + 4;
             }
-            match s.read(&mut buf) {
-                Ok(0) | Err(_) => return,
-                Ok(n) => {
-                    rec.lock().unwrap()[idx].extend_from_slice(&buf[..n]);
-                    pending.extend_from_slice(&buf[..n]);
-                }
+            if !more(&mut s, &mut pending) {
+                return;
             }
         };
         let head = String::from_utf8_lossy(&pending[..header_end]).to_ascii_lowercase();
@@ -80,12 +85,8 @@ fn serve(mut s: TcpStream, rec: Arc<Mutex<Vec<Vec<u8>>>>, reply: Reply) {
                 if let Some(p) = find(&pending[header_end..], b"0\r\n\r\n") {
                     break p + 5;
                 }
-                match s.read(&mut buf) {
-                    Ok(0) | Err(_) => return,
-                    Ok(n) => {
-                        rec.lock().unwrap()[idx].extend_from_slice(&buf[..n]);
-                        pending.extend_from_slice(&buf[..n]);
-                    }
+                if !more(&mut s, &mut pending) {
+                    return;
                 }
             }
         } else {
@@ -95,12 +96,8 @@ fn serve(mut s: TcpStream, rec: Arc<Mutex<Vec<Vec<u8>>>>, reply: Reply) {
                 .unwrap_or(0)
         };
         while pending.len() < header_end + body_len {
-            match s.read(&mut buf) {
-                Ok(0) | Err(_) => return,
-                Ok(n) => {
-                    rec.lock().unwrap()[idx].extend_from_slice(&buf[..n]);
-                    pending.extend_from_slice(&buf[..n]);
-                }
+            if !more(&mut s, &mut pending) {
+                return;
             }
         }
         pending.drain(..header_end + body_len);
