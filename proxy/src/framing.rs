@@ -29,7 +29,11 @@ pub fn raw_has_content_length(raw: &[u8]) -> bool {
 /// The size of a header section as it was sent: request line, names,
 /// values and separators.
 pub fn header_section_size(req: &pingora::http::RequestHeader) -> usize {
-    let line = req.method.as_str().len() + req.uri.to_string().len() + 12;
+    let uri = &req.uri;
+    let uri_len = uri.scheme_str().map_or(0, |s| s.len() + 3)
+        + uri.authority().map_or(0, |a| a.as_str().len())
+        + uri.path_and_query().map_or(1, |p| p.as_str().len());
+    let line = req.method.as_str().len() + uri_len + 12;
     req.headers
         .iter()
         .fold(line, |n, (k, v)| n + k.as_str().len() + v.len() + 4)
