@@ -447,3 +447,44 @@ fn five_thousand_partial_headers_stay_within_the_memory_bound() {
     );
     drop(held);
 }
+
+/// A client that stops reading a large response is dropped after
+/// `send_timeout` instead of holding the response (and the origin
+/// connection) forever.
+#[test]
+fn a_client_that_stops_reading_is_dropped_after_send_timeout() {
+    let _serial = serial();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let origin = rt.block_on(common::Origin::start("a"));
+    let fx = Fixative::start(
+        "limits = { send_timeout = \"1s\" }",
+        &site(
+            "a",
+            &["a.test"],
+            &[origin.addr],
+            "default = true\npolicy = \"off\"",
+        ),
+    );
+    let total = 200 * 1024 * 1024;
+    let mut s = TcpStream::connect(fx.http).unwrap();
+    s.write_all(format!("GET /big/{total} HTTP/1.1\r\nHost: a.test\r\n\r\n").as_bytes())
+        .unwrap();
+    // Read nothing for a while: socket buffers fill, Fixative's writes stall.
+    std::thread::sleep(Duration::from_secs(4));
+    let mut got = 0usize;
+    let mut buf = vec![0u8; 1 << 16];
+    let _ = s.set_read_timeout(Some(Duration::from_secs(10)));
+    let t0 = Instant::now();
+    loop {
+        match std::io::Read::read(&mut s, &mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => got += n,
+        }
+        assert!(t0.elapsed() < Duration::from_secs(30), "still streaming");
+    }
+    assert!(
+        got < total / 2,
+        "received {got} of {total} bytes: never dropped"
+    );
+    drop(rt);
+}
