@@ -175,3 +175,47 @@ async fn libraries_with_a_chrome_user_agent_are_flagged_chromium_is_not() {
     let s = signals(&e);
     assert!(!s.iter().any(|x| x.ends_with("fingerprint")), "{e}");
 }
+
+/// Behind a trusted TLS-terminating load balancer, the JA4 it forwards in
+/// `detection.ja4_header` is used: a library's JA4 under Chrome's user
+/// agent is flagged, Chrome's own is not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_trusted_load_balancer_can_pass_the_ja4() {
+    let origin = Origin::start("a").await;
+    let fx = Fixative::start(
+        "trusted_proxies = [\"127.0.0.0/8\"]",
+        &format!(
+            "{}\n[detection]\nja4_header = \"X-JA4\"\n",
+            site(
+                "a",
+                &["a.test"],
+                &[origin.addr],
+                "default = true\npolicy = \"observe\""
+            )
+        ),
+    );
+    let c = common::client();
+    // Python's requests through the balancer: no ALPN ("00"), 31 ciphers.
+    for (path, ja4) in [
+        ("/lb/library", "t13d311200_e8f1e7e78f70_6bebaf5329ec"),
+        ("/lb/chrome", "t13d1516h2_8daaf6152771_e5627efa2ab1"),
+    ] {
+        c.get(fx.url(path))
+            .header("user-agent", CHROME_UA)
+            .header("x-ja4", ja4)
+            .send()
+            .await
+            .unwrap();
+    }
+    let lib = entry(&fx, "/lb/library");
+    assert!(
+        signals(&lib).iter().any(|s| s == "tls.fingerprint"),
+        "{lib}"
+    );
+    assert!(lib.to_string().contains("t13d311200"), "{lib}");
+    let chrome = entry(&fx, "/lb/chrome");
+    assert!(
+        !signals(&chrome).iter().any(|s| s == "tls.fingerprint"),
+        "{chrome}"
+    );
+}
