@@ -488,3 +488,42 @@ fn a_client_that_stops_reading_is_dropped_after_send_timeout() {
     );
     drop(rt);
 }
+
+/// Over HTTP/2 the same header cap holds: the header-list size is
+/// advertised and a larger request gets 431 (from the h2 layer), a smaller
+/// one is served.
+#[test]
+fn http2_request_headers_over_the_cap_get_431() {
+    let _serial = serial();
+    let origin = RawOrigin::start(Reply::Ok);
+    let (fx, port, _cert) = Fixative::start_tls(
+        "a.test",
+        "limits = { max_request_header_bytes = 32768 }",
+        &site(
+            "a",
+            &["a.test"],
+            &[origin.addr],
+            "default = true\npolicy = \"off\"",
+        ),
+    );
+    let status = |pad: usize| {
+        let out = std::process::Command::new("curl")
+            .args([
+                "-sk",
+                "--http2",
+                "-o",
+                "/dev/null",
+                "-w",
+                "%{http_code} %{http_version}",
+            ])
+            .arg("-H")
+            .arg(format!("X-Pad: {}", "a".repeat(pad)))
+            .arg(format!("https://127.0.0.1:{port}/"))
+            .output()
+            .expect("curl");
+        String::from_utf8_lossy(&out.stdout).to_string()
+    };
+    assert_eq!(status(40_000), "431 2");
+    assert_eq!(status(20_000), "200 2");
+    drop(fx);
+}
