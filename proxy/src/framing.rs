@@ -11,19 +11,10 @@
 use fixative_config::Limits;
 use pingora::proxy::Session;
 
-/// Whether one raw header line names `Content-Length`.
-fn is_content_length_line(line: &[u8]) -> bool {
-    const NAME: &[u8] = b"content-length";
-    line.get(..NAME.len())
-        .is_some_and(|n| n.eq_ignore_ascii_case(NAME))
-        && matches!(line.get(NAME.len()), Some(b':' | b' ' | b'\t'))
-}
-
 /// Whether the raw HTTP/1 header section has a `Content-Length` line.
 pub fn raw_has_content_length(raw: &[u8]) -> bool {
-    raw.split(|b| *b == b'\n')
-        .skip(1)
-        .any(is_content_length_line)
+    fixative_rules::fingerprint::header_names(raw)
+        .any(|n| n.eq_ignore_ascii_case(b"content-length"))
 }
 
 /// The size of a header section as it was sent: request line, names,

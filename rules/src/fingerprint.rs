@@ -101,13 +101,21 @@ fn is_standard(c: &str) -> bool {
 }
 
 /// The header names of a raw HTTP/1 header section, in order (the request
-/// line is skipped).
-fn names(raw: &[u8]) -> impl Iterator<Item = &[u8]> {
+/// line is skipped; blanks before the colon are not part of the name).
+/// One parser for the fingerprint and the proxy's framing checks.
+pub fn header_names(raw: &[u8]) -> impl Iterator<Item = &[u8]> {
     raw.split(|b| *b == b'\n').skip(1).filter_map(|line| {
         let colon = line.iter().position(|b| *b == b':')?;
-        let name = line.get(..colon)?;
-        let name = name.strip_suffix(b" ").unwrap_or(name);
+        let name = line.get(..colon)?.trim_ascii_end();
         (!name.is_empty()).then_some(name)
+    })
+}
+
+/// Each header's code and, for the standard names, its casing.
+fn classified(raw: &[u8]) -> impl Iterator<Item = (&'static str, Option<Case>)> {
+    header_names(raw).map(|name| {
+        let c = code(name);
+        (c, is_standard(c).then(|| case_of(name)))
     })
 }
 
@@ -138,9 +146,8 @@ impl Shape {
     /// Reads a raw header section. Allocation-free.
     pub fn of(raw: &[u8]) -> Shape {
         let mut s = Shape::default();
-        for (i, name) in names(raw).enumerate() {
+        for (i, (c, case)) in classified(raw).enumerate() {
             s.headers += 1;
-            let c = code(name);
             if i == 0 {
                 s.host_first = c == "ho";
             }
@@ -151,12 +158,10 @@ impl Shape {
                 "ch" if s.first_client_hint.is_none() => s.first_client_hint = Some(i),
                 _ => {}
             }
-            if is_standard(c) {
-                match case_of(name) {
-                    Case::Title => s.title += 1,
-                    Case::Lower => s.lower += 1,
-                    Case::Mixed => {}
-                }
+            match case {
+                Some(Case::Title) => s.title += 1,
+                Some(Case::Lower) => s.lower += 1,
+                _ => {}
             }
         }
         s
@@ -194,23 +199,15 @@ impl Shape {
 /// The fingerprint string of a raw header section (for explanations; it
 /// allocates, so it is built only when a signal fires).
 pub fn fingerprint(raw: &[u8]) -> String {
-    let mut out = String::from("");
-    let (mut lower, mut title) = (0, 0);
-    for (i, name) in names(raw).enumerate() {
+    let mut out = String::new();
+    for (i, (c, _)) in classified(raw).enumerate() {
         if i > 0 {
             out.push(',');
         }
-        let c = code(name);
         out.push_str(c);
-        if is_standard(c) {
-            match case_of(name) {
-                Case::Title => title += 1,
-                Case::Lower => lower += 1,
-                Case::Mixed => {}
-            }
-        }
     }
-    out.push_str(match (lower, title) {
+    let s = Shape::of(raw);
+    out.push_str(match (s.lower, s.title) {
         (0, _) => "/T",
         (_, 0) => "/L",
         _ => "/M",
