@@ -126,6 +126,7 @@ fn bench(c: &mut Criterion) {
                 header: &r.headers,
                 http10: false,
                 rdns: fixative_rules::Rdns::Unknown,
+                unix_time: 0,
             };
             black_box(engine.evaluate(black_box(&facts), "default"))
         })
@@ -145,6 +146,7 @@ fn bench(c: &mut Criterion) {
                 header: &browser.headers,
                 http10: false,
                 rdns: fixative_rules::Rdns::Unknown,
+                unix_time: 0,
             };
             black_box(engine.evaluate(black_box(&facts), "default"))
         })

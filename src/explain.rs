@@ -115,6 +115,10 @@ pub fn run(cfg: &Config, a: &Args) -> ExitCode {
         header: &headers,
         http10: false,
         rdns: fixative_rules::Rdns::Unknown,
+        unix_time: std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0),
     };
     let v = engine.evaluate(&facts, policy);
     if a.json {

@@ -245,6 +245,7 @@ pub fn replay(
             header: p.headers.as_ref().unwrap_or(&empty),
             http10: p.http10,
             rdns: fixative_rules::Rdns::Unknown,
+            unix_time: p.time.map(|t| t.max(0.0) as u64).unwrap_or(0),
         };
         let v = engine.evaluate(&facts, policy);
         if let Some(status) = p.status {

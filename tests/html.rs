@@ -39,7 +39,10 @@ async fn meta_and_trap_link_in_content_length_and_chunked_pages() {
         assert!(r.headers().get("content-length").is_none() || r.content_length().is_some());
         let body = r.text().await.unwrap();
         assert!(
-            body.contains(&format!("<title>Work</title>{META}</head>")),
+            body.contains(&format!(
+                "<title>Work</title>{}{META}</head>",
+                fixative_proxy::challenge::script_tag(None)
+            )),
             "{path}: {body}"
         );
         assert!(body.contains("<body><a href=\"/gallery/archive/full-resolution/\" rel=\"nofollow\" aria-hidden=\"true\" tabindex=\"-1\""), "{path}: {body}");

@@ -17,6 +17,7 @@
 //! The embedded default ([`DEFAULT_TOML`]) runs a demo origin so that
 //! `fixative run` works with zero setup.
 
+pub mod challenge;
 mod error;
 pub mod policy;
 mod raw;
@@ -30,6 +31,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+pub use challenge::{Challenge, Tarpit};
 pub use error::{ConfigError, Problem};
 pub use ipnet::IpNet;
 pub use policy::{
@@ -69,6 +71,10 @@ pub struct Config {
     pub detection: DetectionConfig,
     /// Image protector settings.
     pub protector: Protector,
+    /// The in-page check, passes and the interstitial.
+    pub challenge: challenge::Challenge,
+    /// Caps of the `tarpit` action.
+    pub tarpit: challenge::Tarpit,
 }
 
 /// `[protector]`: protected image variants for `cloak` verdicts.

@@ -146,9 +146,13 @@ pub enum RuleAction {
     Limit(Quota),
     /// Serve protected image variants.
     Cloak,
-    /// Not built yet: acts as block with this status.
+    /// Pages without a pass get the check as an interstitial (this
+    /// status); images get protected variants; other requests are refused
+    /// with this status. A valid pass skips the rule.
     Challenge(u16),
-    /// Not built yet: acts as block with this status.
+    /// Answered slowly with worthless text (bounded by `[tarpit]`); when
+    /// the tarpit is full, and for verified crawlers, refused with this
+    /// status.
     Tarpit(u16),
     /// Refuse with this status.
     Block(u16),
@@ -186,6 +190,13 @@ pub struct MatchConfig {
     pub spoofed: Option<bool>,
     /// Request is for an image (by extension or Accept).
     pub image: Option<bool>,
+    /// `true`: the client holds a valid pass from the in-page check.
+    /// `false`: it holds none (or an invalid, expired or automation-marked
+    /// one) and, for image requests, has spent its grace budget. An image
+    /// request within the grace budget matches neither.
+    pub pass: Option<bool>,
+    /// The client's pass records that the in-page check saw automation.
+    pub automation: Option<bool>,
 }
 
 /// One rule.
@@ -478,6 +489,8 @@ fn parse_rule(ctx: &mut Ctx<'_>, path: &KeyPath, r: &RawRule) -> Option<RuleConf
             verified: m.verified,
             spoofed: m.spoofed,
             image: m.image,
+            pass: m.pass,
+            automation: m.automation,
         },
         action,
         mode,

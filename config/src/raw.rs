@@ -22,6 +22,10 @@ pub struct RawConfig {
     #[serde(default)]
     pub protector: RawProtector,
     #[serde(default)]
+    pub challenge: RawChallenge,
+    #[serde(default)]
+    pub tarpit: RawTarpit,
+    #[serde(default)]
     pub profile: std::collections::BTreeMap<String, RawProfile>,
 }
 
@@ -444,6 +448,8 @@ pub struct RawMatch {
     pub verified: Option<bool>,
     pub spoofed: Option<bool>,
     pub image: Option<bool>,
+    pub pass: Option<bool>,
+    pub automation: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -530,4 +536,112 @@ fn default_window() -> String {
 }
 fn default_max_clients() -> i64 {
     100_000
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawChallenge {
+    pub secret: Option<String>,
+    pub secret_file: Option<String>,
+    #[serde(default)]
+    pub old_secrets: Vec<String>,
+    #[serde(default = "default_pass_ttl")]
+    pub pass_ttl: String,
+    #[serde(default = "default_difficulty")]
+    pub difficulty: i64,
+    #[serde(default = "default_challenge_ttl")]
+    pub challenge_ttl: String,
+    #[serde(default = "default_grace_images")]
+    pub grace_images: i64,
+    #[serde(default = "default_grace_period")]
+    pub grace_period: String,
+    #[serde(default = "default_true")]
+    pub inject: bool,
+    #[serde(default = "default_nojs_delay")]
+    pub nojs_delay: String,
+    #[serde(default = "default_max_pending")]
+    pub max_spent: i64,
+}
+
+impl Default for RawChallenge {
+    fn default() -> Self {
+        RawChallenge {
+            secret: None,
+            secret_file: None,
+            old_secrets: Vec::new(),
+            pass_ttl: default_pass_ttl(),
+            difficulty: default_difficulty(),
+            challenge_ttl: default_challenge_ttl(),
+            grace_images: default_grace_images(),
+            grace_period: default_grace_period(),
+            inject: true,
+            nojs_delay: default_nojs_delay(),
+            max_spent: default_max_pending(),
+        }
+    }
+}
+
+fn default_pass_ttl() -> String {
+    "24h".into()
+}
+fn default_difficulty() -> i64 {
+    10
+}
+fn default_challenge_ttl() -> String {
+    "5m".into()
+}
+fn default_grace_images() -> i64 {
+    24
+}
+fn default_grace_period() -> String {
+    "1h".into()
+}
+fn default_nojs_delay() -> String {
+    "3s".into()
+}
+fn default_max_pending() -> i64 {
+    100_000
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTarpit {
+    #[serde(default = "default_tarpit_connections")]
+    pub max_connections: i64,
+    #[serde(default = "default_tarpit_per_client")]
+    pub max_per_client: i64,
+    #[serde(default = "default_tarpit_bytes")]
+    pub max_bytes: i64,
+    #[serde(default = "default_tarpit_duration")]
+    pub max_duration: String,
+    #[serde(default = "default_tarpit_interval")]
+    pub interval: String,
+}
+
+impl Default for RawTarpit {
+    fn default() -> Self {
+        RawTarpit {
+            max_connections: default_tarpit_connections(),
+            max_per_client: default_tarpit_per_client(),
+            max_bytes: default_tarpit_bytes(),
+            max_duration: default_tarpit_duration(),
+            interval: default_tarpit_interval(),
+        }
+    }
+}
+
+fn default_tarpit_connections() -> i64 {
+    1000
+}
+fn default_tarpit_per_client() -> i64 {
+    8
+}
+fn default_tarpit_bytes() -> i64 {
+    64 * 1024
+}
+fn default_tarpit_duration() -> String {
+    "60s".into()
+}
+fn default_tarpit_interval() -> String {
+    "1s".into()
 }

@@ -40,6 +40,12 @@ impl Ctx<'_> {
         });
     }
 
+    /// Whether a problem was already reported at this key.
+    pub(crate) fn has_problem_at(&self, path: &KeyPath) -> bool {
+        let p = path.to_string();
+        self.problems.iter().any(|x| x.path == p)
+    }
+
     pub(crate) fn resolve_path(&self, p: &str) -> PathBuf {
         let pb = PathBuf::from(p);
         match self.base_dir {
@@ -247,7 +253,7 @@ fn builtin_policies_checked() -> (BTreeMap<String, PolicyConfig>, Vec<Problem>) 
 /// anyone read, strip or forge the marks.
 const PUBLIC_SECRETS: &[&str] = &["fixative-default-secret", "changeme", "change-me", "secret"];
 
-fn check_secret(ctx: &mut Ctx<'_>, path: &KeyPath, s: &str) {
+pub(crate) fn check_secret(ctx: &mut Ctx<'_>, path: &KeyPath, s: &str) {
     if s.len() < 16 {
         ctx.err(
             path,
@@ -261,6 +267,48 @@ fn check_secret(ctx: &mut Ctx<'_>, path: &KeyPath, s: &str) {
     }
 }
 
+/// `secret` or the trimmed contents of `secret_file` (empty when neither
+/// is given), checked with [`check_secret`].
+pub(crate) fn read_secret(
+    ctx: &mut Ctx<'_>,
+    section: &KeyPath,
+    name: &str,
+    secret: Option<&str>,
+    secret_file: Option<&str>,
+) -> String {
+    match (secret, secret_file) {
+        (Some(_), Some(_)) => {
+            ctx.err(
+                &section.key("secret_file"),
+                format!("give either {name}.secret or {name}.secret_file, not both"),
+            );
+            String::new()
+        }
+        (Some(s), None) => {
+            check_secret(ctx, &section.key("secret"), s);
+            s.to_string()
+        }
+        (None, Some(f)) => {
+            let path = ctx.resolve_path(f);
+            match std::fs::read_to_string(&path) {
+                Ok(s) => {
+                    let s = s.trim().to_string();
+                    check_secret(ctx, &section.key("secret_file"), &s);
+                    s
+                }
+                Err(e) => {
+                    ctx.err(
+                        &section.key("secret_file"),
+                        format!("cannot read {}: {e}", path.display()),
+                    );
+                    String::new()
+                }
+            }
+        }
+        (None, None) => String::new(),
+    }
+}
+
 /// 32 random bytes from the operating system, as hex.
 pub fn random_secret() -> std::io::Result<String> {
     use std::io::Read;
@@ -269,10 +317,27 @@ pub fn random_secret() -> std::io::Result<String> {
     Ok(b.iter().map(|x| format!("{x:02x}")).collect())
 }
 
+/// Whether some enforced rule of a site's policy cloaks (and so marks
+/// images with the watermark key).
+fn cloak_needs_key(cfg: &Config) -> bool {
+    cfg.sites.iter().any(|s| {
+        cfg.policies.get(&s.policy).is_some_and(|p| {
+            p.mode != crate::policy::Mode::Observe
+                && p.rules.iter().any(|r| {
+                    matches!(
+                        r.action,
+                        crate::policy::RuleAction::Cloak | crate::policy::RuleAction::Challenge(_)
+                    ) && r.mode != crate::policy::Mode::Observe
+                })
+        })
+    })
+}
+
 /// A site whose policy can answer `cloak` needs a watermark key of the
 /// operator's own; the embedded demo gets a random one per run.
 fn require_secret(ctx: &mut Ctx<'_>, cfg: &mut Config, protector_line_path: &KeyPath) {
     if !cfg.protector.secret.is_empty()
+        || (!cfg.challenge.secret.is_empty() && !cloak_needs_key(cfg))
         || ctx
             .problems
             .iter()
@@ -280,16 +345,24 @@ fn require_secret(ctx: &mut Ctx<'_>, cfg: &mut Config, protector_line_path: &Key
     {
         return;
     }
+    // Passes are signed with challenge.secret, or a key derived from
+    // protector.secret: a policy that issues or reads passes needs one too.
+    let uses = |r: &crate::policy::RuleConfig| {
+        matches!(
+            r.action,
+            crate::policy::RuleAction::Cloak | crate::policy::RuleAction::Challenge(_)
+        ) || r.matches.pass.is_some()
+            || r.matches.automation.is_some()
+    };
     let cloaking: Vec<&str> = cfg
         .sites
         .iter()
         .filter(|s| {
             cfg.policies.get(&s.policy).is_some_and(|p| {
                 p.mode != crate::policy::Mode::Observe
-                    && p.rules.iter().any(|r| {
-                        r.action == crate::policy::RuleAction::Cloak
-                            && r.mode != crate::policy::Mode::Observe
-                    })
+                    && p.rules
+                        .iter()
+                        .any(|r| uses(r) && r.mode != crate::policy::Mode::Observe)
             })
         })
         .map(|s| s.name.as_str())
@@ -427,38 +500,14 @@ fn validate_protector(
             crate::Fallback::Unavailable
         }
     };
-    let secret = match (&p.secret, &p.secret_file) {
-        (Some(_), Some(_)) => {
-            ctx.err(
-                &pp.key("secret_file"),
-                "give either protector.secret or protector.secret_file, not both",
-            );
-            String::new()
-        }
-        (Some(s), None) => {
-            check_secret(ctx, &pp.key("secret"), s);
-            s.clone()
-        }
-        (None, Some(f)) => {
-            let path = ctx.resolve_path(f);
-            match std::fs::read_to_string(&path) {
-                Ok(s) => {
-                    let s = s.trim().to_string();
-                    check_secret(ctx, &pp.key("secret_file"), &s);
-                    s
-                }
-                Err(e) => {
-                    ctx.err(
-                        &pp.key("secret_file"),
-                        format!("cannot read {}: {e}", path.display()),
-                    );
-                    String::new()
-                }
-            }
-        }
-        // Required later when a site can cloak; see `require_secret`.
-        (None, None) => String::new(),
-    };
+    // Required later when a site can cloak; see `require_secret`.
+    let secret = read_secret(
+        ctx,
+        &pp,
+        "protector",
+        p.secret.as_deref(),
+        p.secret_file.as_deref(),
+    );
     if p.variant_suffix.is_empty() || p.variant_suffix.contains('/') {
         ctx.err(
             &pp.key("variant_suffix"),
@@ -553,6 +602,8 @@ fn validate(ctx: &mut Ctx<'_>, raw: RawConfig, source_name: &str) -> Config {
     crate::policy::validate_policies(ctx, &raw.policy, &mut policies);
     let detection = crate::policy::validate_detection(ctx, &raw.detection);
     let protector = validate_protector(ctx, &raw.protector, &raw.profile);
+    let challenge = crate::challenge::validate_challenge(ctx, &raw.challenge);
+    let tarpit = crate::challenge::validate_tarpit(ctx, &raw.tarpit);
     let sp = root.key("server");
     let rs = raw.server;
 
@@ -932,6 +983,8 @@ fn validate(ctx: &mut Ctx<'_>, raw: RawConfig, source_name: &str) -> Config {
         policies,
         detection,
         protector,
+        challenge,
+        tarpit,
     };
     require_secret(ctx, &mut cfg, &root.key("protector").key("secret"));
     cfg

@@ -60,6 +60,9 @@ struct Line<'a> {
     crawler: Option<&'a str>,
     rule: Option<&'a str>,
     would: Option<&'static str>,
+    pass: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    grace_left: Option<u32>,
     reasons: Vec<String>,
 }
 
@@ -85,6 +88,8 @@ pub fn emit(e: &Entry<'_>) {
         crawler: e.verdict.crawler.as_deref(),
         rule: e.verdict.rule.as_deref(),
         would: e.verdict.would.map(|a| a.as_str()),
+        pass: e.verdict.pass.as_str(),
+        grace_left: e.verdict.grace_left,
         reasons: e.verdict.reason_strings(),
     };
     match serde_json::to_string(&line) {

@@ -30,6 +30,8 @@ pub struct Injection {
     pub tdm_policy: Option<String>,
     /// Trap path for the hidden link.
     pub trap_path: Option<String>,
+    /// The check script's tag, added to the head.
+    pub script: Option<String>,
 }
 
 fn attr_escape(s: &str) -> String {
@@ -40,6 +42,9 @@ fn attr_escape(s: &str) -> String {
 
 fn metas(inj: &Injection, st: &State) -> String {
     let mut s = String::new();
+    if let Some(tag) = &inj.script {
+        s.push_str(tag);
+    }
     if !st.robots_seen && !inj.robots.is_empty() {
         s.push_str(&format!(
             "<meta name=\"robots\" content=\"{}\">",
@@ -252,6 +257,7 @@ mod tests {
             tdm: true,
             tdm_policy: None,
             trap_path: Some("/trap/".into()),
+            script: None,
         }
     }
 
@@ -339,6 +345,7 @@ mod tests {
                 tdm: true,
                 tdm_policy: Some("https://example.test/policy".into()),
                 trap_path: Some("/.well-known/fixative-trap".into()),
+                script: None,
             }
         }
 

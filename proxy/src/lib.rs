@@ -9,6 +9,7 @@
 pub mod access_log;
 pub mod admin;
 pub mod background;
+pub mod challenge;
 pub mod cloak;
 pub mod conn;
 pub mod demo;
@@ -23,6 +24,7 @@ pub mod rdns;
 pub mod runtime;
 pub mod service;
 pub mod state;
+pub mod tarpit;
 pub mod tlshello;
 
 use std::sync::Arc;

@@ -45,6 +45,21 @@ pub struct Metrics {
     /// `fixative_connections_closed_total{reason}` (header_timeout,
     /// idle_timeout, header_too_large): connections Fixative closed itself.
     pub connections_closed: IntCounterVec,
+    /// `fixative_checks_total{result}`: browser checks (issued, passed,
+    /// automation, failed, replayed, nojs, spent_evicted).
+    pub checks: IntCounterVec,
+    /// `fixative_interstitials_total`: challenge pages served.
+    pub interstitials: prometheus::IntCounter,
+    /// `fixative_tarpit_active`: responses in the tarpit now.
+    pub tarpit_active: prometheus::IntGauge,
+    /// `fixative_tarpit_seconds_total`: time spent in the tarpit (the
+    /// scrapers' time wasted).
+    pub tarpit_seconds: prometheus::Counter,
+    /// `fixative_tarpit_bytes_total`.
+    pub tarpit_bytes: prometheus::IntCounter,
+    /// `fixative_tarpit_refused_total`: tarpit verdicts answered with the
+    /// rule's status because the tarpit was full.
+    pub tarpit_refused: prometheus::IntCounter,
 }
 
 impl Metrics {
@@ -156,6 +171,48 @@ impl Metrics {
             ),
             &["reason"],
         )?;
+        let checks = IntCounterVec::new(
+            Opts::new(
+                "fixative_checks_total",
+                "Browser checks, by result (issued, passed, automation, failed, replayed, nojs, spent_evicted).",
+            ),
+            &["result"],
+        )?;
+        for r in [
+            "issued",
+            "passed",
+            "automation",
+            "failed",
+            "replayed",
+            "nojs",
+            "spent_evicted",
+        ] {
+            checks.with_label_values(&[r]);
+        }
+        let interstitials = prometheus::IntCounter::new(
+            "fixative_interstitials_total",
+            "Challenge interstitial pages served.",
+        )?;
+        let tarpit_active = prometheus::IntGauge::new(
+            "fixative_tarpit_active",
+            "Responses being drip-fed by the tarpit (bounded by tarpit.max_connections).",
+        )?;
+        let tarpit_seconds = prometheus::Counter::new(
+            "fixative_tarpit_seconds_total",
+            "Seconds tarpitted clients spent waiting.",
+        )?;
+        let tarpit_bytes =
+            prometheus::IntCounter::new("fixative_tarpit_bytes_total", "Bytes the tarpit sent.")?;
+        let tarpit_refused = prometheus::IntCounter::new(
+            "fixative_tarpit_refused_total",
+            "Tarpit verdicts refused with the rule's status because the tarpit was full.",
+        )?;
+        registry.register(Box::new(checks.clone()))?;
+        registry.register(Box::new(interstitials.clone()))?;
+        registry.register(Box::new(tarpit_active.clone()))?;
+        registry.register(Box::new(tarpit_seconds.clone()))?;
+        registry.register(Box::new(tarpit_bytes.clone()))?;
+        registry.register(Box::new(tarpit_refused.clone()))?;
         for r in ["aggregated", "failed_open"] {
             limiter_overflow.with_label_values(&[r]);
         }
@@ -205,6 +262,12 @@ impl Metrics {
             connections_open,
             connections_refused,
             connections_closed,
+            checks,
+            interstitials,
+            tarpit_active,
+            tarpit_seconds,
+            tarpit_bytes,
+            tarpit_refused,
         })
     }
 

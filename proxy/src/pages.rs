@@ -116,3 +116,44 @@ pub fn status_text(status: u16) -> (&'static str, &'static str) {
         ),
     }
 }
+
+/// The interstitial of the `challenge` action: explains itself in plain
+/// words, runs the check script visibly (`script_tag` returns to the page
+/// when done) and, without JavaScript, leads through the no-JS path by a
+/// meta refresh after `delay` seconds or a button. No third-party
+/// resources; the status line is a live region for screen readers.
+pub fn interstitial(
+    script_tag: &str,
+    nojs_url: &str,
+    token: &str,
+    back: &str,
+    delay: u64,
+    request_id: &str,
+) -> String {
+    format!(
+        "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
+<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
+<meta name=\"robots\" content=\"noindex, noai, noimageai\">\
+<title>Checking your browser</title>\
+<noscript><meta http-equiv=\"refresh\" content=\"{delay}; url={nojs}\"></noscript>\
+{script}\
+<style>body{{font:16px/1.5 system-ui,sans-serif;max-width:36rem;margin:4rem auto;padding:0 1rem;color:#222}}\
+button{{font:inherit;padding:.4rem 1rem}}code{{background:#f2f2f2;padding:.1rem .3rem;border-radius:3px}}</style></head>\
+<body><main><h1>Checking your browser</h1>\
+<p>This site shares artists' work and keeps automated copying for AI training away from it. \
+Your browser is doing a short check; it takes about a second and then this page loads by itself.</p>\
+<p id=\"fixative-status\" role=\"status\" aria-live=\"polite\">Checking…</p>\
+<noscript><p>JavaScript is off, which is fine: the page continues by itself in {delay} seconds, \
+or use the button below once that time has passed.</p>\
+<form method=\"get\" action=\"/.fixative/nojs\">\
+<input type=\"hidden\" name=\"t\" value=\"{token}\"><input type=\"hidden\" name=\"r\" value=\"{back}\">\
+<button type=\"submit\">Continue to the page</button></form></noscript>\
+<p><small>Nothing is installed and nothing about you is shared with anyone. \
+If you need help, quote this request id: <code>{rid}</code></small></p></main></body></html>\n",
+        nojs = escape(nojs_url),
+        script = script_tag,
+        token = escape(token),
+        back = escape(back),
+        rid = escape(request_id),
+    )
+}

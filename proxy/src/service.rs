@@ -449,7 +449,32 @@ impl FixativeProxy {
         let Some(d) = site_directives(ctx) else {
             return Ok(());
         };
-        if !d.html_meta && !d.trap_link {
+        // The check script, for browser-like clients without a pass on
+        // sites whose policy reads passes.
+        let script = ctx.runtime.as_ref().and_then(|rt| {
+            let policy = ctx
+                .site
+                .and_then(|i| rt.sites.get(i))
+                .map(|s| s.policy.as_str())
+                .unwrap_or("default");
+            let browser_like = ctx.verdict.crawler.is_none()
+                && matches!(
+                    ctx.verdict.category,
+                    None | Some(fixative_rules::Category::HeadlessBrowser)
+                );
+            let needs = !matches!(
+                ctx.verdict.pass,
+                fixative_rules::pass::PassState::Valid
+                    | fixative_rules::pass::PassState::Automation
+            );
+            (rt.config.challenge.inject
+                && browser_like
+                && needs
+                && rt.engine.keys().can_sign()
+                && rt.engine.policy_reads_passes(policy))
+            .then(|| crate::challenge::script_tag(None))
+        });
+        if !d.html_meta && !d.trap_link && script.is_none() {
             return Ok(());
         }
         let ctype = resp
@@ -485,6 +510,7 @@ impl FixativeProxy {
                 .as_ref()
                 .filter(|_| d.trap_link)
                 .map(|rt| rt.engine.trap_path().to_string()),
+            script,
         };
         let Some(inj) = crate::html::HtmlInjector::new(injection, crate::html::charset_of(ctype))
         else {
@@ -545,6 +571,120 @@ impl FixativeProxy {
         });
         mark_body_rewritten(resp)?;
         Ok(())
+    }
+
+    /// Fixative's endpoints and the `challenge` and `tarpit` verdicts.
+    /// Returns whether the request was answered.
+    async fn serve_challenge(
+        &self,
+        session: &mut Session,
+        ctx: &mut Ctx,
+        rt: &Runtime,
+        own: Option<crate::challenge::Endpoint>,
+        secure: bool,
+    ) -> Result<bool> {
+        use crate::challenge::Endpoint;
+        let ua = session
+            .req_header()
+            .headers
+            .get(http::header::USER_AGENT)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_string();
+        let metrics = &self.shared.metrics;
+        let verified = ctx
+            .verdict
+            .reasons
+            .iter()
+            .any(|r| r.signal == "crawler.verified");
+        if own == Some(Endpoint::Maze) || matches!(ctx.verdict.action, Action::Tarpit(_)) {
+            let status = match ctx.verdict.action {
+                Action::Tarpit(s) => s,
+                _ => 404,
+            };
+            let caps = &rt.config.tarpit;
+            let slot = if !verified {
+                self.shared
+                    .tarpit
+                    .enter(ctx.client_ip, caps.max_connections, caps.max_per_client)
+            } else {
+                None
+            };
+            let Some(slot) = slot else {
+                if !verified {
+                    metrics.tarpit_refused.inc();
+                }
+                let html = if status == 404 {
+                    let (t, x) = pages::status_text(404);
+                    pages::page(404, t, x, &ctx.request_id)
+                } else {
+                    pages::blocked(&ctx.request_id)
+                };
+                respond_html(session, status, html, ctx).await?;
+                return Ok(true);
+            };
+            metrics.tarpit_active.inc();
+            let seed = {
+                use std::hash::{BuildHasher, Hasher};
+                let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+                h.write(session.req_header().uri.path().as_bytes());
+                h.finish()
+            };
+            let r = crate::tarpit::serve(session, caps, seed, metrics).await;
+            metrics.tarpit_active.dec();
+            drop(slot);
+            r?;
+            return Ok(true);
+        }
+        let cc = crate::challenge::Ctx {
+            keys: rt.engine.keys(),
+            cfg: &rt.config.challenge,
+            client_ip: ctx.client_ip,
+            user_agent: &ua,
+            secure,
+            request_id: &ctx.request_id,
+            metrics,
+            spent: &self.shared.spent,
+            debug_verdict: rt
+                .config
+                .server
+                .debug_headers
+                .then(|| ctx.verdict.header_value()),
+        };
+        if let Some(ep) = own {
+            crate::challenge::serve(session, ep, &cc).await?;
+            return Ok(true);
+        }
+        if let Action::Challenge(status) = ctx.verdict.action {
+            let req = session.req_header();
+            let accept = req
+                .headers
+                .get(http::header::ACCEPT)
+                .and_then(|v| v.to_str().ok());
+            let kind = fixative_rules::request_kind(req.uri.path(), accept);
+            let readable = req.method == http::Method::GET || req.method == http::Method::HEAD;
+            if readable && kind == fixative_rules::state::RequestKind::Page {
+                let back = req
+                    .uri
+                    .path_and_query()
+                    .map(|p| p.as_str().to_string())
+                    .unwrap_or_else(|| "/".into());
+                crate::challenge::serve_interstitial(session, status, &back, &cc).await?;
+                return Ok(true);
+            }
+            if readable
+                && kind == fixative_rules::state::RequestKind::Image
+                && let Some(i) = ctx.site
+            {
+                // People who have not passed yet still see the artwork.
+                serve_cloaked(session, ctx, rt, i, metrics).await?;
+                return Ok(true);
+            }
+            let html = pages::blocked(&ctx.request_id);
+            respond_html(session, status, html, ctx).await?;
+            return Ok(true);
+        }
+        Ok(false)
     }
 
     /// Creates the application; `tls_listener` says whether this service
@@ -828,6 +968,7 @@ impl ProxyHttp for FixativeProxy {
                     crate::rdns::Cached::Failed => fixative_rules::Rdns::Failed,
                     crate::rdns::Cached::Confirmed(n) => fixative_rules::Rdns::Confirmed(n),
                 },
+                unix_time: crate::challenge::unix_now(),
             };
             rt.engine.evaluate(&facts, policy)
         };
@@ -840,6 +981,21 @@ impl ProxyHttp for FixativeProxy {
             let html = pages::blocked(&ctx.request_id);
             respond_html(session, status, html, ctx).await?;
             return Ok(true);
+        }
+        // Fixative's own endpoints: the check script, challenges, passes,
+        // the no-JS path and the tarpit's maze. Before challenge and
+        // tarpit verdicts, which lead here.
+        let own = crate::challenge::Endpoint::of(session.req_header().uri.path());
+        if own.is_some() || matches!(ctx.verdict.action, Action::Challenge(_) | Action::Tarpit(_)) {
+            let peer_trusted = forwarding::is_trusted(peer, &cfg.server.trusted_proxies);
+            let secure = self.tls_listener
+                || (peer_trusted
+                    && header_values(session, "x-forwarded-proto")
+                        .first()
+                        .is_some_and(|p| p.trim().eq_ignore_ascii_case("https")));
+            if self.serve_challenge(session, ctx, &rt, own, secure).await? {
+                return Ok(true);
+            }
         }
         if ctx.verdict.action == Action::Cloak
             && session.req_header().method == http::Method::GET

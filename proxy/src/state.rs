@@ -24,6 +24,10 @@ pub struct Shared {
     pub rdns: Arc<crate::rdns::RdnsVerifier>,
     /// TLS ClientHello facts of recent connections, by client address.
     pub hellos: Arc<crate::tlshello::HelloTable>,
+    /// Solved challenges (single use; outlives reloads).
+    pub spent: crate::challenge::Spent,
+    /// Tarpitted responses in flight.
+    pub tarpit: crate::tarpit::Tarpit,
     request_seed: u64,
     request_counter: AtomicU64,
 }
@@ -43,6 +47,7 @@ impl Shared {
         use std::hash::{BuildHasher, Hasher};
         let mut h = std::collections::hash_map::RandomState::new().build_hasher();
         h.write_u64(std::process::id() as u64);
+        let spent = crate::challenge::Spent::new(runtime.config.challenge.max_spent);
         Shared {
             runtime: ArcSwap::from_pointee(runtime),
             metrics,
@@ -52,6 +57,8 @@ impl Shared {
                 crate::rdns::BlockingResolver::system(),
             ))),
             hellos: Arc::default(),
+            spent,
+            tarpit: crate::tarpit::Tarpit::default(),
             request_seed: h.finish(),
             request_counter: AtomicU64::new(0),
         }

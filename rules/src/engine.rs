@@ -70,6 +70,8 @@ pub struct RequestFacts<'a> {
     /// proxy has looked (lookups are asynchronous and cached: a first
     /// request is `Unknown`).
     pub rdns: Rdns<'a>,
+    /// Wall-clock time, Unix seconds: passes expire by it.
+    pub unix_time: u64,
 }
 
 /// Forward-confirmed reverse DNS of the client address.
@@ -108,6 +110,12 @@ pub trait HeaderLookup {
     /// (or a trusted load balancer passed the JA4).
     fn client_hello(&self) -> Option<&crate::tls::ClientHello> {
         None
+    }
+
+    /// The value of a cookie (across every `Cookie` header, as HTTP/2
+    /// clients split them).
+    fn cookie(&self, name: &str) -> Option<&str> {
+        crate::pass::cookie_value(self.get("cookie"), name)
     }
 }
 
@@ -154,6 +162,7 @@ impl<'a> RequestFacts<'a> {
             header: &NoHeaders,
             http10: false,
             rdns: Rdns::Unknown,
+            unix_time: 0,
         }
     }
 }
@@ -174,7 +183,7 @@ fn version_after(ua: &str, tok: &str) -> Option<u32> {
 
 /// Every current Chromium (76+), Firefox (90+) and Safari (16.4+) sends
 /// `Sec-Fetch-*`.
-fn sends_sec_fetch(ua: &str) -> bool {
+pub(crate) fn sends_sec_fetch(ua: &str) -> bool {
     if let Some(v) = version_after(ua, "Chrome/") {
         return v >= 76;
     }
@@ -234,6 +243,8 @@ pub struct Engine {
     min_versions: crate::browsers::MinVersions,
     browser_model: String,
     ua_cache: crate::uacache::UaCache,
+    keys: crate::pass::Keys,
+    grace: Option<crate::state::QuotaLimiter>,
 }
 
 impl std::fmt::Debug for Engine {
@@ -357,7 +368,7 @@ impl Engine {
             ranges,
             policies,
             behaviour: Behaviour::new(d.max_tracked_clients, d.window, d.penalty),
-            clock,
+            clock: clock.clone(),
             trap_path: d.trap_path.clone(),
             allow: NetSet::new(&d.allow_cidrs),
             deny: NetSet::new(&d.deny_cidrs),
@@ -371,6 +382,19 @@ impl Engine {
             min_versions,
             browser_model,
             ua_cache: crate::uacache::UaCache::new(16_384),
+            keys: crate::pass::Keys::from_config(config),
+            grace: (config.challenge.grace_images > 0).then(|| {
+                crate::state::QuotaLimiter::new(
+                    fixative_config::Quota {
+                        rate: config.challenge.grace_images,
+                        period: config.challenge.grace_period,
+                        burst: config.challenge.grace_images,
+                        key: fixative_config::QuotaKey::Ip,
+                    },
+                    d.max_limiter_keys,
+                    clock.clone(),
+                )
+            }),
         })
     }
 
@@ -480,6 +504,20 @@ impl Engine {
     /// The oldest browser versions counted as current today.
     pub fn min_browser_versions(&self) -> crate::browsers::MinVersions {
         self.min_versions
+    }
+
+    /// Whether a policy reads passes (a `pass` or `automation` match, or a
+    /// `challenge` rule), so that pages should carry the check script.
+    pub fn policy_reads_passes(&self, policy: &str) -> bool {
+        self.policies
+            .get(policy)
+            .or_else(|| self.policies.get("default"))
+            .is_some_and(|p| p.reads_passes)
+    }
+
+    /// The keys passes and challenges are signed with.
+    pub fn keys(&self) -> &crate::pass::Keys {
+        &self.keys
     }
 
     /// The robots.txt trap path.
@@ -756,6 +794,20 @@ impl Engine {
             );
         }
 
+        // The pass (only read when a cookie is sent: the common path
+        // without one costs nothing).
+        if f.headers_known
+            && let Some(token) = f.header.cookie(crate::pass::PASS_COOKIE)
+        {
+            let b = crate::pass::Binding::of(f.client_ip, ua.unwrap_or(""));
+            v.pass = match self.keys.verify_pass(token, b, f.unix_time) {
+                Ok(p) if p.flags.automation => crate::pass::PassState::Automation,
+                Ok(p) if p.flags.nojs => crate::pass::PassState::NoJs,
+                Ok(_) => crate::pass::PassState::Valid,
+                Err(e) => crate::pass::PassState::Invalid(e),
+            };
+        }
+
         // Network lists come before policy.
         if self.deny.contains(f.client_ip) {
             v.rule = Some(self.rule_deny.clone());
@@ -775,6 +827,22 @@ impl Engine {
         else {
             return v;
         };
+        // Image requests without a valid pass spend the client's grace
+        // budget (enough for a first page view before its check has run).
+        let image = kind == RequestKind::Image;
+        let mut in_grace = false;
+        if image
+            && p.uses_pass
+            && !matches!(
+                v.pass,
+                crate::pass::PassState::Valid | crate::pass::PassState::Automation
+            )
+            && let Some(g) = &self.grace
+        {
+            let o = g.check(&g.key(f.client_ip, None, None));
+            in_grace = o.allowed;
+            v.grace_left = Some(o.remaining);
+        }
         let category = if weak { None } else { v.category };
         let crawler = if weak { None } else { v.crawler.as_deref() };
         let input = MatchInput {
@@ -791,9 +859,19 @@ impl Engine {
             score: v.score,
             verified,
             spoofed,
-            image: kind == RequestKind::Image,
+            image,
+            pass: v.pass,
+            in_grace,
         };
-        let Some(rule) = p.rules.iter().find(|r| r.matches(&input)) else {
+        // A pass (from the script, or the no-JS path) satisfies a challenge:
+        // the rule is skipped.
+        let passed = matches!(
+            v.pass,
+            crate::pass::PassState::Valid | crate::pass::PassState::NoJs
+        );
+        let Some(rule) = p.rules.iter().find(|r| {
+            !(passed && matches!(r.action, RuleAction::Challenge(_))) && r.matches(&input)
+        }) else {
             return v;
         };
         v.rule = self.rule_names.get(&rule.name).cloned();
@@ -801,9 +879,15 @@ impl Engine {
             RuleAction::Allow => Action::Allow,
             RuleAction::Observe => Action::Observe,
             RuleAction::Cloak => Action::Cloak,
-            RuleAction::Block(s) | RuleAction::Challenge(s) | RuleAction::Tarpit(s) => {
-                Action::Block(s)
+            RuleAction::Block(s) => Action::Block(s),
+            // A check that saw automation: no wall, protected images.
+            RuleAction::Challenge(_) if v.pass == crate::pass::PassState::Automation => {
+                Action::Cloak
             }
+            RuleAction::Challenge(s) => Action::Challenge(s),
+            // Never hold a verified crawler's connection.
+            RuleAction::Tarpit(s) if verified => Action::Block(s),
+            RuleAction::Tarpit(s) => Action::Tarpit(s),
             RuleAction::Limit(q) => match &rule.limiter {
                 Some(l) => {
                     let key = l.key(f.client_ip, net.asn, v.crawler.as_deref());

@@ -11,6 +11,7 @@ mod engine;
 pub mod fingerprint;
 pub mod netset;
 pub mod network;
+pub mod pass;
 pub mod policy;
 pub mod selfdeclared;
 pub mod state;

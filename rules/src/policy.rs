@@ -27,6 +27,11 @@ pub struct MatchInput<'a> {
     pub verified: bool,
     pub spoofed: bool,
     pub image: bool,
+    /// The pass the request carries.
+    pub pass: crate::pass::PassState,
+    /// An image request without a valid pass that the client's grace
+    /// budget still covers.
+    pub in_grace: bool,
 }
 
 struct CompiledMatch {
@@ -44,6 +49,8 @@ struct CompiledMatch {
     verified: Option<bool>,
     spoofed: Option<bool>,
     image: Option<bool>,
+    pass: Option<bool>,
+    automation: Option<bool>,
 }
 
 /// Translates a path glob into an anchored regex: `**` spans segments,
@@ -101,6 +108,8 @@ impl CompiledMatch {
             verified: m.verified,
             spoofed: m.spoofed,
             image: m.image,
+            pass: m.pass,
+            automation: m.automation,
         })
     }
 
@@ -123,6 +132,18 @@ impl CompiledMatch {
         }
         if let Some(v) = self.image
             && v != i.image
+        {
+            return false;
+        }
+        if let Some(want) = self.pass {
+            let valid = i.pass == crate::pass::PassState::Valid;
+            // Within the grace budget, an image request is neither.
+            if valid != want || (!want && i.in_grace) {
+                return false;
+            }
+        }
+        if let Some(want) = self.automation
+            && want != (i.pass == crate::pass::PassState::Automation)
         {
             return false;
         }
@@ -201,6 +222,11 @@ pub struct CompiledPolicy {
     pub name: String,
     /// Rules in order.
     pub rules: Vec<CompiledRule>,
+    /// Some rule matches on `pass` (so image requests without a pass
+    /// spend the grace budget).
+    pub uses_pass: bool,
+    /// Some enforced rule reads passes: `pass`, `automation`, `challenge`.
+    pub reads_passes: bool,
 }
 
 impl std::fmt::Debug for CompiledPolicy {
@@ -241,6 +267,12 @@ impl CompiledPolicy {
         }
         Ok(CompiledPolicy {
             name: p.name.clone(),
+            uses_pass: p.rules.iter().any(|r| r.matches.pass.is_some()),
+            reads_passes: p.rules.iter().any(|r| {
+                r.matches.pass.is_some()
+                    || r.matches.automation.is_some()
+                    || matches!(r.action, RuleAction::Challenge(_))
+            }),
             rules,
         })
     }

@@ -21,6 +21,12 @@ pub enum Action {
     Limited,
     /// Serve protected image variants instead of originals.
     Cloak,
+    /// Pages get the check as an interstitial page (this status), images
+    /// protected variants, other requests this status.
+    Challenge(u16),
+    /// Answer slowly with worthless text; when the tarpit is full, refuse
+    /// with this status.
+    Tarpit(u16),
     /// Refuse with this status (403 unless the rule says otherwise).
     Block(u16),
 }
@@ -34,6 +40,8 @@ impl Action {
             Action::Limit => "limit",
             Action::Limited => "limited",
             Action::Cloak => "cloak",
+            Action::Challenge(_) => "challenge",
+            Action::Tarpit(_) => "tarpit",
             Action::Block(_) => "block",
         }
     }
@@ -70,6 +78,11 @@ pub struct Verdict {
     pub would: Option<Action>,
     /// Quota state when a `limit` rule decided.
     pub limit: Option<LimitInfo>,
+    /// The pass the request carried.
+    pub pass: crate::pass::PassState,
+    /// Image requests left in the client's grace budget, when this request
+    /// (an image without a valid pass) spent from it.
+    pub grace_left: Option<u32>,
 }
 
 /// Quota state for `RateLimit-Policy` / `RateLimit` / `Retry-After`.
@@ -99,6 +112,8 @@ impl Verdict {
             reasons: Vec::new(),
             would: None,
             limit: None,
+            pass: crate::pass::PassState::None,
+            grace_left: None,
         }
     }
 
@@ -121,6 +136,10 @@ impl Verdict {
         if let Some(r) = &self.rule {
             s.push_str("; rule=");
             s.push_str(&sanitize(r));
+        }
+        if self.pass != crate::pass::PassState::None {
+            s.push_str("; pass=");
+            s.push_str(self.pass.as_str());
         }
         if let Some(w) = &self.would {
             s.push_str("; would=");

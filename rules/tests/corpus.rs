@@ -42,6 +42,7 @@ fn eval(
             header: headers.unwrap_or(&empty),
             http10: false,
             rdns: fixative_rules::Rdns::Unknown,
+            unix_time: 0,
         },
         "default",
     )

@@ -79,6 +79,7 @@ impl Req {
             header: self.headers.as_ref().unwrap_or(&empty),
             http10: false,
             rdns: fixative_rules::Rdns::Unknown,
+            unix_time: 0,
         };
         e.evaluate(&facts, policy)
     }
@@ -342,6 +343,7 @@ fn reverse_dns_verifies_and_unmasks_crawlers() {
             header: &fixative_rules::NoHeaders,
             http10: false,
             rdns,
+            unix_time: 0,
         };
         e.evaluate(&facts, "default")
     };

@@ -109,6 +109,7 @@ fn eval(e: &Engine, ip: &str, policy: &str) -> fixative_rules::Verdict {
         header: &h,
         http10: false,
         rdns: fixative_rules::Rdns::Unknown,
+        unix_time: 0,
     };
     e.evaluate(&facts, policy)
 }
