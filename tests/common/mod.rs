@@ -20,6 +20,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::any;
 use futures_util::StreamExt;
 
+pub mod browser;
 pub mod raw;
 
 /// A port that was free a moment ago.
@@ -169,6 +170,9 @@ async fn echo(State(st): State<OriginState>, req: Request) -> Response {
     }
     if let Some(kind) = path.strip_prefix("/html/") {
         return html_route(&st, kind).await;
+    }
+    if let Some(n) = path.strip_prefix("/pages/") {
+        return gallery_page(n.parse().unwrap_or(0));
     }
     if let Some(kind) = path.strip_prefix("/typed/") {
         // Responses of a given type, with the origin's own directives.
@@ -592,9 +596,50 @@ async fn html_route(st: &OriginState, kind: &str) -> Response {
 
 /// Real image files from the repository (demo art and test fixtures),
 /// `broken.jpg` (a JPEG header then garbage), and 206 for ranged requests.
+/// Images per gallery page.
+pub const GALLERY_IMAGES: usize = 6;
+
+/// A gallery page: a few small images and a link to the next page.
+fn gallery_page(n: usize) -> Response {
+    let mut html = format!(
+        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>Gallery {n}</title></head><body><h1>Gallery page {n}</h1>"
+    );
+    for k in 0..GALLERY_IMAGES {
+        html.push_str(&format!(
+            "<img src=\"/img/g-{n}-{k}.png\" width=\"64\" height=\"64\" alt=\"work {k}\">"
+        ));
+    }
+    html.push_str(&format!(
+        "<p><a href=\"/pages/{}\">next</a></p></body></html>",
+        n + 1
+    ));
+    let mut h = HeaderMap::new();
+    h.insert("content-type", "text/html; charset=utf-8".parse().unwrap());
+    (h, html).into_response()
+}
+
+/// A small PNG whose colours depend on `name` (a distinct image per URL).
+pub fn small_png(name: &str) -> Vec<u8> {
+    let seed = name
+        .bytes()
+        .fold(7u32, |a, b| a.wrapping_mul(31).wrapping_add(b as u32));
+    let img = image::RgbImage::from_fn(64, 64, |x, y| {
+        image::Rgb([
+            (x * 4) as u8 ^ seed as u8,
+            (y * 4) as u8 ^ (seed >> 8) as u8,
+            ((x + y) * 2) as u8 ^ (seed >> 16) as u8,
+        ])
+    });
+    let mut out = std::io::Cursor::new(Vec::new());
+    img.write_to(&mut out, image::ImageFormat::Png).unwrap();
+    out.into_inner()
+}
+
 fn image_route(name: &str, ranged: bool) -> Response {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
-    let data = if name == "rocket.cloaked.jpg" {
+    let data = if name.starts_with("g-") && !name.contains(".cloaked.") {
+        small_png(name)
+    } else if name == "rocket.cloaked.jpg" {
         // A "prepared" variant (e.g. the artist's Glaze output): here, the brick texture.
         return image_bytes(
             std::fs::read(root.join("proxy/assets/art/brick.png")).unwrap(),
