@@ -157,5 +157,65 @@ fn bench(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, bench);
+/// What a pass costs on the request path: verifying the cookie alone, and
+/// a whole verdict for a browser that carries one.
+fn bench_pass(c: &mut Criterion) {
+    use fixative_rules::pass::{Binding, Flags, Keys, PASS_COOKIE};
+    let secret = "bench-secret-0123456789abcdef";
+    let cfg = fixative_config::Config::from_toml(
+        &format!(
+            "[server]\nlisten = [\"127.0.0.1:1\"]\n[[site]]\nname = \"a\"\nhosts = [\"a\"]\nupstreams = [\"127.0.0.1:2\"]\n[protector]\nsecret = \"{secret}\"\n"
+        ),
+        "bench",
+        None,
+    )
+    .expect("config");
+    let engine = Engine::new(&cfg).expect("engine");
+    let keys = Keys::new(secret, &[]);
+    let ua = "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36";
+    let ip: IpAddr = "198.51.100.7".parse().expect("ip");
+    let now = 1_800_000_000;
+    let token = keys
+        .mint_pass(Binding::of(ip, ua), Flags::default(), now, 86_400)
+        .expect("pass");
+    c.bench_function("pass/verify (binding + HMAC)", |b| {
+        b.iter(|| {
+            let bind = Binding::of(black_box(ip), black_box(ua));
+            black_box(keys.verify_pass(black_box(&token), bind, now))
+        })
+    });
+    let mut headers = BTreeMap::new();
+    headers.insert(
+        "accept".to_string(),
+        "image/avif,image/webp,*/*".to_string(),
+    );
+    headers.insert("accept-language".to_string(), "en".to_string());
+    headers.insert("sec-fetch-mode".to_string(), "no-cors".to_string());
+    headers.insert(
+        "cookie".to_string(),
+        format!("theme=dark; {PASS_COOKIE}={token}"),
+    );
+    let mut t = 0u64;
+    c.bench_function("engine/evaluate (image with a valid pass)", |b| {
+        b.iter(|| {
+            t += 1;
+            let facts = RequestFacts {
+                now: Duration::from_millis(t * 50),
+                client_ip: ip,
+                method: "GET",
+                host: "a",
+                path: "/art/x.jpg",
+                user_agent: Some(ua),
+                headers_known: true,
+                header: &headers,
+                http10: false,
+                rdns: fixative_rules::Rdns::Unknown,
+                unix_time: now,
+            };
+            black_box(engine.evaluate(black_box(&facts), "default"))
+        })
+    });
+}
+
+criterion_group!(benches, bench, bench_pass);
 criterion_main!(benches);

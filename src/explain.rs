@@ -36,6 +36,8 @@ pub fn render(v: &Verdict, site: &str, policy: &str, engine: &Engine) -> String 
     let mut out = String::new();
     let action = match v.action {
         fixative_rules::Action::Block(s) => format!("block ({s})"),
+        fixative_rules::Action::Challenge(s) => format!("challenge ({s})"),
+        fixative_rules::Action::Tarpit(s) => format!("tarpit ({s})"),
         a => a.as_str().to_string(),
     };
     out.push_str(&format!("site:     {site} (policy {policy})\n"));
@@ -49,6 +51,17 @@ pub fn render(v: &Verdict, site: &str, policy: &str, engine: &Engine) -> String 
         "crawler:  {}\n",
         v.crawler.as_deref().unwrap_or("-")
     ));
+    let pass = match v.pass {
+        fixative_rules::pass::PassState::None => "none (no pass cookie)",
+        fixative_rules::pass::PassState::Valid => "valid (browser check passed)",
+        fixative_rules::pass::PassState::NoJs => "nojs (no-JavaScript path)",
+        fixative_rules::pass::PassState::Automation => "automation (the check saw automation)",
+        fixative_rules::pass::PassState::Invalid(i) => i.as_str(),
+    };
+    out.push_str(&format!("pass:     {pass}\n"));
+    if let Some(g) = v.grace_left {
+        out.push_str(&format!("grace:    {g} image(s) left without a pass\n"));
+    }
     out.push_str(&format!(
         "rule:     {}\n",
         v.rule.as_deref().unwrap_or("- (no rule matched: allow)")

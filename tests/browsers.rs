@@ -7,14 +7,13 @@
 
 mod common;
 
-use std::sync::Mutex;
 use std::time::Duration;
 
 use common::browser::{self, Chromium, Mode};
 use common::{Fixative, GALLERY_IMAGES, Origin, site};
 
 /// One browser at a time: two Chromiums on two cores make timings noisy.
-static SERIAL: Mutex<()> = Mutex::new(());
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 const PAGES: usize = 20;
 
@@ -64,7 +63,7 @@ async fn read_gallery(chrome: &Chromium, fx: &Fixative) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_person_in_a_real_browser_gets_every_image_original() {
-    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let _g = SERIAL.lock().await;
     let (_o, fx) = start().await;
     let chrome = Chromium::launch(Mode::Person).await;
     read_gallery(&chrome, &fx).await;
@@ -85,6 +84,12 @@ async fn a_person_in_a_real_browser_gets_every_image_original() {
         fx.metric("fixative_checks_total{result=\"automation\"}"),
         0.0
     );
+    let solve = fx.metric("fixative_check_solve_seconds_sum")
+        / fx.metric("fixative_check_solve_seconds_count").max(1.0);
+    eprintln!(
+        "person: the proof of work took {:.1} ms on average in Chromium",
+        solve * 1000.0
+    );
     let log = fx.access_log();
     let passed_after = log.iter().filter(|l| l["pass"] == "valid").count();
     assert!(
@@ -95,7 +100,7 @@ async fn a_person_in_a_real_browser_gets_every_image_original() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_automated_browser_with_a_chrome_user_agent_gets_protected_images() {
-    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let _g = SERIAL.lock().await;
     let (_o, fx) = start().await;
     let chrome = Chromium::launch(Mode::Automated(CHROME_UA.to_string())).await;
     read_gallery(&chrome, &fx).await;
@@ -123,7 +128,7 @@ async fn an_automated_browser_with_a_chrome_user_agent_gets_protected_images() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_interstitial_lets_a_person_through_with_and_without_javascript() {
-    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let _g = SERIAL.lock().await;
     let origin = Origin::start("a").await;
     let fx = Fixative::start(
         "debug_headers = true",

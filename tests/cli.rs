@@ -434,3 +434,74 @@ fn weights_are_configuration() {
         "{err}"
     );
 }
+
+/// `explain` reads a pass cookie like the proxy: valid, expired or
+/// forged, and what it means for an image request.
+#[test]
+fn explain_shows_the_pass_state() {
+    use fixative_rules::pass::{Binding, Flags, Keys};
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("f.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "[server]\nlisten = [\"127.0.0.1:1\"]\nadmin = \"127.0.0.1:2\"\n[[site]]\nname = \"a\"\nhosts = [\"a.test\"]\nupstreams = [\"127.0.0.1:3\"]\n[protector]\nsecret = \"{}\"\n",
+            common::TEST_SECRET
+        ),
+    )
+    .unwrap();
+    let ua = "Mozilla/5.0 (X11; Linux x86_64; rv:133.0) Gecko/20100101 Firefox/133.0";
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let keys = Keys::new(common::TEST_SECRET, &[]);
+    let me = Binding::of("192.0.2.9".parse().unwrap(), ua);
+    let explain = |cookie: &str| {
+        let out = Command::new(common::bin())
+            .args([
+                "explain",
+                "--ip",
+                "192.0.2.9",
+                "--path",
+                "/art/a.png",
+                "--ua",
+                ua,
+            ])
+            .args(["--header", "Accept: image/avif,image/webp,*/*"])
+            .args([
+                "--header",
+                &format!("Cookie: theme=dark; fixative_pass={cookie}"),
+            ])
+            .arg("--config")
+            .arg(&path)
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).to_string()
+    };
+    let valid = keys.mint_pass(me, Flags::default(), now, 600).unwrap();
+    let s = explain(&valid);
+    assert!(s.contains("pass:     valid"), "{s}");
+    let old = keys
+        .mint_pass(me, Flags::default(), now - 7200, 600)
+        .unwrap();
+    let s = explain(&old);
+    assert!(s.contains("pass:     expired"), "{s}");
+    assert!(s.contains("grace:"), "{s}");
+    let auto = keys
+        .mint_pass(
+            me,
+            Flags {
+                automation: true,
+                nojs: false,
+            },
+            now,
+            600,
+        )
+        .unwrap();
+    let s = explain(&auto);
+    assert!(s.contains("pass:     automation"), "{s}");
+    assert!(s.contains("rule:     cloak-images-for-automation"), "{s}");
+    let s = explain("AAAA");
+    assert!(s.contains("pass:     malformed"), "{s}");
+}

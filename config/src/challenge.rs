@@ -42,7 +42,7 @@ impl Default for Challenge {
             secret: String::new(),
             old_secrets: Vec::new(),
             pass_ttl: Duration::from_secs(24 * 3600),
-            difficulty: 10,
+            difficulty: 8,
             challenge_ttl: Duration::from_secs(300),
             grace_images: 24,
             grace_period: Duration::from_secs(3600),
@@ -191,5 +191,80 @@ pub(crate) fn validate_tarpit(ctx: &mut Ctx<'_>, t: &RawTarpit) -> Tarpit {
         max_bytes,
         max_duration,
         interval,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::Config;
+
+    const BASE: &str = "[server]\nlisten = [\"127.0.0.1:1\"]\n[[site]]\nname = \"a\"\nhosts = [\"a.test\"]\nupstreams = [\"127.0.0.1:2\"]\npolicy = \"off\"\n";
+
+    fn problems(extra: &str) -> Vec<String> {
+        match Config::from_toml(&format!("{BASE}{extra}"), "t.toml", None) {
+            Ok(_) => Vec::new(),
+            Err(e) => e.problems.iter().map(|p| p.to_string()).collect(),
+        }
+    }
+
+    #[test]
+    fn defaults_and_values() {
+        let c = Config::from_toml(BASE, "t", None).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(c.challenge, super::Challenge::default());
+        assert_eq!(c.tarpit, super::Tarpit::default());
+        let c = Config::from_toml(
+            &format!(
+                "{BASE}[challenge]\nsecret = \"0123456789abcdef-x\"\nold_secrets = [\"fedcba9876543210-y\"]\ndifficulty = 14\ngrace_images = 40\npass_ttl = \"7d\"\n[tarpit]\nmax_connections = 50\ninterval = \"250ms\"\n"
+            ),
+            "t",
+            None,
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(c.challenge.difficulty, 14);
+        assert_eq!(c.challenge.grace_images, 40);
+        assert_eq!(c.challenge.pass_ttl.as_secs(), 7 * 86_400);
+        assert_eq!(
+            c.challenge.signing_secret("p").0,
+            "0123456789abcdef-x",
+            "the challenge secret wins over protector.secret"
+        );
+        assert_eq!(c.tarpit.max_connections, 50);
+    }
+
+    #[test]
+    fn bad_values_name_their_key_and_line() {
+        let p = problems(
+            "[challenge]\ndifficulty = 40\nsecret = \"short\"\nold_secrets = [\"changeme-changeme\", \"x\"]\npass_ttl = \"soon\"\nnojs_delay = \"10m\"\n[tarpit]\nmax_per_client = 0\ninterval = \"1ms\"\n",
+        );
+        let want = [
+            "challenge.difficulty",
+            "challenge.secret",
+            "challenge.old_secrets[1]",
+            "challenge.pass_ttl",
+            "challenge.nojs_delay",
+            "tarpit.max_per_client",
+            "tarpit.interval",
+        ];
+        for w in want {
+            assert!(
+                p.iter().any(|x| x.contains(w) && x.contains("line")),
+                "{w} missing in {p:#?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_policy_that_reads_passes_needs_a_key() {
+        let src = format!(
+            "{}\n[policy.p]\n[[policy.p.rule]]\nname = \"x\"\nmatch = {{ pass = false }}\naction = \"observe\"\n",
+            BASE.replace("policy = \"off\"", "policy = \"p\"")
+        );
+        let err = Config::from_toml(&src, "t", None)
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(err.contains("protector.secret"), "{err}");
+        let ok = format!("{src}[challenge]\nsecret = \"0123456789abcdef-x\"\n");
+        assert!(Config::from_toml(&ok, "t", None).is_ok());
     }
 }

@@ -585,7 +585,7 @@ fn default_pass_ttl() -> String {
     "24h".into()
 }
 fn default_difficulty() -> i64 {
-    10
+    8
 }
 fn default_challenge_ttl() -> String {
     "5m".into()

@@ -356,6 +356,11 @@ pub async fn serve(session: &mut Session, ep: Endpoint, c: &Ctx<'_>) -> Result<(
                 .headers
                 .get("sec-fetch-site")
                 .and_then(|v| v.to_str().ok());
+            if let Some(ms) = solved.report.ms.filter(|m| m.is_finite() && *m >= 0.0) {
+                c.metrics
+                    .check_solve_seconds
+                    .observe((ms / 1000.0).min(3600.0));
+            }
             let findings = pass::assess(&solved.report, c.user_agent, sec_fetch_site);
             let automation = !findings.is_empty();
             if automation {

@@ -147,6 +147,8 @@ pub fn robots_groups(d: &Directives, catalog: &Catalog, trap_path: &str) -> Stri
         s.push_str(&format!("Content-Usage: {}\n", d.content_usage));
     }
     s.push_str(&format!("Disallow: {trap_path}\n"));
+    // The tarpit's maze: only clients that ignore robots.txt go there.
+    s.push_str(&format!("Disallow: {}maze/\n", crate::challenge::PREFIX));
     s
 }
 
@@ -342,7 +344,7 @@ mod tests {
             );
         }
         assert!(!g.contains("User-agent: Googlebot\n"));
-        assert!(g.contains("User-agent: *\nContent-Signal: search=yes, ai-input=no, ai-train=no\nContent-Usage: train-ai=n\nDisallow: /trap/\n"));
+        assert!(g.contains("User-agent: *\nContent-Signal: search=yes, ai-input=no, ai-train=no\nContent-Usage: train-ai=n\nDisallow: /trap/\nDisallow: /.fixative/maze/\n"));
         let m = merged_robots(Some("User-agent: *\nDisallow: /private/"), &g);
         assert!(m.starts_with("User-agent: *\nDisallow: /private/\n\n# --- Added by Fixative"));
     }

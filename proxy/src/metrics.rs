@@ -48,6 +48,9 @@ pub struct Metrics {
     /// `fixative_checks_total{result}`: browser checks (issued, passed,
     /// automation, failed, replayed, nojs, spent_evicted).
     pub checks: IntCounterVec,
+    /// `fixative_check_solve_seconds`: proof-of-work time the page scripts
+    /// report (client-reported; for sizing the difficulty).
+    pub check_solve_seconds: prometheus::Histogram,
     /// `fixative_interstitials_total`: challenge pages served.
     pub interstitials: prometheus::IntCounter,
     /// `fixative_tarpit_active`: responses in the tarpit now.
@@ -189,6 +192,16 @@ impl Metrics {
         ] {
             checks.with_label_values(&[r]);
         }
+        let check_solve_seconds = prometheus::Histogram::with_opts(
+            HistogramOpts::new(
+                "fixative_check_solve_seconds",
+                "Proof-of-work time reported by the check script (client-reported).",
+            )
+            .buckets(vec![
+                0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+            ]),
+        )?;
+        registry.register(Box::new(check_solve_seconds.clone()))?;
         let interstitials = prometheus::IntCounter::new(
             "fixative_interstitials_total",
             "Challenge interstitial pages served.",
@@ -263,6 +276,7 @@ impl Metrics {
             connections_refused,
             connections_closed,
             checks,
+            check_solve_seconds,
             interstitials,
             tarpit_active,
             tarpit_seconds,

@@ -830,3 +830,38 @@ mod tests {
         assert_eq!(assess(&other, UA, Some("same-origin")).len(), 1);
     }
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::indexing_slicing)]
+mod fuzz {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// Hostile cookie values and challenge answers never panic and
+        /// never verify.
+        #[test]
+        fn any_token_is_refused_without_panic(s in ".{0,200}", bytes in proptest::collection::vec(any::<u8>(), 0..80)) {
+            let k = Keys::new("a-long-enough-secret-1", &[]);
+            let b = Binding::of("192.0.2.1".parse().unwrap(), "ua");
+            prop_assert!(k.verify_pass(&s, b, 1_000).is_err());
+            prop_assert!(k.open_challenge(&s, Some(1), b, 1_000, 0, 300).is_err());
+            let t = URL_SAFE_NO_PAD.encode(&bytes);
+            prop_assert!(k.verify_pass(&t, b, 1_000).is_err());
+            prop_assert!(k.open_challenge(&t, None, b, 1_000, 0, 300).is_err());
+            let h = format!("a=b; {PASS_COOKIE}={s}");
+            let _ = k.pass_state([h.as_str()], b, 1_000);
+            let _ = cookie_value([s.as_str()], PASS_COOKIE);
+        }
+
+        /// Any JSON-ish report is judged without panic.
+        #[test]
+        fn any_report_is_judged(s in ".{0,300}", ua in ".{0,120}") {
+            if let Ok(r) = serde_json::from_str::<Report>(&s) {
+                let _ = assess(&r, &ua, Some("same-origin"));
+            }
+            let r = Report { ua: Some(ua.clone()), brands: Some(vec![s.clone()]), ua_platform: Some(s.clone()), ..Report::default() };
+            let _ = assess(&r, &s, None);
+        }
+    }
+}

@@ -584,3 +584,144 @@ fn real_crawler_user_agents_resolve_to_their_catalog_entry() {
         assert!(!m.weak, "{ua}");
     }
 }
+
+/// Passes in policies: the grace budget, `pass` and `automation` matches,
+/// a pass skipping a challenge, tarpits never for verified crawlers.
+#[test]
+fn passes_decide_images_and_challenges() {
+    use fixative_rules::pass::{Binding, Flags, Keys, PASS_COOKIE, PassState};
+    const SECRET: &str = "unit-test-secret-0123456789";
+    let e = engine_with(&format!(
+        r#"policy = "p"
+[protector]
+secret = "{SECRET}"
+[challenge]
+grace_images = 3
+[policy.p]
+[[policy.p.rule]]
+name = "guard"
+match = {{ path = ["/g/**"] }}
+action = "challenge"
+[[policy.p.rule]]
+name = "pit"
+match = {{ path = ["/pit/**"] }}
+action = "tarpit"
+[[policy.p.rule]]
+name = "auto"
+match = {{ automation = true, image = true }}
+action = "cloak"
+[[policy.p.rule]]
+name = "nopass"
+match = {{ image = true, pass = false }}
+action = "cloak"
+[[policy.p.rule]]
+name = "haspass"
+match = {{ pass = true }}
+action = "observe"
+"#
+    ));
+    let ua = BROWSERS[0];
+    let now = 1_800_000_000;
+    let keys = Keys::new(SECRET, &[]);
+    let me = Binding::of(ip("198.51.100.20"), ua);
+    let with = |path: &str, cookie: Option<&str>| {
+        let mut r = Req::new("198.51.100.20", ua).browser_headers().path(path);
+        if let Some(c) = cookie {
+            r.headers
+                .as_mut()
+                .unwrap()
+                .insert("cookie".into(), format!("a=1; {PASS_COOKIE}={c}"));
+        }
+        let empty = BTreeMap::new();
+        let facts = RequestFacts {
+            now: r.t,
+            client_ip: r.ip,
+            method: "GET",
+            host: "a.test",
+            path: &r.path,
+            user_agent: r.ua.as_deref(),
+            headers_known: true,
+            header: r.headers.as_ref().unwrap_or(&empty),
+            http10: false,
+            rdns: fixative_rules::Rdns::Unknown,
+            unix_time: now,
+        };
+        e.evaluate(&facts, "p")
+    };
+    // No pass: three images of grace, then protected.
+    for left in [2, 1, 0] {
+        let v = with("/art/a.png", None);
+        assert_eq!(
+            (v.action, v.grace_left),
+            (Action::Allow, Some(left)),
+            "{v:?}"
+        );
+    }
+    let v = with("/art/a.png", None);
+    assert_eq!(
+        (v.action, v.rule.as_deref()),
+        (Action::Cloak, Some("nopass"))
+    );
+    // A valid pass: originals, no grace spent.
+    let valid = keys.mint_pass(me, Flags::default(), now, 600).unwrap();
+    let v = with("/art/a.png", Some(&valid));
+    assert_eq!(v.pass, PassState::Valid);
+    assert_eq!(v.grace_left, None);
+    assert_eq!(v.rule.as_deref(), Some("haspass"));
+    // Automation: protected images; a challenge becomes no wall (cloak).
+    let auto = keys
+        .mint_pass(
+            me,
+            Flags {
+                automation: true,
+                nojs: false,
+            },
+            now,
+            600,
+        )
+        .unwrap();
+    let v = with("/art/a.png", Some(&auto));
+    assert_eq!((v.action, v.rule.as_deref()), (Action::Cloak, Some("auto")));
+    let v = with("/g/page", Some(&auto));
+    assert_eq!(
+        (v.action, v.rule.as_deref()),
+        (Action::Cloak, Some("guard"))
+    );
+    // Challenges: without a pass, the interstitial; a pass (JS or no-JS)
+    // skips the rule.
+    assert_eq!(with("/g/page", None).action, Action::Challenge(403));
+    let v = with("/g/page", Some(&valid));
+    assert_eq!(v.rule.as_deref(), Some("haspass"));
+    let nojs = keys
+        .mint_pass(
+            me,
+            Flags {
+                automation: false,
+                nojs: true,
+            },
+            now,
+            600,
+        )
+        .unwrap();
+    let v = with("/g/page", Some(&nojs));
+    assert_eq!((v.action, v.rule.as_deref()), (Action::Allow, None));
+    // A no-JS pass does not unlock originals.
+    let v = with("/art/b.png", Some(&nojs));
+    assert_eq!(
+        (v.action, v.rule.as_deref()),
+        (Action::Cloak, Some("nopass"))
+    );
+    // Invalid passes count as none.
+    let expired = keys
+        .mint_pass(me, Flags::default(), now - 7200, 600)
+        .unwrap();
+    let v = with("/g/page", Some(&expired));
+    assert_eq!(v.action, Action::Challenge(403));
+    assert_eq!(v.pass.as_str(), "expired");
+    // The tarpit: for an unverified client yes, for a verified crawler a
+    // plain refusal.
+    assert_eq!(with("/pit/x", None).action, Action::Tarpit(403));
+    let google = "Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)";
+    let v = Req::new("66.249.66.1", google).path("/pit/x").eval(&e, "p");
+    assert_eq!(v.action, Action::Block(403), "{v:?}");
+}
