@@ -771,3 +771,70 @@ async fn the_tarpit_holds_500_connections_while_people_are_served_as_fast() {
     }
     assert_eq!(fx.metric("fixative_tarpit_active"), 0.0);
 }
+
+/// Over TLS and HTTP/2: the pass cookie is `Secure`, and a pass in one of
+/// several `Cookie` headers (HTTP/2 clients send one per cookie) is read.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn passes_over_tls_are_secure_and_read_from_split_cookie_headers() {
+    let _serial = SERIAL.lock().await;
+    let origin = Origin::start("a").await;
+    let (fx, tls_port, cert_pem) = Fixative::start_tls(
+        "localhost",
+        "debug_headers = true",
+        &format!(
+            "{}\n[challenge]\ngrace_images = 0",
+            site("a", &["localhost"], &[origin.addr], "")
+        ),
+    );
+    let root = reqwest::Certificate::from_pem(cert_pem.as_bytes()).unwrap();
+    let c = reqwest::Client::builder()
+        .no_proxy()
+        .add_root_certificate(root)
+        .resolve(
+            "localhost",
+            format!("127.0.0.1:{tls_port}").parse().unwrap(),
+        )
+        .build()
+        .unwrap();
+    let base = format!("https://localhost:{tls_port}");
+    let ch: serde_json::Value = c
+        .post(format!("{base}/.fixative/challenge"))
+        .header("user-agent", CHROME)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let token = ch["token"].as_str().unwrap();
+    let counter = pass::solve(token, ch["difficulty"].as_u64().unwrap() as u8);
+    let r = c
+        .post(format!("{base}/.fixative/pass"))
+        .header("user-agent", CHROME)
+        .header("sec-fetch-site", "same-origin")
+        .body(
+            serde_json::json!({"token": token, "counter": counter, "report": clean_report()})
+                .to_string(),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.version(), reqwest::Version::HTTP_2);
+    let set = r.headers()["set-cookie"].to_str().unwrap().to_string();
+    assert!(set.contains("; Secure"), "{set}");
+    let value = cookie_value(&set);
+    let r = c
+        .get(format!("{base}/img/g-1-0.png"))
+        .header("user-agent", CHROME)
+        .header("accept", "image/png")
+        .header("accept-language", "en")
+        .header("sec-fetch-mode", "no-cors")
+        .header("cookie", "theme=dark")
+        .header("cookie", format!("{PASS_COOKIE}={value}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.version(), reqwest::Version::HTTP_2);
+    assert!(verdict(&r).contains("pass=valid"), "{}", verdict(&r));
+    assert!(!cloaked(&r));
+}

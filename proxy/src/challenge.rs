@@ -417,6 +417,7 @@ async fn serve_nojs(session: &mut Session, c: &Ctx<'_>) -> Result<()> {
         .iter()
         .filter_map(|v| v.to_str().ok())
         .any(|h| pass::cookie_value([h], NOJS_COOKIE).is_some());
+    // (each `Cookie` header is searched: HTTP/2 sends one per cookie)
     let page = |title: &str, text: &str| crate::pages::page(400, title, text, c.request_id);
     if !has_cookie {
         c.count("failed");

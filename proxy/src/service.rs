@@ -355,6 +355,16 @@ impl HeaderLookup for HeaderMapLookup<'_> {
     fn client_hello(&self) -> Option<&fixative_rules::tls::ClientHello> {
         self.2.as_deref()
     }
+    /// Across every `Cookie` header: HTTP/2 clients send one per cookie.
+    fn cookie(&self, name: &str) -> Option<&str> {
+        fixative_rules::pass::cookie_value(
+            self.0
+                .get_all(http::header::COOKIE)
+                .iter()
+                .filter_map(|v| v.to_str().ok()),
+            name,
+        )
+    }
 }
 
 /// The client's TLS ClientHello: read by Fixative on its TLS listener, or

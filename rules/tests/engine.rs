@@ -725,3 +725,42 @@ action = "observe"
     let v = Req::new("66.249.66.1", google).path("/pit/x").eval(&e, "p");
     assert_eq!(v.action, Action::Block(403), "{v:?}");
 }
+
+/// The default policy's pass rules leave verified search engines and link
+/// previews alone: their images stay original past any grace budget.
+#[test]
+fn search_engines_and_link_previews_are_not_affected_by_passes() {
+    let e = engine();
+    let preview = "Mozilla/5.0 (compatible; Discordbot/2.0; +https://discordapp.com)";
+    let google = "Googlebot-Image/1.0";
+    for i in 0..40 {
+        let v = Req::new("198.51.100.77", preview)
+            .path(&format!("/art/{i}.jpg"))
+            .eval(&e, "default");
+        assert_ne!(v.action, Action::Cloak, "{v:?}");
+        assert_eq!(v.rule.as_deref(), Some("previews-and-search"));
+    }
+    for i in 0..40 {
+        let v = Req::new("66.249.66.1", google)
+            .path(&format!("/art/{i}.jpg"))
+            .eval(&e, "default");
+        assert_eq!(v.action, Action::Allow, "{v:?}");
+        assert_eq!(v.rule.as_deref(), Some("trusted-networks"));
+    }
+    // A browser without a pass, by contrast: 24 originals, then previews.
+    let ua = BROWSERS[0];
+    let actions: Vec<Action> = (0..26)
+        .map(|i| {
+            Req::new("198.51.100.78", ua)
+                .browser_headers()
+                .path(&format!("/art/{i}.jpg"))
+                .eval(&e, "default")
+                .action
+        })
+        .collect();
+    assert!(
+        actions[..24].iter().all(|a| *a != Action::Cloak),
+        "{actions:?}"
+    );
+    assert_eq!(&actions[24..], &[Action::Cloak, Action::Cloak]);
+}
