@@ -778,7 +778,7 @@ async fn the_tarpit_holds_500_connections_while_people_are_served_as_fast() {
 async fn passes_over_tls_are_secure_and_read_from_split_cookie_headers() {
     let _serial = SERIAL.lock().await;
     let origin = Origin::start("a").await;
-    let (fx, tls_port, cert_pem) = Fixative::start_tls(
+    let (_fx, tls_port, cert_pem) = Fixative::start_tls(
         "localhost",
         "debug_headers = true",
         &format!(
