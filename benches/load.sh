@@ -1,97 +1,136 @@
 #!/usr/bin/env bash
-# Load benchmark: wrk against the origin directly and through Fixative,
-# interleaved in one run, then the ratio.
+# Load benchmark: wrk against the origin directly, a bare Pingora proxy
+# (proxy/examples/bare_pingora.rs: same Pingora, allocator and threads) and
+# Fixative (default policy, access log to a file), interleaved in one run,
+# on three paths: a 1 KiB file, an HTML page (rewritten by Fixative) and a
+# ~200 KiB JPEG (XMP metadata inserted by Fixative). Prints req/s, p50 and
+# p99 per round and the ratios against bare Pingora.
 #
-#   benches/load.sh [ROUNDS] [DURATION] [CONNECTIONS] [PATH]
+#   benches/load.sh [ROUNDS] [DURATION] [CONNECTIONS]
 #
-# Origin: nginx when installed (serving the demo gallery files), else
-# Fixative's built-in demo origin. Everything runs on loopback; the script
-# stops what it started. Installs wrk through apt-get when missing.
+# Traffic looks like browsers: a Firefox user agent and headers, from
+# 10,000 client addresses given in X-Forwarded-For (127.0.0.1 is a trusted
+# proxy). Origin: nginx (installed when missing). Everything runs on
+# loopback; the script stops what it started.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROUNDS=${1:-3}
 DURATION=${2:-10s}
 CONNS=${3:-32}
-PATH_=${4:-/}
 THREADS=2
 
-if ! command -v wrk >/dev/null; then
+need=()
+command -v wrk >/dev/null || need+=(wrk)
+command -v nginx >/dev/null || need+=(nginx)
+if [ ${#need[@]} -gt 0 ]; then
   sudo_=""; [ "$(id -u)" -ne 0 ] && sudo_=sudo
-  DEBIAN_FRONTEND=noninteractive $sudo_ apt-get install -y -qq wrk >/dev/null
+  DEBIAN_FRONTEND=noninteractive $sudo_ apt-get install -y -qq "${need[@]}" >/dev/null
 fi
 ./dev deps
-cargo build --release --bin fixative -q
+cargo build --release -q --bin fixative
+cargo build --release -q -p fixative-proxy --example bare_pingora
+cargo build --release -q -p fixative-protector --example bench_jpeg
 
 work=$(mktemp -d)
 pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$work"; }
+cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; [ -n "${KEEP:-}" ] || rm -rf "$work"; }
 trap cleanup EXIT
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-ORIGIN_PORT=$(free_port); PROXY_PORT=$(free_port); ADMIN_PORT=$(free_port)
+ORIGIN_PORT=$(free_port); BARE_PORT=$(free_port); PROXY_PORT=$(free_port); ADMIN_PORT=$(free_port)
 
-if command -v nginx >/dev/null; then
-  ORIGIN_KIND=nginx
-  mkdir -p "$work/www/art" "$work/nginx"
-  chmod 755 "$work" "$work/www" "$work/www/art"   # nginx workers run unprivileged
-  cp proxy/assets/art/* "$work/www/art/"
-  # A portfolio-sized HTML page (the demo origin's page is ~2.5 KB).
-  { echo '<!doctype html><html lang="en"><head><meta charset="utf-8"><title>Portfolio</title></head><body><h1>Portfolio</h1>'
-    for f in proxy/assets/art/*.png proxy/assets/art/*.jpg; do b=$(basename "$f"); echo "<figure><img src=\"/art/$b\" alt=\"$b\"><figcaption>$b, a study in light and texture</figcaption></figure>"; done
-    for _ in $(seq 12); do echo '<p>Photographs and studies. All rights reserved; not for AI training.</p>'; done
-    echo '</body></html>'; } > "$work/www/index.html"
-  cat > "$work/nginx/nginx.conf" <<NGX
+# The origin: nginx serving the three files.
+mkdir -p "$work/www" "$work/nginx"
+chmod 755 "$work" "$work/www"   # nginx workers run unprivileged
+head -c 1024 /dev/urandom | base64 -w0 | head -c 1024 > "$work/www/small.txt"
+./target/release/examples/bench_jpeg "$work/www/photo.jpg" 200 2>/dev/null
+{ echo '<!doctype html><html lang="en"><head><meta charset="utf-8"><title>Portfolio</title></head><body><h1>Portfolio</h1>'
+  for f in proxy/assets/art/*.png proxy/assets/art/*.jpg; do b=$(basename "$f"); echo "<figure><img src=\"/art/$b\" alt=\"$b\"><figcaption>$b, a study in light and texture</figcaption></figure>"; done
+  for _ in $(seq 12); do echo '<p>Photographs and studies. All rights reserved; not for AI training.</p>'; done
+  echo '</body></html>'; } > "$work/www/index.html"
+chmod 644 "$work/www/"*
+cat > "$work/nginx/nginx.conf" <<NGX
 worker_processes 1;
 pid $work/nginx/nginx.pid;
 error_log $work/nginx/error.log;
 events { worker_connections 4096; }
 http {
   access_log off;
+  types { text/html html; image/jpeg jpg; text/plain txt; }
   server {
     listen 127.0.0.1:$ORIGIN_PORT;
     root $work/www;
-    location / { try_files \$uri /index.html; }
   }
 }
 NGX
-  nginx -c "$work/nginx/nginx.conf" -g 'daemon off;' &
-  pids+=($!)
-else
-  ORIGIN_KIND="built-in demo origin"
-fi
+nginx -c "$work/nginx/nginx.conf" -g 'daemon off;' &
+pids+=($!)
 
-DEMO_SECTION=""
-if [ "$ORIGIN_KIND" != nginx ]; then DEMO_SECTION="[demo]
-listen = \"127.0.0.1:$ORIGIN_PORT\""; fi
+./target/release/examples/bare_pingora "127.0.0.1:$BARE_PORT" "127.0.0.1:$ORIGIN_PORT" "$THREADS" \
+  >"$work/bare.out" 2>"$work/bare.err" &
+pids+=($!)
+
 cat > "$work/fixative.toml" <<TOML
 [server]
 listen = ["127.0.0.1:$PROXY_PORT"]
 admin = "127.0.0.1:$ADMIN_PORT"
-threads = 2
+threads = $THREADS
+trusted_proxies = ["127.0.0.1"]
 [log]
-access = "off"
-$DEMO_SECTION
+access = "$work/access.log"
 [[site]]
 name = "bench"
 hosts = ["127.0.0.1"]
 upstreams = ["127.0.0.1:$ORIGIN_PORT"]
-policy = "off"   # detection runs, nothing is limited (wrk is one client)
 default = true
+[protector]
+secret = "load-benchmark-secret-0123456789"
+[challenge]
+# wrk runs no script: give its 10,000 addresses originals, as people with
+# a pass get, so the JPEG path measures metadata insertion, not cloaking.
+grace_images = 10000
 TOML
-./target/release/fixative run --config "$work/fixative.toml" 2>"$work/fixative.err" &
+./target/release/fixative run --config "$work/fixative.toml" >"$work/fixative.out" 2>"$work/fixative.err" &
 pids+=($!)
 
-for _ in $(seq 100); do
-  curl -fs "http://127.0.0.1:$PROXY_PORT$PATH_" -o /dev/null 2>/dev/null && break; sleep 0.1
-done
-# Refuse to report figures for a broken setup.
-for url in "http://127.0.0.1:$ORIGIN_PORT$PATH_" "http://127.0.0.1:$PROXY_PORT$PATH_"; do
-  code=$(curl -s -o /dev/null -w '%{http_code}' "$url")
-  if [ "$code" != 200 ]; then echo "load.sh: $url answers $code, not 200; aborting" >&2; exit 1; fi
-done
+# Browser-like requests from 10,000 addresses.
+cat > "$work/browser.lua" <<'LUA'
+local n = 0
+request = function()
+  n = n + 1
+  local i = n % 10000
+  local ip = "10." .. math.floor(i / 65536) % 256 .. "." .. math.floor(i / 256) % 256 .. "." .. i % 256
+  wrk.headers["Host"] = "127.0.0.1"
+  wrk.headers["User-Agent"] = "Mozilla/5.0 (X11; Linux x86_64; rv:145.0) Gecko/20100101 Firefox/145.0"
+  wrk.headers["Accept"] = "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"
+  wrk.headers["Accept-Language"] = "en-US,en;q=0.5"
+  wrk.headers["Accept-Encoding"] = "identity"
+  wrk.headers["Sec-Fetch-Mode"] = "navigate"
+  wrk.headers["X-Forwarded-For"] = ip
+  return wrk.format(nil)
+end
+LUA
 
-run_wrk() { # url -> "rps p50_ms p99_ms non2xx"
-  wrk -t"$THREADS" -c"$CONNS" -d"$DURATION" --latency "$1" > "$work/wrk.out" 2>&1 || true
+PATHS=(/small.txt /index.html /photo.jpg)
+for _ in $(seq 100); do
+  curl -fs "http://127.0.0.1:$PROXY_PORT/small.txt" -o /dev/null 2>/dev/null && \
+  curl -fs "http://127.0.0.1:$BARE_PORT/small.txt" -o /dev/null 2>/dev/null && break; sleep 0.1
+done
+# Refuse to report figures for a broken setup: every target answers 200,
+# Fixative rewrites the page and marks the JPEG.
+for port in "$ORIGIN_PORT" "$BARE_PORT" "$PROXY_PORT"; do
+  for p in "${PATHS[@]}"; do
+    code=$(curl -s -o /dev/null -w '%{http_code}' -H 'User-Agent: Mozilla/5.0 (X11; Linux x86_64; rv:145.0) Gecko/20100101 Firefox/145.0' -H 'Accept-Language: en' -H 'Sec-Fetch-Mode: navigate' -H 'Accept: */*' "http://127.0.0.1:$port$p")
+    if [ "$code" != 200 ]; then echo "load.sh: 127.0.0.1:$port$p answers $code, not 200; aborting" >&2; cat "$work/fixative.err" >&2; exit 1; fi
+  done
+done
+curl -s -o "$work/page.html" "http://127.0.0.1:$PROXY_PORT/index.html"
+grep -q 'name="robots"' "$work/page.html" || { echo "load.sh: the page was not rewritten" >&2; exit 1; }
+curl -s -o "$work/photo.jpg" "http://127.0.0.1:$PROXY_PORT/photo.jpg"
+grep -aq 'DataMining' "$work/photo.jpg" || { echo "load.sh: the JPEG carries no XMP" >&2; exit 1; }
+
+run_wrk() { # url -> "rps p50 p99 non2xx"
+  wrk -t"$THREADS" -c"$CONNS" -d"$DURATION" --latency -s "$work/browser.lua" "$1" > "$work/wrk.out" 2>&1 || true
   local rps p50 p99 non2xx
   rps=$(awk '/Requests\/sec/ {print $2}' "$work/wrk.out")
   p50=$(awk '$1=="50%" {print $2}' "$work/wrk.out")
@@ -100,14 +139,38 @@ run_wrk() { # url -> "rps p50_ms p99_ms non2xx"
   echo "$rps $p50 $p99 $non2xx"
 }
 
-echo "origin: $ORIGIN_KIND; wrk -t$THREADS -c$CONNS -d$DURATION; path $PATH_; $ROUNDS interleaved rounds"
-printf "%-7s %-9s %12s %10s %10s %8s\n" round target req/s p50 p99 non-2xx
-sum_d=0; sum_p=0
-for r in $(seq "$ROUNDS"); do
-  read -r d50 d_p50 d_p99 d_bad <<<"$(run_wrk "http://127.0.0.1:$ORIGIN_PORT$PATH_")"
-  printf "%-7s %-9s %12s %10s %10s %8s\n" "$r" direct "$d50" "$d_p50" "$d_p99" "$d_bad"
-  read -r p50r p_p50 p_p99 p_bad <<<"$(run_wrk "http://127.0.0.1:$PROXY_PORT$PATH_")"
-  printf "%-7s %-9s %12s %10s %10s %8s\n" "$r" fixative "$p50r" "$p_p50" "$p_p99" "$p_bad"
-  sum_d=$(python3 -c "print($sum_d + $d50)"); sum_p=$(python3 -c "print($sum_p + $p50r)")
+echo "origin nginx; wrk -t$THREADS -c$CONNS -d$DURATION, 10,000 client addresses; $ROUNDS interleaved rounds; $(nproc) cores"
+printf "%-12s %-6s %-9s %10s %10s %10s %8s\n" path round target req/s p50 p99 non-2xx
+: > "$work/results"
+for p in "${PATHS[@]}"; do
+  for r in $(seq "$ROUNDS"); do
+    for t in direct bare fixative; do
+      case $t in direct) port=$ORIGIN_PORT ;; bare) port=$BARE_PORT ;; fixative) port=$PROXY_PORT ;; esac
+      read -r rps p50 p99 bad <<<"$(run_wrk "http://127.0.0.1:$port$p")"
+      printf "%-12s %-6s %-9s %10s %10s %10s %8s\n" "$p" "$r" "$t" "$rps" "$p50" "$p99" "$bad"
+      echo "$p $t $rps $p50 $p99" >> "$work/results"
+    done
+  done
 done
-python3 -c "print(f'mean req/s direct {$sum_d/$ROUNDS:.0f}, through fixative {$sum_p/$ROUNDS:.0f}, ratio {$sum_p/$sum_d:.2f}')"
+
+python3 - "$work/results" <<'PY'
+import sys, collections
+def ms(s):
+    for u, f in (("us", 1e-3), ("ms", 1.0), ("s", 1e3)):
+        if s.endswith(u):
+            return float(s[:-len(u)]) * f
+    return float(s)
+rows = collections.defaultdict(list)
+for line in open(sys.argv[1]):
+    p, t, rps, p50, p99 = line.split()
+    rows[(p, t)].append((float(rps), ms(p50), ms(p99)))
+print()
+print(f"{'path':<12} {'target':<9} {'req/s':>10} {'p50 ms':>8} {'p99 ms':>8} {'vs bare':>8} {'p99-bare':>9}")
+for p in dict.fromkeys(k[0] for k in rows):
+    mean = {t: [sum(x) / len(x) for x in zip(*rows[(p, t)])] for t in ("direct", "bare", "fixative")}
+    for t in ("direct", "bare", "fixative"):
+        rps, p50, p99 = mean[t]
+        ratio = rps / mean["bare"][0]
+        dp99 = (p99 - mean["bare"][2]) * 1000
+        print(f"{p:<12} {t:<9} {rps:>10.0f} {p50:>8.2f} {p99:>8.2f} {ratio:>7.2f}x {dp99:>+7.0f}us")
+PY
