@@ -48,15 +48,10 @@ fn clean_report() -> serde_json::Value {
     })
 }
 
-/// Runs the check as the page script does: challenge, proof of work,
-/// report. Returns the status and the pass cookie's value.
-async fn run_check(
-    c: &reqwest::Client,
-    fx: &Fixative,
-    report: serde_json::Value,
-) -> (u16, Option<String>, String) {
+/// A fresh challenge from `base` (`http://…`): its token and difficulty.
+async fn new_challenge(c: &reqwest::Client, base: &str) -> (String, u8) {
     let ch: serde_json::Value = c
-        .post(fx.url("/.fixative/challenge"))
+        .post(format!("{base}/.fixative/challenge"))
         .header("user-agent", CHROME)
         .header("sec-fetch-site", "same-origin")
         .send()
@@ -65,8 +60,47 @@ async fn run_check(
         .json()
         .await
         .unwrap();
-    let token = ch["token"].as_str().unwrap().to_string();
-    let difficulty = ch["difficulty"].as_u64().unwrap() as u8;
+    (
+        ch["token"].as_str().unwrap().to_string(),
+        ch["difficulty"].as_u64().unwrap() as u8,
+    )
+}
+
+/// Posts a solved challenge as the page script does (`same_origin`: with
+/// the fetch metadata a page's `fetch` sends).
+async fn submit(
+    c: &reqwest::Client,
+    base: &str,
+    token: &str,
+    counter: u64,
+    report: serde_json::Value,
+    same_origin: bool,
+) -> reqwest::Response {
+    let mut b = c
+        .post(format!("{base}/.fixative/pass"))
+        .header("user-agent", CHROME)
+        .header("content-type", "application/json");
+    if same_origin {
+        b = b.header("sec-fetch-site", "same-origin");
+    }
+    b.body(serde_json::json!({"token": token, "counter": counter, "report": report}).to_string())
+        .send()
+        .await
+        .unwrap()
+}
+
+fn base(fx: &Fixative) -> String {
+    fx.url("").trim_end_matches('/').to_string()
+}
+
+/// Runs the check as the page script does: challenge, proof of work,
+/// report. Returns the status, the pass cookie and the challenge token.
+async fn run_check(
+    c: &reqwest::Client,
+    fx: &Fixative,
+    report: serde_json::Value,
+) -> (u16, Option<String>, String) {
+    let (token, difficulty) = new_challenge(c, &base(fx)).await;
     let counter = pass::solve(&token, difficulty);
     let (status, cookie) = post_pass(c, fx, &token, counter, report).await;
     (status, cookie, token)
@@ -79,15 +113,7 @@ async fn post_pass(
     counter: u64,
     report: serde_json::Value,
 ) -> (u16, Option<String>) {
-    let r = c
-        .post(fx.url("/.fixative/pass"))
-        .header("user-agent", CHROME)
-        .header("sec-fetch-site", "same-origin")
-        .header("content-type", "application/json")
-        .body(serde_json::json!({"token": token, "counter": counter, "report": report}).to_string())
-        .send()
-        .await
-        .unwrap();
+    let r = submit(c, &base(fx), token, counter, report, true).await;
     let status = r.status().as_u16();
     let cookie = r
         .headers()
@@ -269,27 +295,9 @@ async fn a_check_that_sees_automation_marks_the_pass_and_images_are_protected() 
         1.0
     );
     // A native solver posting without the page's fetch metadata is marked too.
-    let r = c
-        .post(fx.url("/.fixative/challenge"))
-        .header("user-agent", CHROME)
-        .send()
-        .await
-        .unwrap();
-    let token = r.json::<serde_json::Value>().await.unwrap()["token"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    let counter = pass::solve(&token, 8);
-    let r = c
-        .post(fx.url("/.fixative/pass"))
-        .header("user-agent", CHROME)
-        .body(
-            serde_json::json!({"token": token, "counter": counter, "report": clean_report()})
-                .to_string(),
-        )
-        .send()
-        .await
-        .unwrap();
+    let (token, difficulty) = new_challenge(&c, &base(&fx)).await;
+    let counter = pass::solve(&token, difficulty);
+    let r = submit(&c, &base(&fx), &token, counter, clean_report(), false).await;
     assert_eq!(r.status(), 200);
     assert_eq!(
         fx.metric_eventually("fixative_checks_total{result=\"automation\"}", 2.0),
@@ -372,20 +380,11 @@ async fn forged_expired_replayed_and_moved_passes_are_refused() {
         1.0
     );
     // A wrong proof of work earns nothing.
-    let ch: serde_json::Value = c
-        .post(fx.url("/.fixative/challenge"))
-        .header("user-agent", CHROME)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let token = ch["token"].as_str().unwrap();
+    let (token, difficulty) = new_challenge(&c, &base(&fx)).await;
     let wrong = (0..)
-        .find(|n| pass::leading_zero_bits(&pass::pow_hash(token, *n)) < 8)
+        .find(|n| pass::leading_zero_bits(&pass::pow_hash(&token, *n)) < u32::from(difficulty))
         .unwrap();
-    let (status, cookie) = post_pass(&c, &fx, token, wrong, clean_report()).await;
+    let (status, cookie) = post_pass(&c, &fx, &token, wrong, clean_report()).await;
     assert_eq!(status, 400);
     assert!(cookie.is_none());
     // Garbage bodies get 400, never a crash.
@@ -797,28 +796,9 @@ async fn passes_over_tls_are_secure_and_read_from_split_cookie_headers() {
         .build()
         .unwrap();
     let base = format!("https://localhost:{tls_port}");
-    let ch: serde_json::Value = c
-        .post(format!("{base}/.fixative/challenge"))
-        .header("user-agent", CHROME)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let token = ch["token"].as_str().unwrap();
-    let counter = pass::solve(token, ch["difficulty"].as_u64().unwrap() as u8);
-    let r = c
-        .post(format!("{base}/.fixative/pass"))
-        .header("user-agent", CHROME)
-        .header("sec-fetch-site", "same-origin")
-        .body(
-            serde_json::json!({"token": token, "counter": counter, "report": clean_report()})
-                .to_string(),
-        )
-        .send()
-        .await
-        .unwrap();
+    let (token, difficulty) = new_challenge(&c, &base).await;
+    let counter = pass::solve(&token, difficulty);
+    let r = submit(&c, &base, &token, counter, clean_report(), true).await;
     assert_eq!(r.version(), reqwest::Version::HTTP_2);
     let set = r.headers()["set-cookie"].to_str().unwrap().to_string();
     assert!(set.contains("; Secure"), "{set}");

@@ -235,14 +235,7 @@ async fn respond_with(
         resp.insert_header("cache-control", "no-store")?;
     }
     resp.insert_header("x-content-type-options", "nosniff")?;
-    let head_only = session.req_header().method == http::Method::HEAD;
-    session
-        .write_response_header(Box::new(resp), head_only)
-        .await?;
-    if !head_only {
-        session.write_response_body(Some(body), true).await?;
-    }
-    Ok(())
+    crate::service::write_whole(session, resp, body).await
 }
 
 async fn json(session: &mut Session, status: u16, v: serde_json::Value) -> Result<()> {
@@ -376,19 +369,8 @@ pub async fn serve(session: &mut Session, ep: Endpoint, c: &Ctx<'_>) -> Result<(
                 automation,
                 nojs: false,
             };
-            let ttl = c.cfg.pass_ttl.as_secs();
-            let Some(token) = c.keys.mint_pass(c.binding(), flags, now, ttl) else {
-                return json(session, 503, serde_json::json!({"ok": false})).await;
-            };
             // The same answer either way: the client learns nothing.
-            respond(
-                session,
-                200,
-                "application/json",
-                Bytes::from_static(b"{\"ok\":true}"),
-                &[("set-cookie", pass_cookie(&token, ttl, c.secure))],
-            )
-            .await
+            give_pass(session, c, flags, now, 200, None).await
         }
         Endpoint::NoJs => serve_nojs(session, c).await,
         // The tarpit's maze is served by the tarpit.
@@ -500,25 +482,49 @@ async fn serve_nojs(session: &mut Session, c: &Ctx<'_>) -> Result<()> {
         .await;
     }
     c.count("nojs");
-    let pass_ttl = c.cfg.pass_ttl.as_secs();
     let flags = Flags {
         automation: false,
         nojs: true,
     };
-    let Some(pass) = c.keys.mint_pass(c.binding(), flags, now, pass_ttl) else {
+    give_pass(session, c, flags, now, 303, Some(back)).await
+}
+
+/// Mints a pass and sets it: `{"ok":true}`, or a redirect to `location`.
+async fn give_pass(
+    session: &mut Session,
+    c: &Ctx<'_>,
+    flags: Flags,
+    now: u64,
+    status: u16,
+    location: Option<String>,
+) -> Result<()> {
+    let ttl = c.cfg.pass_ttl.as_secs();
+    let Some(token) = c.keys.mint_pass(c.binding(), flags, now, ttl) else {
         return json(session, 503, serde_json::json!({"ok": false})).await;
     };
-    respond(
-        session,
-        303,
-        "text/plain",
-        Bytes::new(),
-        &[
-            ("location", back),
-            ("set-cookie", pass_cookie(&pass, pass_ttl, c.secure)),
-        ],
-    )
-    .await
+    let cookie = ("set-cookie", pass_cookie(&token, ttl, c.secure));
+    match location {
+        Some(to) => {
+            respond(
+                session,
+                status,
+                "text/plain",
+                Bytes::new(),
+                &[("location", to), cookie],
+            )
+            .await
+        }
+        None => {
+            respond(
+                session,
+                status,
+                "application/json",
+                Bytes::from_static(b"{\"ok\":true}"),
+                &[cookie],
+            )
+            .await
+        }
+    }
 }
 
 /// Characters escaped in a query value.

@@ -220,7 +220,11 @@ async fn serve_well_known(
 }
 
 /// Writes a complete response; HEAD gets the headers only.
-async fn write_whole(session: &mut Session, resp: ResponseHeader, body: Bytes) -> Result<()> {
+pub(crate) async fn write_whole(
+    session: &mut Session,
+    resp: ResponseHeader,
+    body: Bytes,
+) -> Result<()> {
     let head_only = session.req_header().method == http::Method::HEAD;
     session
         .write_response_header(Box::new(resp), head_only)

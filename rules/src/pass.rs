@@ -271,6 +271,19 @@ fn bytes8_at(b: &[u8], at: usize) -> [u8; 8] {
     x
 }
 
+/// Concatenates fields into a fixed-size payload.
+fn pack<const N: usize>(fields: &[&[u8]]) -> [u8; N] {
+    let mut p = [0u8; N];
+    let mut at = 0;
+    for f in fields {
+        if let Some(dst) = p.get_mut(at..at + f.len()) {
+            dst.copy_from_slice(f);
+        }
+        at += f.len();
+    }
+    p
+}
+
 fn secs(t: u64) -> u32 {
     u32::try_from(t).unwrap_or(u32::MAX)
 }
@@ -289,23 +302,15 @@ pub struct Pass {
 impl Keys {
     /// A pass cookie value, or `None` when there is no key.
     pub fn mint_pass(&self, b: Binding, flags: Flags, now: u64, ttl_secs: u64) -> Option<String> {
-        let mut p = [0u8; PASS_LEN];
         let expires = secs(now.saturating_add(ttl_secs));
-        let fields: [&[u8]; 6] = [
+        let p: [u8; PASS_LEN] = pack(&[
             &[PASS_KIND],
             &[flags.bits()],
             &secs(now).to_be_bytes(),
             &expires.to_be_bytes(),
             &b.net,
             &b.agent,
-        ];
-        let mut at = 0;
-        for f in fields {
-            if let Some(dst) = p.get_mut(at..at + f.len()) {
-                dst.copy_from_slice(f);
-            }
-            at += f.len();
-        }
+        ]);
         self.sign(&p)
     }
 
@@ -358,22 +363,14 @@ impl Keys {
         difficulty: u8,
         now: u64,
     ) -> Option<String> {
-        let mut p = [0u8; CHALLENGE_LEN];
-        let fields: [&[u8]; 6] = [
+        let p: [u8; CHALLENGE_LEN] = pack(&[
             &[CHALLENGE_KIND],
             &[difficulty],
             &secs(now).to_be_bytes(),
             &nonce,
             &b.net,
             &b.agent,
-        ];
-        let mut at = 0;
-        for f in fields {
-            if let Some(dst) = p.get_mut(at..at + f.len()) {
-                dst.copy_from_slice(f);
-            }
-            at += f.len();
-        }
+        ]);
         self.sign(&p)
     }
 

@@ -23,10 +23,20 @@ use futures_util::StreamExt;
 pub mod browser;
 pub mod raw;
 
-/// A port that was free a moment ago.
+/// A port that was free a moment ago, and never handed out before by
+/// this test process (the kernel may offer a just-released port again, and
+/// two listeners of one configuration must not get the same one).
 pub fn free_port() -> u16 {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind :0");
-    l.local_addr().expect("local addr").port()
+    static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    let mut given = GIVEN.lock().unwrap_or_else(|e| e.into_inner());
+    loop {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind :0");
+        let port = l.local_addr().expect("local addr").port();
+        if !given.contains(&port) {
+            given.push(port);
+            return port;
+        }
+    }
 }
 
 /// What an origin saw of one request.
