@@ -111,7 +111,8 @@ request = function()
 end
 LUA
 
-PATHS=(/small.txt /index.html /photo.jpg)
+# LOAD_PATHS="/small.txt" limits the run to some paths.
+read -r -a PATHS <<<"${LOAD_PATHS:-/small.txt /index.html /photo.jpg}"
 for _ in $(seq 100); do
   curl -fs "http://127.0.0.1:$PROXY_PORT/small.txt" -o /dev/null 2>/dev/null && \
   curl -fs "http://127.0.0.1:$BARE_PORT/small.txt" -o /dev/null 2>/dev/null && break; sleep 0.1

@@ -2,8 +2,8 @@
 //!
 //! Each request emits a `tracing` event with target `fixative::access`
 //! whose `entry` field holds the serialized JSON object. [`AccessLayer`]
-//! writes those lines, unchanged, to stdout or a file through a
-//! non-blocking writer, so a slow disk never stalls request handling.
+//! writes those lines, unchanged, to stdout or a file through a batching
+//! writer ([`crate::logbuf`]), so a slow disk never stalls request handling.
 
 use std::io::Write;
 use std::net::IpAddr;
@@ -110,18 +110,23 @@ pub struct AccessLayer<W> {
 }
 
 impl<W> AccessLayer<W> {
-    /// Writes through `make_writer` (e.g. a `tracing_appender` non-blocking writer).
+    /// Writes through `make_writer` (the batching [`crate::logbuf::BatchWriter`]).
     pub fn new(make_writer: W) -> Self {
         AccessLayer { make_writer }
     }
 }
 
-struct EntryVisitor(Option<String>);
+/// Writes the `entry` field straight to the writer (no copy).
+struct EntryVisitor<'w, W: Write>(&'w mut W);
 
-impl Visit for EntryVisitor {
+impl<W: Write> Visit for EntryVisitor<'_, W> {
     fn record_str(&mut self, field: &Field, value: &str) {
         if field.name() == "entry" {
-            self.0 = Some(value.to_string());
+            // One write per line: the batching writer appends it whole.
+            let mut line = Vec::with_capacity(value.len() + 1);
+            line.extend_from_slice(value.as_bytes());
+            line.push(b'\n');
+            let _ = self.0.write_all(&line);
         }
     }
     fn record_debug(&mut self, _field: &Field, _value: &dyn std::fmt::Debug) {}
@@ -136,12 +141,7 @@ where
         if event.metadata().target() != TARGET {
             return;
         }
-        let mut v = EntryVisitor(None);
-        event.record(&mut v);
-        if let Some(mut line) = v.0 {
-            line.push('\n');
-            let mut w = self.make_writer.make_writer();
-            let _ = w.write_all(line.as_bytes());
-        }
+        let mut w = self.make_writer.make_writer();
+        event.record(&mut EntryVisitor(&mut w));
     }
 }

@@ -62,6 +62,74 @@ impl WellKnown {
 /// origin sent: its `X-Robots-Tag` values are kept and ours added only when
 /// missing; an origin `tdm-reservation` is respected; in `Content-Usage`
 /// our preferences replace the same keys (`n` wins when combined).
+/// A site's directive header values, built once per configuration so that
+/// the common response (the origin sent none of these headers) gets them
+/// without building strings.
+#[derive(Debug, Clone, Default)]
+pub struct Prepared {
+    robots: Option<http::HeaderValue>,
+    usage: Option<http::HeaderValue>,
+    tdm_policy: Option<http::HeaderValue>,
+}
+
+fn shared_value(s: String) -> Option<http::HeaderValue> {
+    http::HeaderValue::from_maybe_shared(bytes::Bytes::from(s)).ok()
+}
+
+impl Prepared {
+    /// The values of `d`, as [`apply_headers`] writes them when the origin
+    /// sent none.
+    pub fn new(d: &Directives) -> Prepared {
+        let usage: Vec<String> = d
+            .content_usage
+            .split(',')
+            .filter_map(|m| m.split_once('='))
+            .map(|(k, v)| format!("{}={}", k.trim(), v.trim()))
+            .collect();
+        Prepared {
+            robots: (!d.x_robots_tag.is_empty())
+                .then(|| shared_value(d.x_robots_tag.join(", ")))
+                .flatten(),
+            usage: (!d.content_usage.is_empty())
+                .then(|| shared_value(usage.join(", ")))
+                .flatten(),
+            tdm_policy: d.tdm_policy.clone().and_then(shared_value),
+        }
+    }
+}
+
+/// [`apply_headers`] for origin responses: prepared values (no string
+/// building) when the origin sent none of the headers, the merge otherwise.
+pub fn apply_prepared(
+    resp: &mut ResponseHeader,
+    d: &Directives,
+    p: &Prepared,
+) -> pingora::Result<()> {
+    let h = &resp.headers;
+    let untouched = h.get("x-robots-tag").is_none()
+        && h.get("content-usage").is_none()
+        && h.get("tdm-reservation").is_none()
+        && h.get("tdm-policy").is_none();
+    if !untouched {
+        return apply_headers(resp, d);
+    }
+    if let Some(v) = &p.robots {
+        resp.append_header("x-robots-tag", v.clone())?;
+    }
+    if d.tdm_reservation {
+        resp.insert_header("tdm-reservation", http::HeaderValue::from_static("1"))?;
+        if let Some(v) = &p.tdm_policy {
+            resp.insert_header("tdm-policy", v.clone())?;
+        }
+    }
+    if let Some(v) = &p.usage {
+        resp.insert_header("content-usage", v.clone())?;
+    }
+    Ok(())
+}
+
+/// Adds the site's directive headers to a response, merging with what the
+/// origin sent (no duplicates; our reservation wins for our keys).
 pub fn apply_headers(resp: &mut ResponseHeader, d: &Directives) -> pingora::Result<()> {
     if !d.x_robots_tag.is_empty() {
         let present: BTreeSet<String> = resp
@@ -322,6 +390,40 @@ mod tests {
         // Idempotent.
         apply_headers(&mut r, &d).unwrap();
         assert_eq!(r.headers.get_all("x-robots-tag").iter().count(), 2);
+    }
+
+    /// The prepared path writes exactly what the merge writes.
+    #[test]
+    fn prepared_headers_equal_the_merge() {
+        let mut d = dirs();
+        d.tdm_policy = Some("https://example.test/policy".into());
+        let p = Prepared::new(&d);
+        let origin: &[&[(&str, &str)]] = &[
+            &[],
+            &[("x-robots-tag", "noindex")],
+            &[("content-usage", "search=y")],
+            &[("tdm-reservation", "0")],
+            &[("content-type", "text/html")],
+        ];
+        for headers in origin {
+            let mut a = ResponseHeader::build(200, None).unwrap();
+            for (k, v) in *headers {
+                a.append_header(k.to_string(), *v).unwrap();
+            }
+            let mut b = a.clone();
+            apply_headers(&mut a, &d).unwrap();
+            apply_prepared(&mut b, &d, &p).unwrap();
+            let dump = |r: &ResponseHeader| {
+                let mut v: Vec<(String, String)> = r
+                    .headers
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.to_str().unwrap().to_string()))
+                    .collect();
+                v.sort();
+                v
+            };
+            assert_eq!(dump(&a), dump(&b), "{headers:?}");
+        }
     }
 
     #[test]

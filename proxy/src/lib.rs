@@ -17,6 +17,7 @@ pub mod directives;
 pub mod forwarding;
 pub mod framing;
 pub mod html;
+pub mod logbuf;
 pub mod metrics;
 pub mod origin;
 pub mod pages;
@@ -47,13 +48,26 @@ pub use state::{ReloadOutcome, Shared};
 
 /// Keeps the access-log writer alive; drop it to flush.
 pub struct LogGuard {
-    _guard: Option<tracing_appender::non_blocking::WorkerGuard>,
+    _guard: Option<logbuf::BatchGuard>,
 }
 
 /// Installs logging: diagnostics to stderr (filter with `RUST_LOG`,
 /// default `info`), access log to the configured destination.
 pub fn init_logging(log: &fixative_config::Log) -> Result<LogGuard, String> {
     let env = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    // The `log` records of Pingora and other crates reach tracing through
+    // its log bridge, which lets every level through by default: each
+    // `debug!` on the request path would then be dispatched only to be
+    // filtered out. Let through only what the filter can show.
+    let log_level = match env.max_level_hint() {
+        Some(l) if l >= tracing::level_filters::LevelFilter::TRACE => log::LevelFilter::Trace,
+        Some(l) if l >= tracing::level_filters::LevelFilter::DEBUG => log::LevelFilter::Debug,
+        Some(l) if l >= tracing::level_filters::LevelFilter::INFO => log::LevelFilter::Info,
+        Some(l) if l >= tracing::level_filters::LevelFilter::WARN => log::LevelFilter::Warn,
+        Some(l) if l >= tracing::level_filters::LevelFilter::ERROR => log::LevelFilter::Error,
+        Some(_) => log::LevelFilter::Off,
+        None => log::LevelFilter::Trace,
+    };
     let diagnostics = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
         .with_target(false)
@@ -62,7 +76,7 @@ pub fn init_logging(log: &fixative_config::Log) -> Result<LogGuard, String> {
     let (access, guard) = match &log.access {
         AccessLog::Off => (None, None),
         AccessLog::Stdout => {
-            let (w, g) = tracing_appender::non_blocking(std::io::stdout());
+            let (w, g) = logbuf::BatchWriter::new(Box::new(std::io::stdout()));
             (Some(access_log::AccessLayer::new(w)), Some(g))
         }
         AccessLog::File(path) => {
@@ -71,7 +85,7 @@ pub fn init_logging(log: &fixative_config::Log) -> Result<LogGuard, String> {
                 .append(true)
                 .open(path)
                 .map_err(|e| format!("log.access: cannot open {}: {e}", path.display()))?;
-            let (w, g) = tracing_appender::non_blocking(file);
+            let (w, g) = logbuf::BatchWriter::new(Box::new(file));
             (Some(access_log::AccessLayer::new(w)), Some(g))
         }
         _ => (None, None),
@@ -82,6 +96,7 @@ pub fn init_logging(log: &fixative_config::Log) -> Result<LogGuard, String> {
         .with(access)
         .try_init()
         .map_err(|e| format!("cannot install logging: {e}"))?;
+    log::set_max_level(log_level);
     Ok(LogGuard { _guard: guard })
 }
 

@@ -31,6 +31,8 @@ pub struct SiteRuntime {
     pub max_body_bytes: Option<u64>,
     /// No-train directives.
     pub directives: fixative_config::Directives,
+    /// Their header values, built once.
+    pub prepared: crate::directives::Prepared,
     /// Generated robots.txt groups.
     pub robots_groups: String,
     /// Origin well-known documents, cached; the lock also makes concurrent
@@ -91,6 +93,7 @@ impl Runtime {
                 policy: site.policy.clone(),
                 max_body_bytes: site.max_body_bytes,
                 directives: site.directives.clone(),
+                prepared: crate::directives::Prepared::new(&site.directives),
                 robots_groups: String::new(),
                 docs: tokio::sync::Mutex::new(HashMap::new()),
             });

@@ -1153,9 +1153,13 @@ impl ProxyHttp for FixativeProxy {
         resp: &mut ResponseHeader,
         ctx: &mut Ctx,
     ) -> Result<()> {
-        resp.insert_header("x-request-id", ctx.request_id.clone())?;
-        if let Some(d) = ctx_directives(ctx) {
-            directives::apply_headers(resp, d)?;
+        resp.insert_header("x-request-id", ctx.request_id.as_str())?;
+        if let Some(rt) = &ctx.runtime
+            && let Some(site) = rt
+                .sites
+                .get(ctx.site.or(rt.config.default_site).unwrap_or(0))
+        {
+            directives::apply_prepared(resp, &site.directives, &site.prepared)?;
         }
         self.maybe_rewrite_html(session, resp, ctx)?;
         self.maybe_add_image_metadata(session, resp, ctx)?;
