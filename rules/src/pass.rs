@@ -583,7 +583,13 @@ pub fn assess(r: &Report, request_ua: &str, sec_fetch_site: Option<&str>) -> Vec
     {
         out.push("client-hint platform differs from the user agent".to_string());
     }
-    if r.outer == Some([0, 0]) {
+    // Old headless Chromium has no window; mobile browsers, web views and
+    // prerendered pages may report 0 too, so only a desktop Chromium is
+    // judged by it.
+    let desktop_chromium = request_ua.contains("Chrome/")
+        && !request_ua.contains("Mobile")
+        && !request_ua.contains("Android");
+    if r.outer == Some([0, 0]) && desktop_chromium {
         out.push("window has no size".to_string());
     }
     if !r.globals.is_empty() {
@@ -822,6 +828,19 @@ mod tests {
         assert_eq!(assess(&globals, UA, Some("same-origin")).len(), 1);
         // A native solver posting without the page.
         assert_eq!(assess(&person, UA, None).len(), 1);
+        // A phone's browser may report a zero-size window: not judged.
+        let phone = "Mozilla/5.0 (Linux; Android 10; K) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Mobile Safari/537.36";
+        let mobile = Report {
+            ua: Some(phone.into()),
+            outer: Some([0, 0]),
+            ua_platform: Some("Android".into()),
+            brands: Some(vec!["Chromium/131".into()]),
+            ..Report::default()
+        };
+        assert!(assess(&mobile, phone, Some("same-origin")).is_empty());
+        let mut headless = person.clone();
+        headless.outer = Some([0, 0]);
+        assert_eq!(assess(&headless, UA, Some("same-origin")).len(), 1);
         let mut other = person;
         other.ua = Some("Mozilla/5.0 something else".into());
         assert_eq!(assess(&other, UA, Some("same-origin")).len(), 1);
