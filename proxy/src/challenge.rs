@@ -235,7 +235,7 @@ async fn respond_with(
         resp.insert_header("cache-control", "no-store")?;
     }
     resp.insert_header("x-content-type-options", "nosniff")?;
-    crate::service::write_whole(session, resp, body).await
+    crate::responses::write_whole(session, resp, body).await
 }
 
 async fn json(session: &mut Session, status: u16, v: serde_json::Value) -> Result<()> {

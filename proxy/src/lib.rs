@@ -22,6 +22,7 @@ pub mod metrics;
 pub mod origin;
 pub mod pages;
 pub mod rdns;
+pub mod responses;
 pub mod runtime;
 pub mod service;
 pub mod state;

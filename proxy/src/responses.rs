@@ -1,0 +1,331 @@
+//! Whole responses Fixative writes itself: error and block pages, 429s,
+//! robots.txt and the other well-known documents, protected image
+//! variants; and the framing of origin responses for the client.
+
+use bytes::Bytes;
+use fixative_rules::Verdict;
+use pingora::ErrorType;
+use pingora::http::ResponseHeader;
+use pingora::prelude::*;
+use pingora::proxy::Session;
+
+use crate::directives::{self, WellKnown};
+use crate::pages;
+use crate::runtime::Runtime;
+use crate::service::{Ctx, ctx_directives, site_peer};
+
+/// Answers robots.txt, tdmrep.json or ai.txt: the origin's (cached,
+/// revalidated) merged with or replaced by Fixative's.
+pub(crate) async fn serve_well_known(
+    session: &mut Session,
+    ctx: &Ctx,
+    rt: &Runtime,
+    i: usize,
+    doc: WellKnown,
+) -> Result<()> {
+    let Some(site) = rt.sites.get(i) else {
+        return Err(Error::explain(
+            ErrorType::InternalError,
+            "site index out of range",
+        ));
+    };
+    let origin = {
+        let mut cache = site.docs.lock().await;
+        let prev = cache.get(&doc).cloned();
+        match prev {
+            Some(p) if p.checked.elapsed() < site.directives.cache_ttl => Some(p),
+            _ => {
+                let fetched = match site_peer(rt, i) {
+                    Ok(peer) => {
+                        directives::fetch_origin_doc(
+                            &rt.connector,
+                            &peer,
+                            &ctx.host,
+                            doc,
+                            prev.as_ref(),
+                        )
+                        .await
+                    }
+                    Err(e) => Err(e),
+                };
+                match fetched {
+                    Ok(d) => {
+                        cache.insert(doc, d.clone());
+                        Some(d)
+                    }
+                    Err(e) => {
+                        tracing::warn!(
+                            "cannot fetch {} from the origin of {}: {e}; serving {}",
+                            doc.path(),
+                            site.name,
+                            if prev.is_some() {
+                                "the cached copy"
+                            } else {
+                                "Fixative's own"
+                            }
+                        );
+                        prev
+                    }
+                }
+            }
+        }
+    };
+    let origin_body = origin.as_ref().and_then(|d| d.body.as_deref());
+    let body = match doc {
+        WellKnown::Robots => directives::merged_robots(origin_body, &site.robots_groups),
+        WellKnown::Tdmrep => origin_body
+            .map(str::to_string)
+            .unwrap_or_else(|| directives::tdmrep_json(&site.directives)),
+        WellKnown::AiTxt => origin_body
+            .map(str::to_string)
+            .unwrap_or_else(|| directives::ai_txt().to_string()),
+    };
+    let mut resp = ResponseHeader::build(200, Some(8))?;
+    resp.insert_header("content-type", doc.content_type())?;
+    resp.insert_header("content-length", body.len().to_string())?;
+    resp.insert_header("cache-control", "public, max-age=300")?;
+    resp.insert_header("x-request-id", ctx.request_id.as_str())?;
+    directives::apply_headers(&mut resp, &site.directives)?;
+    if rt.config.server.debug_headers {
+        resp.insert_header("x-fixative-verdict", ctx.verdict.header_value())?;
+    }
+    write_whole(session, resp, Bytes::from(body)).await
+}
+
+/// Writes a complete response; HEAD gets the headers only.
+pub(crate) async fn write_whole(
+    session: &mut Session,
+    resp: ResponseHeader,
+    body: Bytes,
+) -> Result<()> {
+    let head_only = session.req_header().method == http::Method::HEAD;
+    session
+        .write_response_header(Box::new(resp), head_only)
+        .await?;
+    if !head_only {
+        session.write_response_body(Some(body), true).await?;
+    }
+    Ok(())
+}
+
+/// Answers an image request under a `cloak` verdict with a protected
+/// variant, or the configured fallback.
+pub(crate) async fn serve_cloaked(
+    session: &mut Session,
+    ctx: &Ctx,
+    rt: &Runtime,
+    i: usize,
+    metrics: &crate::metrics::Metrics,
+) -> Result<()> {
+    let Some(site) = rt.sites.get(i) else {
+        return Err(Error::explain(
+            ErrorType::InternalError,
+            "site index out of range",
+        ));
+    };
+    let path = session
+        .req_header()
+        .uri
+        .path_and_query()
+        .map(|p| p.as_str().to_string())
+        .unwrap_or_else(|| "/".into());
+    let class = ctx
+        .verdict
+        .crawler
+        .as_deref()
+        .unwrap_or_else(|| ctx.verdict.category_label())
+        .to_string();
+    let payload = crate::cloak::Cloaker::payload(&site.name, ctx.client_ip, &class);
+    let outcome = match site_peer(rt, i) {
+        Ok(peer) => {
+            rt.cloaker
+                .cloak(
+                    &rt.connector,
+                    &peer,
+                    &ctx.host,
+                    &path,
+                    &site.name,
+                    payload,
+                    &site.directives.data_mining,
+                )
+                .await
+        }
+        Err(_) => crate::cloak::Outcome::Fallback(crate::cloak::FallbackReason::Origin),
+    };
+    let (status, ctype, body, extra): (u16, String, Bytes, Vec<(&str, String)>) = match outcome {
+        crate::cloak::Outcome::Variant(v, hit) => (
+            200,
+            v.content_type,
+            v.bytes,
+            vec![
+                ("x-fixative-variant", v.source.to_string()),
+                (
+                    "x-fixative-cache",
+                    if hit { "hit" } else { "miss" }.to_string(),
+                ),
+                (
+                    "x-fixative-watermark",
+                    format!("{:016x}", payload.to_bits()),
+                ),
+            ],
+        ),
+        crate::cloak::Outcome::Relay(status, ctype, body) => (
+            status,
+            ctype.unwrap_or_else(|| "application/octet-stream".into()),
+            body,
+            Vec::new(),
+        ),
+        crate::cloak::Outcome::Fallback(reason) => {
+            metrics
+                .protector_fallbacks
+                .with_label_values(&[reason.as_str()])
+                .inc();
+            let html = pages::page(
+                503,
+                "Temporarily unavailable",
+                "This image cannot be served right now. Please try again shortly.",
+                &ctx.request_id,
+            );
+            (
+                503,
+                "text/html; charset=utf-8".into(),
+                Bytes::from(html),
+                vec![("retry-after", "5".to_string())],
+            )
+        }
+    };
+    let mut resp = ResponseHeader::build(status, Some(10))?;
+    resp.insert_header("content-type", ctype)?;
+    resp.insert_header("content-length", body.len().to_string())?;
+    // A per-client variant: never into shared caches.
+    resp.insert_header("cache-control", "private, no-store")?;
+    resp.insert_header("vary", "User-Agent")?;
+    resp.insert_header("x-request-id", ctx.request_id.as_str())?;
+    for (k, v) in extra {
+        // The payload header is for debugging only.
+        if k == "x-fixative-watermark" && !rt.config.server.debug_headers {
+            continue;
+        }
+        resp.insert_header(k, v)?;
+    }
+    directives::apply_headers(&mut resp, &site.directives)?;
+    if rt.config.server.debug_headers {
+        resp.insert_header("x-fixative-verdict", ctx.verdict.header_value())?;
+    }
+    write_whole(session, resp, body).await
+}
+
+/// `RateLimit-Policy` and `RateLimit` values (draft-ietf-httpapi-ratelimit-headers).
+pub(crate) fn ratelimit_headers(v: &Verdict) -> Option<(String, String)> {
+    let l = v.limit?;
+    let name = v.rule.as_deref().unwrap_or("default");
+    let name: String = name
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric() || *c == '-' || *c == '_')
+        .collect();
+    let t = if l.retry_after > 0 {
+        l.retry_after
+    } else {
+        l.reset
+    };
+    Some((
+        format!("\"{name}\";q={};w={}", l.quota, l.window),
+        format!("\"{name}\";r={};t={t}", l.remaining),
+    ))
+}
+
+/// 429 with `Retry-After` and rate-limit headers, and a short page.
+pub(crate) async fn respond_limited(session: &mut Session, ctx: &Ctx) -> Result<()> {
+    let retry = ctx.verdict.limit.map(|l| l.retry_after.max(1)).unwrap_or(1);
+    let html = pages::page(
+        429,
+        "Slow down",
+        &format!(
+            "Too many requests came from your network in a short time. Please wait {retry} second{} and try again.",
+            if retry == 1 { "" } else { "s" }
+        ),
+        &ctx.request_id,
+    );
+    let mut extra = vec![("retry-after".to_string(), retry.to_string())];
+    if let Some((policy, state)) = ratelimit_headers(&ctx.verdict) {
+        extra.push(("ratelimit-policy".into(), policy));
+        extra.push(("ratelimit".into(), state));
+    }
+    respond_html_with(session, 429, html, ctx, &extra).await
+}
+
+/// Frames a proxied response for the client's HTTP/1 version, whatever
+/// the origin spoke: an HTTP/1.0 origin's status line is not passed on to
+/// an HTTP/1.1 client (a browser reads `HTTP/1.0` + chunked as a body
+/// without end), an HTTP/1.0 client never gets chunked encoding, and a
+/// body delimited only by the connection's close closes the connection.
+pub(crate) fn frame_for_client(session: &mut Session, resp: &mut ResponseHeader) {
+    if session.is_http2() {
+        return;
+    }
+    let client = session.req_header().version;
+    let chunked = resp
+        .headers
+        .get_all(http::header::TRANSFER_ENCODING)
+        .iter()
+        .any(|v| {
+            v.to_str()
+                .is_ok_and(|v| v.to_ascii_lowercase().contains("chunked"))
+        });
+    if client == http::Version::HTTP_10 {
+        resp.set_version(http::Version::HTTP_10);
+        if chunked {
+            resp.remove_header(&http::header::TRANSFER_ENCODING);
+            session.set_keepalive(None);
+            return;
+        }
+    } else {
+        resp.set_version(http::Version::HTTP_11);
+    }
+    let bodiless = resp.status.is_informational()
+        || resp.status == http::StatusCode::NO_CONTENT
+        || resp.status == http::StatusCode::NOT_MODIFIED
+        || session.req_header().method == http::Method::HEAD;
+    if !chunked && !bodiless && resp.headers.get(http::header::CONTENT_LENGTH).is_none() {
+        session.set_keepalive(None);
+    }
+}
+
+/// Writes a complete HTML response and closes the connection.
+pub(crate) async fn respond_html(
+    session: &mut Session,
+    status: u16,
+    html: String,
+    ctx: &Ctx,
+) -> Result<()> {
+    respond_html_with(session, status, html, ctx, &[]).await
+}
+
+pub(crate) async fn respond_html_with(
+    session: &mut Session,
+    status: u16,
+    html: String,
+    ctx: &Ctx,
+    extra: &[(String, String)],
+) -> Result<()> {
+    let mut resp = ResponseHeader::build(status, Some(8 + extra.len()))?;
+    for (k, v) in extra {
+        resp.insert_header(k.clone(), v.as_str())?;
+    }
+    if let Some(d) = ctx_directives(ctx) {
+        directives::apply_headers(&mut resp, d)?;
+    }
+    resp.insert_header("content-type", "text/html; charset=utf-8")?;
+    resp.insert_header("content-length", html.len().to_string())?;
+    resp.insert_header("cache-control", "no-store")?;
+    resp.insert_header("x-request-id", ctx.request_id.as_str())?;
+    if ctx
+        .runtime
+        .as_ref()
+        .is_some_and(|r| r.config.server.debug_headers)
+    {
+        resp.insert_header("x-fixative-verdict", ctx.verdict.header_value())?;
+    }
+    session.set_keepalive(None);
+    write_whole(session, resp, Bytes::from(html)).await
+}
