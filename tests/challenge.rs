@@ -558,6 +558,13 @@ async fn the_interstitial_explains_itself_and_its_no_js_path_leads_back() {
         .unwrap();
     assert!(verdict(&r).contains("action=challenge"), "{}", verdict(&r));
     assert_ne!(r.status(), 403);
+    // Other requests under a challenge get the rule's status.
+    let r = get(&c, fx.url("/guarded/data.json"), "application/json")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    assert!(verdict(&r).contains("action=challenge"), "{}", verdict(&r));
     // Open redirects are not possible through the return path.
     let r = get(
         &c,
