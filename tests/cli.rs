@@ -488,17 +488,7 @@ fn explain_shows_the_pass_state() {
     let s = explain(&old);
     assert!(s.contains("pass:     expired"), "{s}");
     assert!(s.contains("grace:"), "{s}");
-    let auto = keys
-        .mint_pass(
-            me,
-            Flags {
-                automation: true,
-                nojs: false,
-            },
-            now,
-            600,
-        )
-        .unwrap();
+    let auto = keys.mint_pass(me, Flags::AUTOMATION, now, 600).unwrap();
     let s = explain(&auto);
     assert!(s.contains("pass:     automation"), "{s}");
     assert!(s.contains("rule:     cloak-images-for-automation"), "{s}");

@@ -152,6 +152,31 @@ pub fn script_tag(return_to: Option<&str>) -> String {
     )
 }
 
+/// The tag pages carry (no return path), built once.
+pub static PAGE_SCRIPT_TAG: LazyLock<String> = LazyLock::new(|| script_tag(None));
+
+/// The no-JavaScript path's URL for a challenge token and a return path.
+fn nojs_url(token: &str, back: &str) -> String {
+    format!(
+        "{PREFIX}nojs?t={}&r={}",
+        percent_encoding::utf8_percent_encode(token, QUERY),
+        percent_encoding::utf8_percent_encode(back, QUERY)
+    )
+}
+
+/// A short HTML page (400) explaining why the no-JS path stopped.
+async fn explain_page(session: &mut Session, c: &Ctx<'_>, title: &str, text: &str) -> Result<()> {
+    let html = crate::pages::page(400, title, text, c.request_id);
+    respond(
+        session,
+        400,
+        "text/html; charset=utf-8",
+        Bytes::from(html),
+        &[],
+    )
+    .await
+}
+
 /// A same-site path to return to (never another origin).
 pub fn safe_return(p: &str) -> &str {
     if p.starts_with('/')
@@ -400,19 +425,13 @@ async fn serve_nojs(session: &mut Session, c: &Ctx<'_>) -> Result<()> {
         .filter_map(|v| v.to_str().ok())
         .any(|h| pass::cookie_value([h], NOJS_COOKIE).is_some());
     // (each `Cookie` header is searched: HTTP/2 sends one per cookie)
-    let page = |title: &str, text: &str| crate::pages::page(400, title, text, c.request_id);
     if !has_cookie {
         c.count("failed");
-        let html = page(
+        return explain_page(
+            session,
+            c,
             "Cookies needed",
             "This site checks visitors before showing this page, and the check needs one cookie. Please allow cookies for this site, then go back and reload the page.",
-        );
-        return respond(
-            session,
-            400,
-            "text/html; charset=utf-8",
-            Bytes::from(html),
-            &[],
         )
         .await;
     }
@@ -433,11 +452,7 @@ async fn serve_nojs(session: &mut Session, c: &Ctx<'_>) -> Result<()> {
         Err(Invalid::TooEarly) => {
             // Followed too soon: wait the rest and try again (no loop).
             let wait = c.cfg.nojs_delay.as_secs().max(1);
-            let url = format!(
-                "{PREFIX}nojs?t={}&r={}",
-                percent_encoding::utf8_percent_encode(&token, QUERY),
-                percent_encoding::utf8_percent_encode(&back, QUERY)
-            );
+            let url = nojs_url(&token, &back);
             return respond(
                 session,
                 303,
@@ -450,16 +465,11 @@ async fn serve_nojs(session: &mut Session, c: &Ctx<'_>) -> Result<()> {
         Err(why) => {
             fail(why);
             c.count("failed");
-            let html = page(
+            return explain_page(
+                session,
+                c,
                 "Please try again",
                 "The check expired or was already used. Go back and reload the page to get a new one.",
-            );
-            return respond(
-                session,
-                400,
-                "text/html; charset=utf-8",
-                Bytes::from(html),
-                &[],
             )
             .await;
         }
@@ -468,24 +478,16 @@ async fn serve_nojs(session: &mut Session, c: &Ctx<'_>) -> Result<()> {
     let (fresh, _) = c.spent.spend(ch.nonce, now, ch.issued + ttl);
     if !fresh {
         c.count("replayed");
-        let html = page(
+        return explain_page(
+            session,
+            c,
             "Please try again",
             "This check was already used. Go back and reload the page to get a new one.",
-        );
-        return respond(
-            session,
-            400,
-            "text/html; charset=utf-8",
-            Bytes::from(html),
-            &[],
         )
         .await;
     }
     c.count("nojs");
-    let flags = Flags {
-        automation: false,
-        nojs: true,
-    };
+    let flags = Flags::NOJS;
     give_pass(session, c, flags, now, 303, Some(back)).await
 }
 
@@ -557,11 +559,7 @@ pub async fn serve_interstitial(
         .await;
     };
     c.metrics.interstitials.inc();
-    let nojs_url = format!(
-        "{PREFIX}nojs?t={}&r={}",
-        percent_encoding::utf8_percent_encode(&token, QUERY),
-        percent_encoding::utf8_percent_encode(back, QUERY)
-    );
+    let nojs_url = nojs_url(&token, back);
     let delay = c.cfg.nojs_delay.as_secs().max(1);
     let html = crate::pages::interstitial(
         &script_tag(Some(back)),

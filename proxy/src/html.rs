@@ -31,7 +31,7 @@ pub struct Injection {
     /// Trap path for the hidden link.
     pub trap_path: Option<String>,
     /// The check script's tag, added to the head.
-    pub script: Option<String>,
+    pub script: Option<&'static str>,
 }
 
 fn attr_escape(s: &str) -> String {
@@ -42,7 +42,7 @@ fn attr_escape(s: &str) -> String {
 
 fn metas(inj: &Injection, st: &State) -> String {
     let mut s = String::new();
-    if let Some(tag) = &inj.script {
+    if let Some(tag) = inj.script {
         s.push_str(tag);
     }
     if !st.robots_seen && !inj.robots.is_empty() {

@@ -259,7 +259,7 @@ impl FixativeProxy {
                 && needs
                 && rt.engine.keys().can_sign()
                 && rt.engine.policy_reads_passes(policy))
-            .then(|| crate::challenge::script_tag(None))
+            .then(|| crate::challenge::PAGE_SCRIPT_TAG.as_str())
         });
         if !d.html_meta && !d.trap_link && script.is_none() {
             return Ok(());

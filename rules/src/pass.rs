@@ -45,6 +45,17 @@ pub struct Flags {
 }
 
 impl Flags {
+    /// A pass whose check saw automation.
+    pub const AUTOMATION: Flags = Flags {
+        automation: true,
+        nojs: false,
+    };
+    /// A pass from the no-JavaScript path.
+    pub const NOJS: Flags = Flags {
+        automation: false,
+        nojs: true,
+    };
+
     fn bits(self) -> u8 {
         u8::from(self.automation) | (u8::from(self.nojs) << 1)
     }
@@ -653,17 +664,7 @@ mod tests {
         let t = other.mint_pass(b, Flags::default(), 1_000, 3_600).unwrap();
         assert_eq!(k.verify_pass(&t, b, 1_100), Err(Invalid::Forged));
         // Flip each byte of a genuine pass: never accepted.
-        let good = k
-            .mint_pass(
-                b,
-                Flags {
-                    automation: true,
-                    nojs: false,
-                },
-                1_000,
-                3_600,
-            )
-            .unwrap();
+        let good = k.mint_pass(b, Flags::AUTOMATION, 1_000, 3_600).unwrap();
         let raw = URL_SAFE_NO_PAD.decode(&good).unwrap();
         for i in 0..raw.len() {
             let mut r = raw.clone();
@@ -700,29 +701,9 @@ mod tests {
     fn pass_state_reads_the_cookie_among_others() {
         let k = Keys::new("a-long-enough-secret-1", &[]);
         let b = Binding::of(ip("192.0.2.1"), UA);
-        let auto = k
-            .mint_pass(
-                b,
-                Flags {
-                    automation: true,
-                    nojs: false,
-                },
-                1_000,
-                3_600,
-            )
-            .unwrap();
+        let auto = k.mint_pass(b, Flags::AUTOMATION, 1_000, 3_600).unwrap();
         let human = k.mint_pass(b, Flags::default(), 1_000, 3_600).unwrap();
-        let nojs = k
-            .mint_pass(
-                b,
-                Flags {
-                    automation: false,
-                    nojs: true,
-                },
-                1_000,
-                3_600,
-            )
-            .unwrap();
+        let nojs = k.mint_pass(b, Flags::NOJS, 1_000, 3_600).unwrap();
         let h = format!("theme=dark; {PASS_COOKIE}={human}; x=1");
         assert_eq!(k.pass_state([h.as_str()], b, 1_100), PassState::Valid);
         let h2 = format!("{PASS_COOKIE}={auto}");

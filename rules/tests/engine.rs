@@ -669,17 +669,7 @@ action = "observe"
     assert_eq!(v.grace_left, None);
     assert_eq!(v.rule.as_deref(), Some("haspass"));
     // Automation: protected images; a challenge becomes no wall (cloak).
-    let auto = keys
-        .mint_pass(
-            me,
-            Flags {
-                automation: true,
-                nojs: false,
-            },
-            now,
-            600,
-        )
-        .unwrap();
+    let auto = keys.mint_pass(me, Flags::AUTOMATION, now, 600).unwrap();
     let v = with("/art/a.png", Some(&auto));
     assert_eq!((v.action, v.rule.as_deref()), (Action::Cloak, Some("auto")));
     let v = with("/g/page", Some(&auto));
@@ -692,17 +682,7 @@ action = "observe"
     assert_eq!(with("/g/page", None).action, Action::Challenge(403));
     let v = with("/g/page", Some(&valid));
     assert_eq!(v.rule.as_deref(), Some("haspass"));
-    let nojs = keys
-        .mint_pass(
-            me,
-            Flags {
-                automation: false,
-                nojs: true,
-            },
-            now,
-            600,
-        )
-        .unwrap();
+    let nojs = keys.mint_pass(me, Flags::NOJS, now, 600).unwrap();
     let v = with("/g/page", Some(&nojs));
     assert_eq!((v.action, v.rule.as_deref()), (Action::Allow, None));
     // A no-JS pass does not unlock originals.
