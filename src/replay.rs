@@ -249,7 +249,7 @@ pub fn replay(
         };
         let v = engine.evaluate(&facts, policy);
         if let Some(status) = p.status {
-            engine.record_status(p.ip, now, status);
+            engine.record_status(p.ip, now, facts.unix_time, status);
         }
         *sum.by_action
             .entry(v.action.as_str().to_string())

@@ -23,6 +23,7 @@ pub mod policy;
 mod raw;
 pub mod router;
 pub mod spans;
+pub mod state;
 mod validate;
 pub mod weights;
 pub use validate::random_secret;
@@ -38,6 +39,7 @@ pub use policy::{
     CATEGORIES, Category, DetectionConfig, MatchConfig, Mode, PolicyConfig, Quota, QuotaKey,
     RuleAction, RuleConfig,
 };
+pub use state::{Backend as StateBackend, State};
 
 /// The embedded default configuration, commented, as printed by
 /// `fixative config print-default`.
@@ -75,6 +77,8 @@ pub struct Config {
     pub challenge: challenge::Challenge,
     /// Caps of the `tarpit` action.
     pub tarpit: challenge::Tarpit,
+    /// Where per-client state lives (this node, or a fleet's Redis).
+    pub state: state::State,
 }
 
 /// `[protector]`: protected image variants for `cloak` verdicts.

@@ -26,6 +26,8 @@ pub struct RawConfig {
     #[serde(default)]
     pub tarpit: RawTarpit,
     #[serde(default)]
+    pub state: RawState,
+    #[serde(default)]
     pub profile: std::collections::BTreeMap<String, RawProfile>,
 }
 
@@ -644,4 +646,63 @@ fn default_tarpit_duration() -> String {
 }
 fn default_tarpit_interval() -> String {
     "1s".into()
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawState {
+    #[serde(default = "default_state_backend")]
+    pub backend: String,
+    pub url: Option<String>,
+    pub password_file: Option<String>,
+    #[serde(default = "default_state_prefix")]
+    pub prefix: String,
+    #[serde(default = "default_state_pool")]
+    pub pool_size: i64,
+    #[serde(default = "default_state_connect_timeout")]
+    pub connect_timeout: String,
+    #[serde(default = "default_state_timeout")]
+    pub timeout: String,
+    #[serde(default = "default_state_sync")]
+    pub sync_interval: String,
+    #[serde(default = "default_state_max_bans")]
+    pub max_bans: i64,
+}
+
+impl Default for RawState {
+    fn default() -> Self {
+        RawState {
+            backend: default_state_backend(),
+            url: None,
+            password_file: None,
+            prefix: default_state_prefix(),
+            pool_size: default_state_pool(),
+            connect_timeout: default_state_connect_timeout(),
+            timeout: default_state_timeout(),
+            sync_interval: default_state_sync(),
+            max_bans: default_state_max_bans(),
+        }
+    }
+}
+
+fn default_state_backend() -> String {
+    "memory".into()
+}
+fn default_state_prefix() -> String {
+    "fixative:".into()
+}
+fn default_state_pool() -> i64 {
+    2
+}
+fn default_state_connect_timeout() -> String {
+    "1s".into()
+}
+fn default_state_timeout() -> String {
+    "5ms".into()
+}
+fn default_state_sync() -> String {
+    "250ms".into()
+}
+fn default_state_max_bans() -> i64 {
+    100_000
 }

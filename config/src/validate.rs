@@ -604,6 +604,7 @@ fn validate(ctx: &mut Ctx<'_>, raw: RawConfig, source_name: &str) -> Config {
     let protector = validate_protector(ctx, &raw.protector, &raw.profile);
     let challenge = crate::challenge::validate_challenge(ctx, &raw.challenge);
     let tarpit = crate::challenge::validate_tarpit(ctx, &raw.tarpit);
+    let state = crate::state::validate_state(ctx, &raw.state);
     let sp = root.key("server");
     let rs = raw.server;
 
@@ -985,6 +986,7 @@ fn validate(ctx: &mut Ctx<'_>, raw: RawConfig, source_name: &str) -> Config {
         protector,
         challenge,
         tarpit,
+        state,
     };
     require_secret(ctx, &mut cfg, &root.key("protector").key("secret"));
     cfg

@@ -46,7 +46,7 @@ impl BackgroundService for HealthChecks {
             if now.duration_since(*self.last_sweep.lock().unwrap_or_else(|e| e.into_inner()))
                 >= SWEEP_EVERY
             {
-                rt.engine.sweep();
+                rt.engine.sweep(crate::challenge::unix_now());
                 *self.last_sweep.lock().unwrap_or_else(|e| e.into_inner()) = now;
             }
             let sizes = rt.engine.state_sizes();

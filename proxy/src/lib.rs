@@ -14,6 +14,7 @@ pub mod cloak;
 pub mod conn;
 pub mod demo;
 pub mod directives;
+pub mod fleet;
 pub mod forwarding;
 pub mod framing;
 pub mod html;
@@ -157,7 +158,13 @@ fn raise_fd_limit() {
 pub fn check(config: &Config) -> Result<(), String> {
     preflight(config).map_err(|e| format!("{}: {e}", config.source_name))?;
     let metrics = Arc::new(metrics::Metrics::new().map_err(|e| format!("metrics: {e}"))?);
-    runtime::Runtime::build(config.clone(), metrics).map(|_| ())
+    if config.state.shared() {
+        // The URL as the client library reads it (no connection is made:
+        // a node starts, and decides alone, while its store is down).
+        fleet::client(&config.state).map_err(|e| format!("{}: {e}", config.source_name))?;
+    }
+    let mirror = Arc::new(fixative_rules::fleet::Fleet::new(config));
+    runtime::Runtime::build(config.clone(), metrics, mirror).map(|_| ())
 }
 
 /// Runs Fixative until a shutdown signal; returns after a graceful stop.
@@ -166,8 +173,9 @@ pub fn check(config: &Config) -> Result<(), String> {
 pub fn run(config: Config) -> Result<(), String> {
     preflight(&config)?;
     let metrics = Arc::new(metrics::Metrics::new().map_err(|e| format!("metrics: {e}"))?);
-    let first = runtime::Runtime::build(config.clone(), metrics.clone())?;
-    let shared = Arc::new(Shared::new(first, metrics, config.path.clone()));
+    let link = fleet::FleetLink::start(&config, metrics.clone())?;
+    let first = runtime::Runtime::build(config.clone(), metrics.clone(), link.fleet.clone())?;
+    let shared = Arc::new(Shared::new(first, metrics, config.path.clone(), link));
 
     let tmp = std::env::temp_dir();
     let pid = std::process::id();

@@ -63,6 +63,22 @@ pub struct Metrics {
     /// `fixative_tarpit_refused_total`: tarpit verdicts answered with the
     /// rule's status because the tarpit was full.
     pub tarpit_refused: prometheus::IntCounter,
+    /// `fixative_state_backend_up`: 1 while the shared state store answers
+    /// (always 1 with the memory backend).
+    pub state_up: prometheus::IntGauge,
+    /// `fixative_state_backend_errors_total{op}` (quota, quota_timeout,
+    /// sync, snapshot).
+    pub state_errors: IntCounterVec,
+    /// `fixative_state_quota_seconds`: round trip of a shared quota check.
+    pub state_quota_seconds: prometheus::Histogram,
+    /// `fixative_state_decisions_total{by}` (fleet, local): who decided a
+    /// request a `limit` rule applied to.
+    pub state_decisions: IntCounterVec,
+    /// `fixative_state_events_total{direction}` (sent, received).
+    pub state_events: IntCounterVec,
+    /// `fixative_state_dropped`: events and counts that did not fit the
+    /// outbox (since start).
+    pub state_dropped: prometheus::IntGauge,
 }
 
 impl Metrics {
@@ -226,6 +242,59 @@ impl Metrics {
         registry.register(Box::new(tarpit_seconds.clone()))?;
         registry.register(Box::new(tarpit_bytes.clone()))?;
         registry.register(Box::new(tarpit_refused.clone()))?;
+        let state_up = prometheus::IntGauge::new(
+            "fixative_state_backend_up",
+            "1 while the state backend answers (the memory backend always does).",
+        )?;
+        let state_errors = IntCounterVec::new(
+            Opts::new(
+                "fixative_state_backend_errors_total",
+                "Failed or timed-out calls to the shared state backend.",
+            ),
+            &["op"],
+        )?;
+        for op in ["quota", "quota_timeout", "sync", "snapshot"] {
+            state_errors.with_label_values(&[op]);
+        }
+        let state_quota_seconds = prometheus::Histogram::with_opts(
+            HistogramOpts::new(
+                "fixative_state_quota_seconds",
+                "Round trip of a shared quota decision.",
+            )
+            .buckets(vec![
+                0.0001, 0.00025, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.05,
+            ]),
+        )?;
+        let state_decisions = IntCounterVec::new(
+            Opts::new(
+                "fixative_state_decisions_total",
+                "Requests under a limit rule decided by the fleet's quota or by this node alone.",
+            ),
+            &["by"],
+        )?;
+        let state_events = IntCounterVec::new(
+            Opts::new(
+                "fixative_state_events_total",
+                "Fleet events (penalties, bans, revocations) sent and received.",
+            ),
+            &["direction"],
+        )?;
+        let state_dropped = prometheus::IntGauge::new(
+            "fixative_state_dropped",
+            "Fleet events and counts dropped because the outbox was full.",
+        )?;
+        for r in ["fleet", "local"] {
+            state_decisions.with_label_values(&[r]);
+        }
+        for r in ["sent", "received"] {
+            state_events.with_label_values(&[r]);
+        }
+        registry.register(Box::new(state_up.clone()))?;
+        registry.register(Box::new(state_errors.clone()))?;
+        registry.register(Box::new(state_quota_seconds.clone()))?;
+        registry.register(Box::new(state_decisions.clone()))?;
+        registry.register(Box::new(state_events.clone()))?;
+        registry.register(Box::new(state_dropped.clone()))?;
         for r in ["aggregated", "failed_open"] {
             limiter_overflow.with_label_values(&[r]);
         }
@@ -282,6 +351,12 @@ impl Metrics {
             tarpit_seconds,
             tarpit_bytes,
             tarpit_refused,
+            state_up,
+            state_errors,
+            state_quota_seconds,
+            state_decisions,
+            state_events,
+            state_dropped,
         })
     }
 

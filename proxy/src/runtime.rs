@@ -67,7 +67,11 @@ pub struct Runtime {
 
 impl Runtime {
     /// Builds a runtime; fails only on resources that cannot be created.
-    pub fn build(config: Config, metrics: Arc<crate::metrics::Metrics>) -> Result<Runtime, String> {
+    pub fn build(
+        config: Config,
+        metrics: Arc<crate::metrics::Metrics>,
+        fleet: Arc<fixative_rules::fleet::Fleet>,
+    ) -> Result<Runtime, String> {
         let mut sites = Vec::with_capacity(config.sites.len());
         for site in &config.sites {
             let addrs: Vec<std::net::SocketAddr> = site.upstreams.iter().map(|u| u.addr).collect();
@@ -98,7 +102,8 @@ impl Runtime {
                 docs: tokio::sync::Mutex::new(HashMap::new()),
             });
         }
-        let engine = Engine::new(&config).map_err(|e| config.error_at(&e.problems).to_string())?;
+        let engine = Engine::with_fleet(&config, fleet)
+            .map_err(|e| config.error_at(&e.problems).to_string())?;
         for s in &mut sites {
             s.robots_groups = crate::directives::robots_groups(
                 &s.directives,

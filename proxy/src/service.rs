@@ -688,6 +688,11 @@ impl ProxyHttp for FixativeProxy {
             };
             rt.engine.evaluate(&facts, policy)
         };
+        // A limit rule allowed it here: the fleet's quota decides (one
+        // round trip, bounded; the node's decision stands without it).
+        if ctx.verdict.shared_limit.is_some() {
+            self.shared.fleet.settle(&mut ctx.verdict).await;
+        }
 
         if ctx.verdict.action == Action::Limited {
             respond_limited(session, ctx).await?;
@@ -999,7 +1004,8 @@ impl ProxyHttp for FixativeProxy {
         if let Some(rt) = &ctx.runtime
             && status > 0
         {
-            rt.engine.record_status(ctx.client_ip, ctx.now, status);
+            rt.engine
+                .record_status(ctx.client_ip, ctx.now, crate::challenge::unix_now(), status);
         }
         let req = session.req_header();
         access_log::emit(&access_log::Entry {

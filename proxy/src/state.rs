@@ -28,6 +28,9 @@ pub struct Shared {
     pub spent: crate::challenge::Spent,
     /// Tarpitted responses in flight.
     pub tarpit: crate::tarpit::Tarpit,
+    /// The fleet's shared state (or this node's, with the memory
+    /// backend): outlives reloads.
+    pub fleet: Arc<crate::fleet::FleetLink>,
     request_seed: u64,
     request_counter: AtomicU64,
 }
@@ -43,7 +46,12 @@ pub enum ReloadOutcome {
 
 impl Shared {
     /// Creates the shared state around a first runtime.
-    pub fn new(runtime: Runtime, metrics: Arc<Metrics>, config_path: Option<PathBuf>) -> Shared {
+    pub fn new(
+        runtime: Runtime,
+        metrics: Arc<Metrics>,
+        config_path: Option<PathBuf>,
+        fleet: Arc<crate::fleet::FleetLink>,
+    ) -> Shared {
         use std::hash::{BuildHasher, Hasher};
         let mut h = std::collections::hash_map::RandomState::new().build_hasher();
         h.write_u64(std::process::id() as u64);
@@ -59,6 +67,7 @@ impl Shared {
             hellos: Arc::default(),
             spent,
             tarpit: crate::tarpit::Tarpit::default(),
+            fleet,
             request_seed: h.finish(),
             request_counter: AtomicU64::new(0),
         }
@@ -97,7 +106,7 @@ impl Shared {
         let old = self.runtime.load();
         let restart_needed = restart_only_changes(&old.config, &config);
         let summary = config.summary();
-        match Runtime::build(config, self.metrics.clone()) {
+        match Runtime::build(config, self.metrics.clone(), self.fleet.fleet.clone()) {
             Ok(rt) => {
                 self.runtime.store(Arc::new(rt));
                 self.metrics.reloads.with_label_values(&["success"]).inc();
@@ -141,6 +150,9 @@ fn restart_only_changes(old: &Config, new: &Config) -> Vec<&'static str> {
     }
     if old.log.access != new.log.access {
         v.push("log.access");
+    }
+    if old.state != new.state {
+        v.push("state");
     }
     if old.demo.as_ref().map(|d| d.listen) != new.demo.as_ref().map(|d| d.listen) {
         v.push("demo");

@@ -245,6 +245,9 @@ pub struct Engine {
     ua_cache: crate::uacache::UaCache,
     keys: crate::pass::Keys,
     grace: Option<crate::state::QuotaLimiter>,
+    fleet: Arc<crate::fleet::Fleet>,
+    rule_ban: Arc<str>,
+    penalty_secs: u64,
 }
 
 impl std::fmt::Debug for Engine {
@@ -274,6 +277,15 @@ impl Engine {
     /// policies, state. Every problem is reported with its configuration
     /// key, not only the first.
     pub fn new(config: &Config) -> Result<Engine, BuildError> {
+        Engine::with_fleet(config, Arc::new(crate::fleet::Fleet::new(config)))
+    }
+
+    /// Builds the engine around a fleet mirror that outlives it (the
+    /// proxy keeps one across reloads, shared with its state backend).
+    pub fn with_fleet(
+        config: &Config,
+        fleet: Arc<crate::fleet::Fleet>,
+    ) -> Result<Engine, BuildError> {
         let d = &config.detection;
         let dp = KeyPath::root().key("detection");
         let mut problems: Vec<(KeyPath, String)> = Vec::new();
@@ -395,6 +407,9 @@ impl Engine {
                     clock.clone(),
                 )
             }),
+            fleet,
+            rule_ban: Arc::from("ban"),
+            penalty_secs: d.penalty.as_secs(),
         })
     }
 
@@ -518,6 +533,34 @@ impl Engine {
     /// The keys passes and challenges are signed with.
     pub fn keys(&self) -> &crate::pass::Keys {
         &self.keys
+    }
+
+    /// The fleet mirror: bans, penalties, revoked passes, counts.
+    pub fn fleet(&self) -> &Arc<crate::fleet::Fleet> {
+        &self.fleet
+    }
+
+    /// Takes the fleet's answer for a request the engine marked with a
+    /// [`crate::fleet::SharedLimit`]: a refusal turns the verdict into
+    /// `limited` (or, for a rule in observe mode, records that it would).
+    /// Without an answer (the store is slow or down) the node's own
+    /// decision stands: just drop the mark.
+    pub fn settle_limit(v: &mut Verdict, o: crate::state::LimitOutcome) {
+        let Some(s) = v.shared_limit.take() else {
+            return;
+        };
+        if let Some(l) = &mut v.limit {
+            l.remaining = o.remaining;
+            l.retry_after = o.retry_after;
+            l.reset = o.reset;
+        }
+        if !o.allowed {
+            if s.observe {
+                v.would = Some(Action::Limited);
+            } else {
+                v.action = Action::Limited;
+            }
+        }
     }
 
     /// The robots.txt trap path.
@@ -752,9 +795,27 @@ impl Engine {
         // Behaviour (stateful).
         let kind = request_kind(f.path, header("accept"));
         let trap_hit = f.path.starts_with(self.trap_path.as_str());
-        let stats = self.behaviour.record(f.client_ip, f.now, kind, trap_hit);
-        if Behaviour::penalised(&stats, f.now) {
-            if stats.trapped {
+        let mut stats = self.behaviour.record(f.client_ip, f.now, kind, trap_hit);
+        if trap_hit {
+            self.fleet.penalise(
+                f.client_ip,
+                f.unix_time.saturating_add(self.penalty_secs),
+                true,
+            );
+        }
+        // A fleet's counts (other nodes' included) when state is shared.
+        if let Some(c) = self
+            .fleet
+            .count(f.client_ip, f.unix_time, Some(kind), false)
+        {
+            stats.requests = stats.requests.max(c.requests);
+            stats.pages = stats.pages.max(c.pages);
+            stats.images = stats.images.max(c.images);
+        }
+        let local_penalty = Behaviour::penalised(&stats, f.now);
+        let fleet_penalty = self.fleet.penalty(f.client_ip, f.unix_time);
+        if local_penalty || fleet_penalty.is_some() {
+            if (local_penalty && stats.trapped) || fleet_penalty == Some(true) {
                 add(
                     &mut v,
                     "behaviour.robots-trap",
@@ -801,14 +862,35 @@ impl Engine {
         {
             let b = crate::pass::Binding::of(f.client_ip, ua.unwrap_or(""));
             v.pass = match self.keys.verify_pass(token, b, f.unix_time) {
-                Ok(p) if p.flags.automation => crate::pass::PassState::Automation,
-                Ok(p) if p.flags.nojs => crate::pass::PassState::NoJs,
-                Ok(_) => crate::pass::PassState::Valid,
+                // A pass that met the trap, here or on another node, no
+                // longer counts.
+                Ok(p) if trap_hit || self.fleet.has_revocations() => {
+                    let id = crate::fleet::pass_id(token);
+                    if trap_hit {
+                        self.fleet.publish(crate::fleet::Event::Revoke {
+                            id,
+                            until: p.expires,
+                        });
+                    }
+                    if self.fleet.revoked(id, f.unix_time) {
+                        crate::pass::PassState::Invalid(crate::pass::Invalid::Revoked)
+                    } else {
+                        crate::pass::PassState::of(&p)
+                    }
+                }
+                Ok(p) => crate::pass::PassState::of(&p),
                 Err(e) => crate::pass::PassState::Invalid(e),
             };
         }
 
-        // Network lists come before policy.
+        // Bans (from any node of a fleet) and network lists come before
+        // policy.
+        if let Some(b) = self.fleet.banned(f.client_ip, f.unix_time) {
+            add(&mut v, "fleet.ban", 0, &b.reason);
+            v.rule = Some(self.rule_ban.clone());
+            v.action = Action::Block(403);
+            return v;
+        }
         if self.deny.contains(f.client_ip) {
             v.rule = Some(self.rule_deny.clone());
             v.action = Action::Block(403);
@@ -892,6 +974,17 @@ impl Engine {
                 Some(l) => {
                     let key = l.key(f.client_ip, net.asn, v.crawler.as_deref());
                     let o = l.check(&key);
+                    // Allowed here: the fleet's quota has the last word.
+                    if o.allowed && self.fleet.shared() {
+                        v.shared_limit = Some(crate::fleet::SharedLimit {
+                            key: shared_key(p, rule, &key, v.crawler.as_deref()),
+                            emission_us: (q.period.as_micros() / u128::from(q.rate.max(1)))
+                                .min(u128::from(u64::MAX))
+                                as u64,
+                            burst: q.burst.max(1),
+                            observe: rule.mode == Mode::Observe,
+                        });
+                    }
                     v.limit = Some(LimitInfo {
                         quota: q.rate,
                         window: q.period.as_secs(),
@@ -923,13 +1016,26 @@ impl Engine {
         v
     }
 
-    /// Records a response status for behaviour signals (404 bursts).
-    pub fn record_status(&self, client_ip: IpAddr, now: Duration, status: u16) {
-        self.behaviour.record_status(client_ip, now, status);
+    /// Records a response status for behaviour signals (404 bursts, over
+    /// the fleet's counts when state is shared).
+    pub fn record_status(&self, client_ip: IpAddr, now: Duration, unix: u64, status: u16) {
+        let until = unix.saturating_add(self.penalty_secs);
+        if self.behaviour.record_status(client_ip, now, status) {
+            self.fleet.penalise(client_ip, until, false);
+        }
+        if status == 404
+            && let Some(c) = self.fleet.count(client_ip, unix, None, true)
+            && c.not_found >= crate::state::NOT_FOUND_BURST
+            && self.fleet.penalty(client_ip, unix).is_none()
+        {
+            self.fleet.penalise(client_ip, until, false);
+        }
     }
 
-    /// Drops idle limiter keys and frees memory; call every 30–60 s.
-    pub fn sweep(&self) {
+    /// Drops idle limiter keys, expired bans and revocations, and frees
+    /// memory; call every 30–60 s with the Unix time.
+    pub fn sweep(&self, unix: u64) {
+        self.fleet.sweep(unix);
         for p in self.policies.values() {
             for r in &p.rules {
                 if let Some(l) = &r.limiter {
@@ -958,5 +1064,22 @@ impl Engine {
             }
         }
         s
+    }
+}
+
+/// The store key of a quota: policy, rule, limiter key (the crawler's name
+/// rather than its hash, which is not the same on every build).
+fn shared_key(
+    p: &CompiledPolicy,
+    rule: &crate::policy::CompiledRule,
+    key: &crate::state::LimitKey,
+    crawler: Option<&str>,
+) -> String {
+    use crate::state::LimitKey;
+    match (key, crawler) {
+        (LimitKey::Ip(ip), _) => format!("{}/{}/{ip}", p.name, rule.name),
+        (LimitKey::Asn(a), _) => format!("{}/{}/AS{a}", p.name, rule.name),
+        (LimitKey::Crawler(_), Some(c)) => format!("{}/{}/c:{c}", p.name, rule.name),
+        (LimitKey::Crawler(h), None) => format!("{}/{}/h:{h:x}", p.name, rule.name),
     }
 }

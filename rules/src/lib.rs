@@ -9,6 +9,7 @@ pub mod browsers;
 pub mod catalog;
 mod engine;
 pub mod fingerprint;
+pub mod fleet;
 pub mod netset;
 pub mod network;
 pub mod pass;

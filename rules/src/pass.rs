@@ -84,6 +84,8 @@ pub enum Invalid {
     NoProof,
     /// A no-JS challenge answered before its delay.
     TooEarly,
+    /// A pass revoked (its client met the robots.txt trap, on any node).
+    Revoked,
 }
 
 impl Invalid {
@@ -97,6 +99,7 @@ impl Invalid {
             Invalid::OtherAgent => "other-agent",
             Invalid::NoProof => "no-proof",
             Invalid::TooEarly => "too-early",
+            Invalid::Revoked => "revoked",
         }
     }
 }
@@ -118,6 +121,17 @@ pub enum PassState {
 }
 
 impl PassState {
+    /// The state a verified pass gives.
+    pub fn of(p: &Pass) -> PassState {
+        if p.flags.automation {
+            PassState::Automation
+        } else if p.flags.nojs {
+            PassState::NoJs
+        } else {
+            PassState::Valid
+        }
+    }
+
     /// Bounded label for logs, metrics and `explain`.
     pub fn as_str(self) -> &'static str {
         match self {

@@ -458,18 +458,23 @@ impl Behaviour {
         .unwrap_or_default()
     }
 
-    /// Records a response status (404 bursts).
-    pub fn record_status(&self, ip: IpAddr, now: Duration, status: u16) {
+    /// Records a response status (404 bursts); returns whether it started
+    /// a penalty.
+    pub fn record_status(&self, ip: IpAddr, now: Duration, status: u16) -> bool {
         if status != 404 {
-            return;
+            return false;
         }
         let penalty = self.penalty;
         self.update(ip, now, |s, now| {
             s.not_found = s.not_found.saturating_add(1);
             if s.not_found >= NOT_FOUND_BURST {
+                let started = s.penalty_until <= now;
                 s.penalty_until = s.penalty_until.max(now.saturating_add(penalty));
+                return started;
             }
-        });
+            false
+        })
+        .unwrap_or(false)
     }
 
     /// Clients tracked.

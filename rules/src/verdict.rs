@@ -83,6 +83,10 @@ pub struct Verdict {
     /// Image requests left in the client's grace budget, when this request
     /// (an image without a valid pass) spent from it.
     pub grace_left: Option<u32>,
+    /// A request a `limit` rule allowed on this node, still to be counted
+    /// against the fleet's quota (only with a shared state backend).
+    #[serde(skip)]
+    pub shared_limit: Option<crate::fleet::SharedLimit>,
 }
 
 /// Quota state for `RateLimit-Policy` / `RateLimit` / `Retry-After`.
@@ -114,6 +118,7 @@ impl Verdict {
             limit: None,
             pass: crate::pass::PassState::None,
             grace_left: None,
+            shared_limit: None,
         }
     }
 

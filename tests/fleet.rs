@@ -1,0 +1,501 @@
+//! Fleet mode: several Fixative nodes sharing limits, penalties and bans
+//! through a real Redis (Debian's `redis-server`, started by each test on
+//! a free loopback port).
+
+mod common;
+
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{Fixative, Origin, client, free_port, site};
+
+const BOT: &str = "FleetTestBot/1.0 (+https://bots.example.org/fleet)";
+const BROWSER: &str = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36";
+
+/// A `redis-server` on a free port, without persistence; killed on drop.
+struct Redis {
+    child: Option<Child>,
+    port: u16,
+    dir: tempfile::TempDir,
+}
+
+impl Redis {
+    fn start() -> Redis {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut r = Redis {
+            child: None,
+            port: free_port(),
+            dir,
+        };
+        r.restart();
+        r
+    }
+
+    /// (Re)starts the server on the same port.
+    fn restart(&mut self) {
+        let child = Command::new("redis-server")
+            .args(["--bind", "127.0.0.1", "--port"])
+            .arg(self.port.to_string())
+            .args(["--save", "", "--appendonly", "no", "--dir"])
+            .arg(self.dir.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server (./dev test installs Debian's redis-server)");
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while self.query(&["PING"]).is_none() {
+            assert!(Instant::now() < deadline, "redis-server did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// One command with the `redis` crate's synchronous client.
+    fn query(&self, args: &[&str]) -> Option<redis::Value> {
+        let client = redis::Client::open(self.url()).ok()?;
+        let mut c = client
+            .get_connection_with_timeout(Duration::from_millis(500))
+            .ok()?;
+        let mut cmd = redis::cmd(args.first()?);
+        for a in args.iter().skip(1) {
+            cmd.arg(*a);
+        }
+        cmd.query(&mut c).ok()
+    }
+
+    fn int(&self, args: &[&str]) -> i64 {
+        match self.query(args) {
+            Some(redis::Value::Int(i)) => i,
+            other => panic!("{args:?}: {other:?}"),
+        }
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A node's configuration: a site under policy `fleet` (unknown bots
+/// limited to a burst of 10, then 10 a minute, per client address), the
+/// client address taken from X-Forwarded-For, state in `redis` (or this
+/// node's memory when `None`).
+fn node(origin: SocketAddr, redis: Option<&Redis>, prefix: &str) -> Fixative {
+    let state = match redis {
+        Some(r) => format!(
+            "[state]\nbackend = \"redis\"\nurl = \"{}\"\nprefix = \"{prefix}\"\nsync_interval = \"100ms\"\ntimeout = \"250ms\"\n",
+            r.url()
+        ),
+        None => String::new(),
+    };
+    let rest = format!(
+        "{}\n[policy.fleet]\n[[policy.fleet.rule]]\nname = \"limit-bots\"\nmatch = {{ category = [\"unknown-bot\"] }}\naction = \"limit\"\nquota = {{ rate = 10, per = \"minute\", burst = 10, key = \"ip\" }}\n\n[[policy.fleet.rule]]\nname = \"block-penalised\"\nmatch = {{ score_at_least = 100 }}\naction = \"block\"\n\n{state}",
+        site("art", &["art.test"], &[origin], "policy = \"fleet\"")
+    );
+    Fixative::start("trusted_proxies = [\"127.0.0.1/32\"]", &rest)
+}
+
+async fn get(fx: &Fixative, path: &str, ua: &str, client_ip: &str) -> u16 {
+    client()
+        .get(fx.url(path))
+        .header("host", "art.test")
+        .header("user-agent", ua)
+        .header("accept", "text/html")
+        .header("accept-language", "en")
+        .header("sec-fetch-mode", "navigate")
+        .header("x-forwarded-for", client_ip)
+        .send()
+        .await
+        .map(|r| r.status().as_u16())
+        .unwrap_or(0)
+}
+
+/// Sends `n` bot requests alternating between the nodes; returns how many
+/// got 200 and every other status seen.
+async fn alternate(nodes: &[&Fixative], n: usize, ip: &str) -> (usize, Vec<u16>) {
+    let mut ok = 0;
+    let mut other = Vec::new();
+    for i in 0..n {
+        let fx = nodes[i % nodes.len()];
+        match get(fx, &format!("/work/{i}"), BOT, ip).await {
+            200 => ok += 1,
+            s => other.push(s),
+        }
+    }
+    (ok, other)
+}
+
+fn wait_until(what: &str, limit: Duration, mut f: impl FnMut() -> bool) -> Duration {
+    let start = Instant::now();
+    while !f() {
+        assert!(start.elapsed() < limit, "{what}: not within {limit:?}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    start.elapsed()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_nodes_share_one_quota() {
+    let origin = Origin::start("o").await;
+    let redis = Redis::start();
+    let a = node(origin.addr, Some(&redis), "q:");
+    let b = node(origin.addr, Some(&redis), "q:");
+    wait_until("both nodes connected", Duration::from_secs(5), || {
+        a.metric("fixative_state_backend_up") == 1.0 && b.metric("fixative_state_backend_up") == 1.0
+    });
+    let (ok, other) = alternate(&[&a, &b], 30, "198.51.100.7").await;
+    assert_eq!(
+        ok, 10,
+        "the fleet's burst of 10, not twice it; others {other:?}"
+    );
+    assert!(other.iter().all(|s| *s == 429), "{other:?}");
+    assert!(a.metric("fixative_state_decisions_total{by=\"fleet\"}") >= 5.0);
+    assert!(b.metric("fixative_state_decisions_total{by=\"fleet\"}") >= 5.0);
+    // A person (no limit rule applies) costs no round trip.
+    let before = a.metric("fixative_state_decisions_total{by=\"fleet\"}");
+    for _ in 0..5 {
+        assert_eq!(get(&a, "/", BROWSER, "198.51.100.8").await, 200);
+    }
+    assert_eq!(
+        a.metric("fixative_state_decisions_total{by=\"fleet\"}"),
+        before
+    );
+
+    // Sizing: what one tracked client costs in Redis.
+    let window = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        / 60;
+    let q = redis.int(&["MEMORY", "USAGE", "q:q:fleet/limit-bots/198.51.100.7"]);
+    let mut counters = 0;
+    for w in [window, window.saturating_sub(1)] {
+        if let Some(redis::Value::Int(n)) =
+            redis.query(&["MEMORY", "USAGE", &format!("q:b:{w}:198.51.100.7")])
+        {
+            counters = n;
+        }
+    }
+    eprintln!("redis bytes per client: quota key {q}, behaviour counters {counters}");
+    assert!(q > 0 && q < 512, "{q}");
+    assert!(counters > 0 && counters < 512, "{counters}");
+    let ttl = redis.int(&["PTTL", "q:q:fleet/limit-bots/198.51.100.7"]);
+    assert!(
+        ttl > 0 && ttl <= 61_000,
+        "quota keys expire on their own: {ttl}"
+    );
+
+    // The control: two nodes that keep their state to themselves give a
+    // client twice the quota.
+    let c = node(origin.addr, None, "");
+    let d = node(origin.addr, None, "");
+    let (ok, _) = alternate(&[&c, &d], 30, "198.51.100.7").await;
+    assert_eq!(ok, 20);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_trap_hit_on_one_node_counts_on_another() {
+    let origin = Origin::start("o").await;
+    let redis = Redis::start();
+    let a = node(origin.addr, Some(&redis), "t:");
+    let b = node(origin.addr, Some(&redis), "t:");
+    wait_until("both nodes connected", Duration::from_secs(5), || {
+        a.metric("fixative_state_backend_up") == 1.0 && b.metric("fixative_state_backend_up") == 1.0
+    });
+    assert_eq!(get(&b, "/", BROWSER, "192.0.2.44").await, 200);
+    // The trap (robots.txt disallows it) on node A.
+    get(
+        &a,
+        "/gallery/archive/full-resolution/1.jpg",
+        BROWSER,
+        "192.0.2.44",
+    )
+    .await;
+    // Node B sees the penalty: the client's score reaches the block rule.
+    let trapped = Instant::now();
+    let mut n = 1;
+    while get(&b, &format!("/p{n}"), BROWSER, "192.0.2.44").await != 403 {
+        assert!(
+            trapped.elapsed() < Duration::from_secs(1),
+            "penalty not seen on node B within a second"
+        );
+        n += 1;
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    eprintln!(
+        "penalty seen on the other node after {:?}",
+        trapped.elapsed()
+    );
+    let log = b.access_log_lines(n + 1);
+    let last = log
+        .iter()
+        .rev()
+        .find(|l| l["client_ip"] == "192.0.2.44")
+        .expect("logged");
+    assert!(last.to_string().contains("behaviour.robots-trap"), "{last}");
+    // Someone else is untouched.
+    assert_eq!(get(&b, "/", BROWSER, "192.0.2.45").await, 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_ban_on_one_node_blocks_on_every_node_within_a_second() {
+    let origin = Origin::start("o").await;
+    let redis = Redis::start();
+    let a = node(origin.addr, Some(&redis), "b:");
+    let b = node(origin.addr, Some(&redis), "b:");
+    wait_until("both nodes connected", Duration::from_secs(5), || {
+        a.metric("fixative_state_backend_up") == 1.0 && b.metric("fixative_state_backend_up") == 1.0
+    });
+    assert_eq!(get(&b, "/", BROWSER, "203.0.113.9").await, 200);
+    let c = client();
+    let r = c
+        .post(a.admin_url("/-/bans"))
+        .body(r#"{"net": "203.0.113.0/24", "ttl": "10m", "reason": "scraped the archive"}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "{:?}", r.text().await);
+    let banned_at = Instant::now();
+    // Node A at once; node B within a second.
+    assert_eq!(get(&a, "/", BROWSER, "203.0.113.200").await, 403);
+    let mut seen = Duration::ZERO;
+    while banned_at.elapsed() < Duration::from_secs(1) {
+        if get(&b, "/", BROWSER, "203.0.113.9").await == 403 {
+            seen = banned_at.elapsed();
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(
+        !seen.is_zero(),
+        "node B did not apply the ban within a second"
+    );
+    eprintln!("ban applied on the other node after {seen:?}");
+    assert_eq!(
+        get(&b, "/", BROWSER, "203.0.114.9").await,
+        200,
+        "outside the ban"
+    );
+    let list: serde_json::Value = c
+        .get(b.admin_url("/-/bans"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(list["backend"], "redis");
+    assert_eq!(list["bans"][0]["net"], "203.0.113.0/24");
+    assert_eq!(list["bans"][0]["reason"], "scraped the archive");
+    wait_until("the verdict names the ban", Duration::from_secs(2), || {
+        b.access_log()
+            .iter()
+            .any(|l| l["rule"] == "ban" && l["status"] == 403)
+    });
+    // Bad requests are explained.
+    let r = c
+        .post(a.admin_url("/-/bans"))
+        .body(r#"{"net": "not-a-net"}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    assert!(
+        r.text()
+            .await
+            .unwrap()
+            .contains("neither an address nor a network")
+    );
+    // Lifted on B: A follows.
+    let r = c
+        .delete(b.admin_url("/-/bans?net=203.0.113.0/24"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let lifted = Instant::now();
+    while get(&a, "/", BROWSER, "203.0.113.9").await != 200 {
+        assert!(
+            lifted.elapsed() < Duration::from_secs(1),
+            "unban not seen on A"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redis_outage_causes_no_visitor_errors_and_heals() {
+    let origin = Origin::start("o").await;
+    let mut redis = Redis::start();
+    let a = node(origin.addr, Some(&redis), "o:");
+    let b = node(origin.addr, Some(&redis), "o:");
+    wait_until("both nodes connected", Duration::from_secs(5), || {
+        a.metric("fixative_state_backend_up") == 1.0 && b.metric("fixative_state_backend_up") == 1.0
+    });
+    // Load from people and a bot on both nodes while Redis dies.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let statuses = std::sync::Arc::new(std::sync::Mutex::new(Vec::<u16>::new()));
+    let mut tasks = Vec::new();
+    for (k, fx) in [&a, &b].into_iter().enumerate() {
+        let url = fx.url("/");
+        let stop = stop.clone();
+        let statuses = statuses.clone();
+        tasks.push(tokio::spawn(async move {
+            let c = client();
+            let mut i = 0u32;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                i += 1;
+                let bot = i % 4 == 0;
+                let r = c
+                    .get(format!("{url}p{i}"))
+                    .header("host", "art.test")
+                    .header("user-agent", if bot { BOT } else { BROWSER })
+                    .header("accept", "text/html")
+                    .header("accept-language", "en")
+                    .header("sec-fetch-mode", "navigate")
+                    .header("x-forwarded-for", format!("10.9.{k}.{}", i % 200))
+                    .send()
+                    .await;
+                statuses
+                    .lock()
+                    .unwrap()
+                    .push(r.map(|r| r.status().as_u16()).unwrap_or(0));
+            }
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    redis.kill();
+    wait_until("both nodes notice", Duration::from_secs(5), || {
+        a.metric("fixative_state_backend_up") == 0.0 && b.metric("fixative_state_backend_up") == 0.0
+    });
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // Limits continue locally: a bot on node A alone gets the burst, then 429.
+    let (ok, other) = alternate(&[&a], 15, "198.51.100.99").await;
+    assert_eq!(ok, 10, "{other:?}");
+    assert!(other.iter().all(|s| *s == 429));
+    redis.restart();
+    wait_until("both nodes reconnect", Duration::from_secs(10), || {
+        a.metric("fixative_state_backend_up") == 1.0 && b.metric("fixative_state_backend_up") == 1.0
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let statuses = statuses.lock().unwrap().clone();
+    let errors: Vec<&u16> = statuses
+        .iter()
+        .filter(|s| **s != 200 && **s != 429)
+        .collect();
+    eprintln!(
+        "{} requests during the outage test, non-200/429: {errors:?}",
+        statuses.len()
+    );
+    assert!(statuses.len() > 100);
+    assert!(errors.is_empty(), "{errors:?}");
+    // Logged once per incident, and the recovery.
+    for fx in [&a, &b] {
+        let err = fx.stderr();
+        assert_eq!(err.matches("unreachable").count(), 1, "{err}");
+        assert!(err.contains("answers again"), "{err}");
+        assert!(fx.metric("fixative_state_backend_errors_total{op=\"sync\"}") >= 1.0);
+    }
+    // Shared again: a new client alternating gets the fleet's burst only.
+    let (ok, _) = alternate(&[&a, &b], 30, "198.51.100.100").await;
+    assert_eq!(ok, 10);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shared_state_survives_reloads_and_restarts() {
+    let origin = Origin::start("o").await;
+    let redis = Redis::start();
+    let a = node(origin.addr, Some(&redis), "r:");
+    wait_until("connected", Duration::from_secs(5), || {
+        a.metric("fixative_state_backend_up") == 1.0
+    });
+    let c = client();
+    let r = c
+        .post(a.admin_url("/-/bans"))
+        .body(r#"{"net": "192.0.2.77", "ttl": "1h"}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    get(
+        &a,
+        "/gallery/archive/full-resolution/x.jpg",
+        BROWSER,
+        "192.0.2.88",
+    )
+    .await;
+    let (ok, _) = alternate(&[&a], 10, "198.51.100.50").await;
+    assert_eq!(ok, 10, "the burst spent");
+    // Reload: the same state.
+    let r = c.post(a.admin_url("/-/reload")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(get(&a, "/", BROWSER, "192.0.2.77").await, 403, "ban kept");
+    assert_eq!(
+        get(&a, "/", BROWSER, "192.0.2.88").await,
+        403,
+        "penalty kept"
+    );
+    assert_eq!(get(&a, "/", BOT, "198.51.100.50").await, 429, "quota kept");
+    assert_eq!(get(&a, "/", BROWSER, "192.0.2.99").await, 200);
+    // A node started afterwards loads it all from the store.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    drop(a);
+    let fresh = node(origin.addr, Some(&redis), "r:");
+    wait_until("connected", Duration::from_secs(5), || {
+        fresh.metric("fixative_state_backend_up") == 1.0
+    });
+    assert_eq!(
+        get(&fresh, "/", BROWSER, "192.0.2.77").await,
+        403,
+        "ban loaded"
+    );
+    assert_eq!(
+        get(&fresh, "/", BROWSER, "192.0.2.88").await,
+        403,
+        "penalty loaded"
+    );
+    assert_eq!(
+        get(&fresh, "/", BOT, "198.51.100.50").await,
+        429,
+        "quota shared"
+    );
+
+    // The memory backend keeps bans and penalties across reloads too.
+    let m = node(origin.addr, None, "");
+    let r = c
+        .post(m.admin_url("/-/bans"))
+        .body(r#"{"net": "192.0.2.77"}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let r = c.post(m.admin_url("/-/reload")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(get(&m, "/", BROWSER, "192.0.2.77").await, 403);
+    let list: serde_json::Value = c
+        .get(m.admin_url("/-/bans"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(list["backend"], "memory");
+}
