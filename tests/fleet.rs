@@ -358,7 +358,7 @@ async fn a_redis_outage_causes_no_visitor_errors_and_heals() {
             let mut i = 0u32;
             while !stop.load(std::sync::atomic::Ordering::Relaxed) {
                 i += 1;
-                let bot = i % 4 == 0;
+                let bot = i.is_multiple_of(4);
                 let r = c
                     .get(format!("{url}p{i}"))
                     .header("host", "art.test")
