@@ -18,15 +18,21 @@ struct Redis {
     child: Option<Child>,
     port: u16,
     dir: tempfile::TempDir,
+    password: Option<String>,
 }
 
 impl Redis {
     fn start() -> Redis {
+        Redis::start_with(None)
+    }
+
+    fn start_with(password: Option<&str>) -> Redis {
         let dir = tempfile::tempdir().expect("tempdir");
         let mut r = Redis {
             child: None,
             port: free_port(),
             dir,
+            password: password.map(str::to_string),
         };
         r.restart();
         r
@@ -39,6 +45,11 @@ impl Redis {
             .arg(self.port.to_string())
             .args(["--save", "", "--appendonly", "no", "--dir"])
             .arg(self.dir.path())
+            .args(
+                self.password
+                    .iter()
+                    .flat_map(|p| ["--requirepass".to_string(), p.clone()]),
+            )
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -64,7 +75,11 @@ impl Redis {
 
     /// One command with the `redis` crate's synchronous client.
     fn query(&self, args: &[&str]) -> Option<redis::Value> {
-        let client = redis::Client::open(self.url()).ok()?;
+        let url = match &self.password {
+            Some(p) => format!("redis://:{p}@127.0.0.1:{}", self.port),
+            None => self.url(),
+        };
+        let client = redis::Client::open(url).ok()?;
         let mut c = client
             .get_connection_with_timeout(Duration::from_millis(500))
             .ok()?;
@@ -95,10 +110,20 @@ impl Drop for Redis {
 /// node's memory when `None`).
 fn node(origin: SocketAddr, redis: Option<&Redis>, prefix: &str) -> Fixative {
     let state = match redis {
-        Some(r) => format!(
-            "[state]\nbackend = \"redis\"\nurl = \"{}\"\nprefix = \"{prefix}\"\nsync_interval = \"100ms\"\ntimeout = \"250ms\"\n",
-            r.url()
-        ),
+        Some(r) => {
+            let password = match &r.password {
+                Some(p) => {
+                    let f = r.dir.path().join("password");
+                    std::fs::write(&f, format!("{p}\n")).expect("password file");
+                    format!("password_file = \"{}\"\n", f.display())
+                }
+                None => String::new(),
+            };
+            format!(
+                "[state]\nbackend = \"redis\"\nurl = \"{}\"\n{password}prefix = \"{prefix}\"\nsync_interval = \"100ms\"\ntimeout = \"250ms\"\n",
+                r.url()
+            )
+        }
         None => String::new(),
     };
     let rest = format!(
@@ -498,4 +523,53 @@ async fn shared_state_survives_reloads_and_restarts() {
         .await
         .unwrap();
     assert_eq!(list["backend"], "memory");
+}
+
+/// Behaviour counters add up across nodes: a client fetching images only,
+/// spread over two nodes, is "images without pages" on both although each
+/// node alone saw too few. The Redis here requires a password, given in a
+/// file.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn behaviour_counts_add_up_across_nodes_behind_a_password() {
+    let origin = Origin::start("o").await;
+    let redis = Redis::start_with(Some("fleet-password-0123"));
+    let a = node(origin.addr, Some(&redis), "c:");
+    let b = node(origin.addr, Some(&redis), "c:");
+    wait_until("both nodes connected", Duration::from_secs(5), || {
+        a.metric("fixative_state_backend_up") == 1.0 && b.metric("fixative_state_backend_up") == 1.0
+    });
+    let images_only = |fx: &Fixative| {
+        fx.access_log()
+            .iter()
+            .any(|l| l["client_ip"] == "192.0.2.60" && l.to_string().contains("images-without-pages"))
+    };
+    for i in 0..24 {
+        let fx = if i % 2 == 0 { &a } else { &b };
+        get(fx, &format!("/img/s{i}.png"), BROWSER, "192.0.2.60").await;
+    }
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    get(&a, "/img/last-a.png", BROWSER, "192.0.2.60").await;
+    get(&b, "/img/last-b.png", BROWSER, "192.0.2.60").await;
+    wait_until("signal on both nodes", Duration::from_secs(2), || {
+        images_only(&a) && images_only(&b)
+    });
+    // Each node alone saw 13 images: below the signal's 20.
+    let c = node(origin.addr, None, "");
+    let d = node(origin.addr, None, "");
+    for i in 0..26 {
+        let fx = if i % 2 == 0 { &c } else { &d };
+        get(fx, &format!("/img/s{i}.png"), BROWSER, "192.0.2.60").await;
+    }
+    c.access_log_lines(13);
+    d.access_log_lines(13);
+    assert!(!images_only(&c) && !images_only(&d));
+    // A wrong password: the node still serves, deciding alone.
+    let mut wrong = Redis::start_with(Some("another-password-0123"));
+    wrong.password = Some("not-the-password".into());
+    let e = node(origin.addr, Some(&wrong), "c:");
+    assert_eq!(get(&e, "/", BROWSER, "192.0.2.61").await, 200);
+    wait_until("the failure is logged", Duration::from_secs(3), || {
+        e.stderr().contains("unreachable")
+    });
+    assert_eq!(e.metric("fixative_state_backend_up"), 0.0);
 }

@@ -744,3 +744,127 @@ fn search_engines_and_link_previews_are_not_affected_by_passes() {
     );
     assert_eq!(&actions[24..], &[Action::Cloak, Action::Cloak]);
 }
+
+/// Two engines of a fleet, their mirrors joined by hand (what the proxy's
+/// Redis link does): a trap hit on one penalises the client and revokes its
+/// pass on the other; a ban blocks everywhere; a limit rule defers to the
+/// fleet's quota and keeps its own decision without an answer.
+#[test]
+fn fleet_mirrors_carry_penalties_revocations_bans_and_quotas() {
+    use fixative_rules::fleet::{Ban, Fleet};
+    use fixative_rules::pass::{Binding, Flags, Keys, PASS_COOKIE, PassState};
+    use fixative_rules::state::LimitOutcome;
+    use std::sync::Arc;
+    const SECRET: &str = "unit-test-secret-0123456789";
+    let src = format!(
+        r#"[[site]]
+name = "a"
+hosts = ["a.test"]
+upstreams = ["127.0.0.1:1"]
+policy = "p"
+[protector]
+secret = "{SECRET}"
+[state]
+backend = "redis"
+url = "redis://127.0.0.1:6379"
+[policy.p]
+[[policy.p.rule]]
+name = "lim"
+match = {{ path = ["/api/**"] }}
+action = "limit"
+quota = {{ rate = 60, per = "minute", burst = 5 }}
+[[policy.p.rule]]
+name = "shadow-lim"
+match = {{ path = ["/shadow/**"] }}
+action = "limit"
+mode = "observe"
+quota = {{ rate = 60, per = "minute", burst = 5 }}
+"#
+    );
+    let cfg = Config::from_toml(&src, "t", None).unwrap();
+    let (fa, fb) = (Arc::new(Fleet::new(&cfg)), Arc::new(Fleet::new(&cfg)));
+    assert!(fa.shared());
+    let a = Engine::with_fleet(&cfg, fa.clone()).unwrap().as_of(TODAY).unwrap();
+    let b = Engine::with_fleet(&cfg, fb.clone()).unwrap().as_of(TODAY).unwrap();
+    let carry = || {
+        for e in fa.take_batch().events {
+            fb.apply(&e);
+        }
+    };
+    let ua = BROWSERS[0];
+    let now = 1_800_000_000;
+    let pass = Keys::new(SECRET, &[])
+        .mint_pass(Binding::of(ip("198.51.100.20"), ua), Flags::default(), now, 3600)
+        .unwrap();
+    let eval = |e: &Engine, client: &str, path: &str| {
+        let mut r = Req::new(client, ua).browser_headers().path(path);
+        r.headers
+            .as_mut()
+            .unwrap()
+            .insert("cookie".into(), format!("{PASS_COOKIE}={pass}"));
+        let facts = RequestFacts {
+            now: r.t,
+            client_ip: r.ip,
+            method: "GET",
+            host: "a.test",
+            path: &r.path,
+            user_agent: r.ua.as_deref(),
+            headers_known: true,
+            header: r.headers.as_ref().unwrap(),
+            http10: false,
+            rdns: fixative_rules::Rdns::Unknown,
+            unix_time: now,
+        };
+        e.evaluate(&facts, "p")
+    };
+    assert_eq!(eval(&b, "198.51.100.20", "/").pass, PassState::Valid);
+    // The trap on A: penalised and its pass revoked there…
+    let v = eval(&a, "198.51.100.20", "/gallery/archive/full-resolution/x");
+    assert_eq!(v.pass, PassState::Invalid(fixative_rules::pass::Invalid::Revoked));
+    // …and on B once the events arrive.
+    carry();
+    let v = eval(&b, "198.51.100.20", "/");
+    assert_eq!(v.pass, PassState::Invalid(fixative_rules::pass::Invalid::Revoked));
+    assert!(
+        v.reasons.iter().any(|r| r.signal == "behaviour.robots-trap"),
+        "{v:?}"
+    );
+    // A ban written on A blocks on B.
+    fa.publish(fixative_rules::fleet::Event::Ban(Ban {
+        net: "203.0.113.0/24".parse().unwrap(),
+        until: now + 60,
+        reason: "abuse".into(),
+    }));
+    carry();
+    let v = eval(&b, "203.0.113.5", "/");
+    assert_eq!((v.action, v.rule.as_deref()), (Action::Block(403), Some("ban")));
+    assert!(v.reasons.iter().any(|r| r.signal == "fleet.ban" && r.detail == "abuse"));
+    assert_eq!(eval(&b, "203.0.113.5", "/").action, Action::Block(403));
+    assert_eq!(eval(&b, "203.0.112.5", "/").action, Action::Allow);
+    // Quotas: allowed here, to be settled by the fleet.
+    let mut v = eval(&a, "192.0.2.1", "/api/x");
+    let s = v.shared_limit.clone().expect("marked for the fleet");
+    assert_eq!((s.emission_us, s.burst, s.observe), (1_000_000, 5, false));
+    assert_eq!(s.key, "p/lim/192.0.2.1");
+    let refused = LimitOutcome {
+        allowed: false,
+        remaining: 0,
+        retry_after: 1,
+        reset: 5,
+    };
+    Engine::settle_limit(&mut v, refused);
+    assert_eq!(v.action, Action::Limited);
+    assert!(v.shared_limit.is_none());
+    assert_eq!(v.limit.unwrap().retry_after, 1);
+    // In observe mode the refusal is only reported.
+    let mut v = eval(&a, "192.0.2.1", "/shadow/x");
+    Engine::settle_limit(&mut v, refused);
+    assert_eq!((v.action, v.would), (Action::Observe, Some(Action::Limited)));
+    // Refused locally: decided without the fleet.
+    for _ in 0..6 {
+        eval(&a, "192.0.2.2", "/api/y");
+    }
+    let v = eval(&a, "192.0.2.2", "/api/y");
+    assert_eq!(v.action, Action::Limited);
+    assert!(v.shared_limit.is_none());
+}
