@@ -76,7 +76,7 @@ policy = "bench"
 name = "limit-bots"
 match = { category = ["unknown-bot"] }
 action = "limit"
-quota = { rate = 100000000, per = "minute", burst = 100000000, key = "ip" }
+quota = { rate = 1000000, per = "minute", burst = 1000000, key = "ip" }
 $state
 TOML
   ./target/release/fixative run --config "$work/$backend.toml" >"$work/$backend.out" 2>"$work/$backend.err" &

@@ -19,6 +19,9 @@ struct Redis {
     port: u16,
     dir: tempfile::TempDir,
     password: Option<String>,
+    /// Serves TLS only (`rediss://`), with a certificate signed by the CA
+    /// in `dir/ca.pem`.
+    tls: bool,
 }
 
 impl Redis {
@@ -33,6 +36,37 @@ impl Redis {
             port: free_port(),
             dir,
             password: password.map(str::to_string),
+            tls: false,
+        };
+        r.restart();
+        r
+    }
+
+    /// A TLS-only server: a CA and a server certificate for 127.0.0.1
+    /// generated now.
+    fn start_tls() -> Redis {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let ca_key = rcgen::KeyPair::generate().unwrap();
+        let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        ca_params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "fleet test CA");
+        let ca = rcgen::CertifiedIssuer::self_signed(ca_params, ca_key).unwrap();
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = rcgen::CertificateParams::new(vec!["127.0.0.1".to_string()])
+            .unwrap()
+            .signed_by(&key, &ca)
+            .unwrap();
+        std::fs::write(dir.path().join("ca.pem"), ca.pem()).unwrap();
+        std::fs::write(dir.path().join("cert.pem"), cert.pem()).unwrap();
+        std::fs::write(dir.path().join("key.pem"), key.serialize_pem()).unwrap();
+        let mut r = Redis {
+            child: None,
+            port: free_port(),
+            dir,
+            password: None,
+            tls: true,
         };
         r.restart();
         r
@@ -40,9 +74,31 @@ impl Redis {
 
     /// (Re)starts the server on the same port.
     fn restart(&mut self) {
+        let d = self.dir.path();
+        let (plain, tls): (u16, Vec<String>) = if self.tls {
+            let f = |n: &str| d.join(n).display().to_string();
+            (
+                0,
+                vec![
+                    "--tls-port".into(),
+                    self.port.to_string(),
+                    "--tls-cert-file".into(),
+                    f("cert.pem"),
+                    "--tls-key-file".into(),
+                    f("key.pem"),
+                    "--tls-ca-cert-file".into(),
+                    f("ca.pem"),
+                    "--tls-auth-clients".into(),
+                    "no".into(),
+                ],
+            )
+        } else {
+            (self.port, Vec::new())
+        };
         let child = Command::new("redis-server")
             .args(["--bind", "127.0.0.1", "--port"])
-            .arg(self.port.to_string())
+            .arg(plain.to_string())
+            .args(tls)
             .args(["--save", "", "--appendonly", "no", "--dir"])
             .arg(self.dir.path())
             .args(
@@ -56,7 +112,11 @@ impl Redis {
             .expect("redis-server (./dev test installs Debian's redis-server)");
         self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(10);
-        while self.query(&["PING"]).is_none() {
+        while if self.tls {
+            std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err()
+        } else {
+            self.query(&["PING"]).is_none()
+        } {
             assert!(Instant::now() < deadline, "redis-server did not start");
             std::thread::sleep(Duration::from_millis(20));
         }
@@ -70,7 +130,8 @@ impl Redis {
     }
 
     fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
+        let scheme = if self.tls { "rediss" } else { "redis" };
+        format!("{scheme}://127.0.0.1:{}", self.port)
     }
 
     /// One command with the `redis` crate's synchronous client.
@@ -119,8 +180,13 @@ fn node(origin: SocketAddr, redis: Option<&Redis>, prefix: &str) -> Fixative {
                 }
                 None => String::new(),
             };
+            let ca = if r.tls {
+                format!("ca_file = \"{}\"\n", r.dir.path().join("ca.pem").display())
+            } else {
+                String::new()
+            };
             format!(
-                "[state]\nbackend = \"redis\"\nurl = \"{}\"\n{password}prefix = \"{prefix}\"\nsync_interval = \"100ms\"\ntimeout = \"250ms\"\n",
+                "[state]\nbackend = \"redis\"\nurl = \"{}\"\n{password}{ca}prefix = \"{prefix}\"\nsync_interval = \"100ms\"\ntimeout = \"250ms\"\n",
                 r.url()
             )
         }
@@ -206,14 +272,18 @@ async fn two_nodes_share_one_quota() {
         .as_secs()
         / 60;
     let q = redis.int(&["MEMORY", "USAGE", "q:q:fleet/limit-bots/198.51.100.7"]);
+    // The counters arrive with the next sync.
     let mut counters = 0;
-    for w in [window, window.saturating_sub(1)] {
-        if let Some(redis::Value::Int(n)) =
-            redis.query(&["MEMORY", "USAGE", &format!("q:b:{w}:198.51.100.7")])
-        {
-            counters = n;
+    wait_until("counters in Redis", Duration::from_secs(3), || {
+        for w in [window, window.saturating_sub(1), window + 1] {
+            if let Some(redis::Value::Int(n)) =
+                redis.query(&["MEMORY", "USAGE", &format!("q:b:{w}:198.51.100.7")])
+            {
+                counters = n;
+            }
         }
-    }
+        counters > 0
+    });
     eprintln!("redis bytes per client: quota key {q}, behaviour counters {counters}");
     assert!(q > 0 && q < 512, "{q}");
     assert!(counters > 0 && counters < 512, "{counters}");
@@ -406,14 +476,19 @@ async fn a_redis_outage_causes_no_visitor_errors_and_heals() {
     wait_until("both nodes notice", Duration::from_secs(5), || {
         a.metric("fixative_state_backend_up") == 0.0 && b.metric("fixative_state_backend_up") == 0.0
     });
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // A node started now serves at once and joins when Redis is back.
+    let late = node(origin.addr, Some(&redis), "o:");
+    assert_eq!(get(&late, "/", BROWSER, "192.0.2.1").await, 200);
+    tokio::time::sleep(Duration::from_millis(1000)).await;
     // Limits continue locally: a bot on node A alone gets the burst, then 429.
     let (ok, other) = alternate(&[&a], 15, "198.51.100.99").await;
     assert_eq!(ok, 10, "{other:?}");
     assert!(other.iter().all(|s| *s == 429));
     redis.restart();
-    wait_until("both nodes reconnect", Duration::from_secs(10), || {
-        a.metric("fixative_state_backend_up") == 1.0 && b.metric("fixative_state_backend_up") == 1.0
+    wait_until("every node reconnects", Duration::from_secs(10), || {
+        a.metric("fixative_state_backend_up") == 1.0
+            && b.metric("fixative_state_backend_up") == 1.0
+            && late.metric("fixative_state_backend_up") == 1.0
     });
     tokio::time::sleep(Duration::from_millis(300)).await;
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
@@ -539,20 +614,28 @@ async fn behaviour_counts_add_up_across_nodes_behind_a_password() {
         a.metric("fixative_state_backend_up") == 1.0 && b.metric("fixative_state_backend_up") == 1.0
     });
     let images_only = |fx: &Fixative| {
-        fx.access_log()
-            .iter()
-            .any(|l| l["client_ip"] == "192.0.2.60" && l.to_string().contains("images-without-pages"))
+        fx.access_log().iter().any(|l| {
+            l["client_ip"] == "192.0.2.60" && l.to_string().contains("images-without-pages")
+        })
     };
     for i in 0..24 {
         let fx = if i % 2 == 0 { &a } else { &b };
         get(fx, &format!("/img/s{i}.png"), BROWSER, "192.0.2.60").await;
     }
-    tokio::time::sleep(Duration::from_millis(400)).await;
-    get(&a, "/img/last-a.png", BROWSER, "192.0.2.60").await;
-    get(&b, "/img/last-b.png", BROWSER, "192.0.2.60").await;
-    wait_until("signal on both nodes", Duration::from_secs(2), || {
-        images_only(&a) && images_only(&b)
-    });
+    // Poll with requests that are not images (each node's own count
+    // stays at 12) until both nodes know the fleet's count.
+    let started = Instant::now();
+    let mut n = 0;
+    while !(images_only(&a) && images_only(&b)) {
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "signal not on both nodes"
+        );
+        n += 1;
+        get(&a, &format!("/data/{n}.json"), BROWSER, "192.0.2.60").await;
+        get(&b, &format!("/data/{n}.json"), BROWSER, "192.0.2.60").await;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     // Each node alone saw 13 images: below the signal's 20.
     let c = node(origin.addr, None, "");
     let d = node(origin.addr, None, "");
@@ -572,4 +655,93 @@ async fn behaviour_counts_add_up_across_nodes_behind_a_password() {
         e.stderr().contains("unreachable")
     });
     assert_eq!(e.metric("fixative_state_backend_up"), 0.0);
+    assert!(
+        !e.stderr().contains("not-the-password"),
+        "passwords stay out of logs"
+    );
+}
+
+/// A solved challenge is single-use across the fleet: the answer accepted
+/// by node A is refused when replayed to node B.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_solved_challenge_cannot_be_replayed_on_another_node() {
+    let origin = Origin::start("o").await;
+    let redis = Redis::start();
+    let a = node(origin.addr, Some(&redis), "s:");
+    let b = node(origin.addr, Some(&redis), "s:");
+    wait_until("both nodes connected", Duration::from_secs(5), || {
+        a.metric("fixative_state_backend_up") == 1.0 && b.metric("fixative_state_backend_up") == 1.0
+    });
+    let c = client();
+    let post = |fx: &Fixative, path: &str, body: String| {
+        c.post(fx.url(path))
+            .header("host", "art.test")
+            .header("user-agent", BROWSER)
+            .header("sec-fetch-site", "same-origin")
+            .header("content-type", "application/json")
+            .header("x-forwarded-for", "192.0.2.70")
+            .body(body)
+    };
+    let ch: serde_json::Value = post(&a, "/.fixative/challenge", String::new())
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let token = ch["token"].as_str().unwrap().to_string();
+    let counter = fixative_rules::pass::solve(&token, ch["difficulty"].as_u64().unwrap() as u8);
+    let answer = serde_json::json!({
+        "token": token,
+        "counter": counter,
+        "report": {"webdriver": false, "ua": BROWSER, "chrome": true, "outer": [1280, 900],
+                   "plugins": 5, "globals": [], "languages": "en", "platform": "Linux x86_64",
+                   "brands": ["Chromium/131", "Google Chrome/131"], "ua_platform": "Linux"},
+    })
+    .to_string();
+    let r = post(&a, "/.fixative/pass", answer.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "{:?}", r.text().await);
+    let r = post(&b, "/.fixative/pass", answer.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400, "replayed on the other node");
+    assert!(b.metric("fixative_checks_total{result=\"replayed\"}") >= 1.0);
+}
+
+/// `rediss://`: TLS to the store, verified against the operator's CA.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodes_share_state_over_tls() {
+    let origin = Origin::start("o").await;
+    let redis = Redis::start_tls();
+    let a = node(origin.addr, Some(&redis), "tls:");
+    let b = node(origin.addr, Some(&redis), "tls:");
+    wait_until(
+        "both nodes connected over TLS",
+        Duration::from_secs(5),
+        || {
+            a.metric("fixative_state_backend_up") == 1.0
+                && b.metric("fixative_state_backend_up") == 1.0
+        },
+    );
+    let (ok, other) = alternate(&[&a, &b], 20, "198.51.100.30").await;
+    assert_eq!(ok, 10, "{other:?}");
+    // Without the CA the server's certificate is not trusted: no link,
+    // and still no visitor error.
+    let untrusting = {
+        let rest = format!(
+            "{}\n[state]\nbackend = \"redis\"\nurl = \"{}\"\n",
+            site("art", &["art.test"], &[origin.addr], ""),
+            redis.url()
+        );
+        Fixative::start("trusted_proxies = [\"127.0.0.1/32\"]", &rest)
+    };
+    assert_eq!(get(&untrusting, "/", BROWSER, "198.51.100.31").await, 200);
+    wait_until("the failure is logged", Duration::from_secs(3), || {
+        untrusting.stderr().contains("unreachable")
+    });
+    assert_eq!(untrusting.metric("fixative_state_backend_up"), 0.0);
 }

@@ -655,6 +655,7 @@ pub struct RawState {
     pub backend: String,
     pub url: Option<String>,
     pub password_file: Option<String>,
+    pub ca_file: Option<String>,
     #[serde(default = "default_state_prefix")]
     pub prefix: String,
     #[serde(default = "default_state_pool")]
@@ -675,6 +676,7 @@ impl Default for RawState {
             backend: default_state_backend(),
             url: None,
             password_file: None,
+            ca_file: None,
             prefix: default_state_prefix(),
             pool_size: default_state_pool(),
             connect_timeout: default_state_connect_timeout(),

@@ -26,6 +26,9 @@ pub struct State {
     pub url: String,
     /// Password read from `password_file` (overrides one in the URL).
     pub password: Option<String>,
+    /// For `rediss://`: the CA certificates (PEM, from `ca_file`) that
+    /// sign the server's certificate, instead of the system's roots.
+    pub ca_pem: Option<String>,
     /// Prefix of every key Fixative writes (several fleets can share a
     /// server).
     pub prefix: String,
@@ -61,6 +64,7 @@ impl Default for State {
             backend: Backend::Memory,
             url: String::new(),
             password: None,
+            ca_pem: None,
             prefix: "fixative:".into(),
             pool_size: 2,
             connect_timeout: Duration::from_secs(1),
@@ -144,6 +148,32 @@ pub(crate) fn validate_state(ctx: &mut Ctx<'_>, s: &RawState) -> State {
             }
         }
     };
+    let ca_pem = match &s.ca_file {
+        None => None,
+        Some(f) => {
+            let path = ctx.resolve_path(f);
+            if !url.starts_with("rediss://") {
+                ctx.err(&p.key("ca_file"), "only used with a rediss:// (TLS) url");
+            }
+            match std::fs::read_to_string(&path) {
+                Ok(pem) if pem.contains("-----BEGIN CERTIFICATE-----") => Some(pem),
+                Ok(_) => {
+                    ctx.err(
+                        &p.key("ca_file"),
+                        format!("{} holds no PEM certificate", path.display()),
+                    );
+                    None
+                }
+                Err(e) => {
+                    ctx.err(
+                        &p.key("ca_file"),
+                        format!("cannot read {}: {e}", path.display()),
+                    );
+                    None
+                }
+            }
+        }
+    };
     if s.prefix.is_empty() || s.prefix.len() > 64 || s.prefix.chars().any(char::is_whitespace) {
         ctx.err(
             &p.key("prefix"),
@@ -177,6 +207,7 @@ pub(crate) fn validate_state(ctx: &mut Ctx<'_>, s: &RawState) -> State {
         backend,
         url,
         password,
+        ca_pem,
         prefix: s.prefix.clone(),
         pool_size,
         connect_timeout,

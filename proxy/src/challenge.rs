@@ -209,6 +209,8 @@ pub struct Ctx<'a> {
     pub metrics: &'a crate::metrics::Metrics,
     /// Spent challenges.
     pub spent: &'a Spent,
+    /// The fleet (spent challenges are claimed on its store too).
+    pub fleet: &'a crate::fleet::FleetLink,
     /// `X-Fixative-Verdict` value when debug headers are on.
     pub debug_verdict: Option<String>,
 }
@@ -365,6 +367,10 @@ pub async fn serve(session: &mut Session, ep: Endpoint, c: &Ctx<'_>) -> Result<(
             if evicted {
                 c.count("spent_evicted");
             }
+            let fresh = fresh
+                && c.fleet
+                    .claim_once(&ch.nonce, (ch.issued + ttl).saturating_sub(now))
+                    .await;
             if !fresh {
                 c.count("replayed");
                 return json(session, 400, serde_json::json!({"ok": false})).await;
@@ -476,6 +482,10 @@ async fn serve_nojs(session: &mut Session, c: &Ctx<'_>) -> Result<()> {
     };
     let ttl = c.cfg.challenge_ttl.as_secs();
     let (fresh, _) = c.spent.spend(ch.nonce, now, ch.issued + ttl);
+    let fresh = fresh
+        && c.fleet
+            .claim_once(&ch.nonce, (ch.issued + ttl).saturating_sub(now))
+            .await;
     if !fresh {
         c.count("replayed");
         return explain_page(

@@ -75,6 +75,10 @@ fn err(e: impl std::fmt::Display) -> BackendError {
 
 /// The `redis` crate's client for a configuration (no connection yet).
 pub fn client(state: &fixative_config::State) -> Result<redis::Client, String> {
+    if state.url.starts_with("rediss://") {
+        // rustls needs the process's crypto provider (Pingora's).
+        pingora::tls::install_default_crypto_provider();
+    }
     let mut info: redis::ConnectionInfo =
         redis::IntoConnectionInfo::into_connection_info(state.url.as_str())
             .map_err(|e| format!("state.url {}: {e}", state.url_redacted()))?;
@@ -82,7 +86,17 @@ pub fn client(state: &fixative_config::State) -> Result<redis::Client, String> {
         let settings = info.redis_settings().clone().set_password(pw.clone());
         info = info.set_redis_settings(settings);
     }
-    redis::Client::open(info).map_err(|e| format!("state.url {}: {e}", state.url_redacted()))
+    let built = match &state.ca_pem {
+        Some(pem) => redis::Client::build_with_tls(
+            info,
+            redis::TlsCertificates {
+                client_tls: None,
+                root_cert: Some(pem.as_bytes().to_vec()),
+            },
+        ),
+        None => redis::Client::open(info),
+    };
+    built.map_err(|e| format!("state.url {}: {e}", state.url_redacted()))
 }
 
 impl RedisBackend {
@@ -90,9 +104,6 @@ impl RedisBackend {
     /// runtime that will drive them.
     fn new(config: &Config) -> Result<RedisBackend, String> {
         let st = &config.state;
-        if st.url.starts_with("rediss://") {
-            pingora::tls::install_default_crypto_provider();
-        }
         let client = client(st)?;
         let cfg = redis::aio::ConnectionManagerConfig::new()
             .set_connection_timeout(Some(st.connect_timeout))
@@ -391,6 +402,27 @@ impl Backend for RedisBackend {
         })
     }
 
+    fn claim_once<'a>(
+        &'a self,
+        id: &'a [u8],
+        ttl_secs: u64,
+    ) -> BoxFuture<'a, Result<bool, BackendError>> {
+        Box::pin(async move {
+            let mut c = self.conn()?;
+            let hex: String = id.iter().map(|b| format!("{b:02x}")).collect();
+            let v: Value = redis::cmd("SET")
+                .arg(self.key(&format!("spent:{hex}")))
+                .arg(1)
+                .arg("NX")
+                .arg("EX")
+                .arg(ttl_secs.max(1))
+                .query_async(&mut c)
+                .await
+                .map_err(err)?;
+            Ok(!matches!(v, Value::Nil))
+        })
+    }
+
     fn snapshot(&self, now: u64) -> BoxFuture<'_, Result<(Vec<Event>, String), BackendError>> {
         Box::pin(async move {
             let mut c = self.conn()?;
@@ -612,12 +644,11 @@ impl FleetLink {
                     )
                     .await;
                     match r {
-                        Ok(Ok((next, received))) => {
-                            self.metrics
-                                .state_events
-                                .with_label_values(&["received"])
-                                .inc_by(received as u64);
-                            cursor = Some(next);
+                        Ok(Ok(s)) => {
+                            let m = &self.metrics.state_events;
+                            m.with_label_values(&["received"]).inc_by(s.received as u64);
+                            m.with_label_values(&["sent"]).inc_by(s.sent as u64);
+                            cursor = Some(s.cursor);
                             self.came_up();
                         }
                         Ok(Err(e)) => {
@@ -682,6 +713,33 @@ impl FleetLink {
                     .with_label_values(&["quota_timeout"])
                     .inc();
                 by_local(v);
+            }
+        }
+    }
+
+    /// Whether a solved challenge is used for the first time in the fleet
+    /// (its nonce is claimed on the store for `ttl_secs`). Without an
+    /// answer in time it counts as fresh: this node's own record of spent
+    /// challenges has already refused a replay here.
+    pub async fn claim_once(&self, nonce: &[u8], ttl_secs: u64) -> bool {
+        let Some(backend) = &self.backend else {
+            return true;
+        };
+        if !self.up() {
+            return true;
+        }
+        match tokio::time::timeout(self.timeout, backend.claim_once(nonce, ttl_secs)).await {
+            Ok(Ok(fresh)) => fresh,
+            Ok(Err(e)) => {
+                self.went_down("claim", &e.0);
+                true
+            }
+            Err(_) => {
+                self.metrics
+                    .state_errors
+                    .with_label_values(&["claim_timeout"])
+                    .inc();
+                true
             }
         }
     }

@@ -67,7 +67,7 @@ pub struct Metrics {
     /// (always 1 with the memory backend).
     pub state_up: prometheus::IntGauge,
     /// `fixative_state_backend_errors_total{op}` (quota, quota_timeout,
-    /// sync, snapshot).
+    /// sync, snapshot, claim, claim_timeout).
     pub state_errors: IntCounterVec,
     /// `fixative_state_quota_seconds`: round trip of a shared quota check.
     pub state_quota_seconds: prometheus::Histogram,
@@ -253,7 +253,14 @@ impl Metrics {
             ),
             &["op"],
         )?;
-        for op in ["quota", "quota_timeout", "sync", "snapshot"] {
+        for op in [
+            "quota",
+            "quota_timeout",
+            "sync",
+            "snapshot",
+            "claim",
+            "claim_timeout",
+        ] {
             state_errors.with_label_values(&[op]);
         }
         let state_quota_seconds = prometheus::Histogram::with_opts(

@@ -432,6 +432,7 @@ impl FixativeProxy {
             request_id: &ctx.request_id,
             metrics,
             spent: &self.shared.spent,
+            fleet: &self.shared.fleet,
             debug_verdict: rt
                 .config
                 .server

@@ -192,6 +192,14 @@ pub trait Backend: Send + Sync {
     /// Every ban, penalty and revocation in force at `now` (Unix s), and
     /// the cursor to pull from afterwards: after a start or an outage.
     fn snapshot(&self, now: u64) -> BoxFuture<'_, Result<(Vec<Event>, String), BackendError>>;
+
+    /// Claims a single-use token (a solved challenge) for `ttl_secs`:
+    /// `true` the first time on any node, `false` after.
+    fn claim_once<'a>(
+        &'a self,
+        id: &'a [u8],
+        ttl_secs: u64,
+    ) -> BoxFuture<'a, Result<bool, BackendError>>;
 }
 
 /// The identifier of a pass token (the same on every node).
@@ -702,15 +710,27 @@ impl Fleet {
     }
 }
 
+/// What one exchange did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Synced {
+    /// Where to read from next time.
+    pub cursor: String,
+    /// Events sent.
+    pub sent: usize,
+    /// Events received (this node's own included).
+    pub received: usize,
+}
+
 /// One exchange with the store: send this node's batch, take the fleet's
-/// totals, read the events written since `cursor` and apply them. Returns
-/// the new cursor, or the error (the batch is put back).
+/// totals, read the events written since `cursor` and apply them. On an
+/// error the batch is put back.
 pub async fn sync_once(
     fleet: &Fleet,
     backend: &dyn Backend,
     cursor: &str,
-) -> Result<(String, usize), BackendError> {
+) -> Result<Synced, BackendError> {
     let batch = fleet.take_batch();
+    let sent = batch.events.len();
     if !batch.events.is_empty() || !batch.counts.is_empty() {
         match backend.push(&batch).await {
             Ok(totals) => fleet.set_totals(&totals),
@@ -724,7 +744,11 @@ pub async fn sync_once(
     for e in &events {
         fleet.apply(e);
     }
-    Ok((next, events.len()))
+    Ok(Synced {
+        cursor: next,
+        sent,
+        received: events.len(),
+    })
 }
 
 #[cfg(test)]

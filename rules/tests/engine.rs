@@ -784,8 +784,14 @@ quota = {{ rate = 60, per = "minute", burst = 5 }}
     let cfg = Config::from_toml(&src, "t", None).unwrap();
     let (fa, fb) = (Arc::new(Fleet::new(&cfg)), Arc::new(Fleet::new(&cfg)));
     assert!(fa.shared());
-    let a = Engine::with_fleet(&cfg, fa.clone()).unwrap().as_of(TODAY).unwrap();
-    let b = Engine::with_fleet(&cfg, fb.clone()).unwrap().as_of(TODAY).unwrap();
+    let a = Engine::with_fleet(&cfg, fa.clone())
+        .unwrap()
+        .as_of(TODAY)
+        .unwrap();
+    let b = Engine::with_fleet(&cfg, fb.clone())
+        .unwrap()
+        .as_of(TODAY)
+        .unwrap();
     let carry = || {
         for e in fa.take_batch().events {
             fb.apply(&e);
@@ -794,7 +800,12 @@ quota = {{ rate = 60, per = "minute", burst = 5 }}
     let ua = BROWSERS[0];
     let now = 1_800_000_000;
     let pass = Keys::new(SECRET, &[])
-        .mint_pass(Binding::of(ip("198.51.100.20"), ua), Flags::default(), now, 3600)
+        .mint_pass(
+            Binding::of(ip("198.51.100.20"), ua),
+            Flags::default(),
+            now,
+            3600,
+        )
         .unwrap();
     let eval = |e: &Engine, client: &str, path: &str| {
         let mut r = Req::new(client, ua).browser_headers().path(path);
@@ -820,13 +831,21 @@ quota = {{ rate = 60, per = "minute", burst = 5 }}
     assert_eq!(eval(&b, "198.51.100.20", "/").pass, PassState::Valid);
     // The trap on A: penalised and its pass revoked there…
     let v = eval(&a, "198.51.100.20", "/gallery/archive/full-resolution/x");
-    assert_eq!(v.pass, PassState::Invalid(fixative_rules::pass::Invalid::Revoked));
+    assert_eq!(
+        v.pass,
+        PassState::Invalid(fixative_rules::pass::Invalid::Revoked)
+    );
     // …and on B once the events arrive.
     carry();
     let v = eval(&b, "198.51.100.20", "/");
-    assert_eq!(v.pass, PassState::Invalid(fixative_rules::pass::Invalid::Revoked));
+    assert_eq!(
+        v.pass,
+        PassState::Invalid(fixative_rules::pass::Invalid::Revoked)
+    );
     assert!(
-        v.reasons.iter().any(|r| r.signal == "behaviour.robots-trap"),
+        v.reasons
+            .iter()
+            .any(|r| r.signal == "behaviour.robots-trap"),
         "{v:?}"
     );
     // A ban written on A blocks on B.
@@ -837,8 +856,15 @@ quota = {{ rate = 60, per = "minute", burst = 5 }}
     }));
     carry();
     let v = eval(&b, "203.0.113.5", "/");
-    assert_eq!((v.action, v.rule.as_deref()), (Action::Block(403), Some("ban")));
-    assert!(v.reasons.iter().any(|r| r.signal == "fleet.ban" && r.detail == "abuse"));
+    assert_eq!(
+        (v.action, v.rule.as_deref()),
+        (Action::Block(403), Some("ban"))
+    );
+    assert!(
+        v.reasons
+            .iter()
+            .any(|r| r.signal == "fleet.ban" && r.detail == "abuse")
+    );
     assert_eq!(eval(&b, "203.0.113.5", "/").action, Action::Block(403));
     assert_eq!(eval(&b, "203.0.112.5", "/").action, Action::Allow);
     // Quotas: allowed here, to be settled by the fleet.
@@ -859,7 +885,10 @@ quota = {{ rate = 60, per = "minute", burst = 5 }}
     // In observe mode the refusal is only reported.
     let mut v = eval(&a, "192.0.2.1", "/shadow/x");
     Engine::settle_limit(&mut v, refused);
-    assert_eq!((v.action, v.would), (Action::Observe, Some(Action::Limited)));
+    assert_eq!(
+        (v.action, v.would),
+        (Action::Observe, Some(Action::Limited))
+    );
     // Refused locally: decided without the fleet.
     for _ in 0..6 {
         eval(&a, "192.0.2.2", "/api/y");
