@@ -79,7 +79,7 @@ async fn ranges_malformed_and_oversized_images_pass_unchanged() {
             "small",
             &["small.test"],
             &[origin.addr],
-            "directives = { image_metadata_max_bytes = 100000 }"
+            "directives = { image_metadata_max_bytes = 10000 }"
         )
     );
     let fx = Fixative::start("", &sites);
@@ -102,14 +102,29 @@ async fn ranges_malformed_and_oversized_images_pass_unchanged() {
     let b = r.bytes().await.unwrap();
     assert_eq!(b.len(), 5006);
     assert!(b[6..].iter().all(|x| *x == 0x5a));
-    // Over the site's cap (rocket.jpg is 112 KB > 100 KB): unchanged.
+    // A WebP is held whole: over the site's cap (17 KB > 10 KB) it passes
+    // unchanged.
+    let r = c
+        .get(fx.url("/img/chelsea-lossy.webp"))
+        .header("host", "small.test")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        &r.bytes().await.unwrap()[..],
+        &original("chelsea-lossy.webp")[..]
+    );
+    // A JPEG streams, only its head held: 112 KB under a 10 KB cap still
+    // gets the packet, pixels untouched.
     let r = c
         .get(fx.url("/img/rocket.jpg"))
         .header("host", "small.test")
         .send()
         .await
         .unwrap();
-    assert_eq!(&r.bytes().await.unwrap()[..], &original("rocket.jpg")[..]);
+    let b = r.bytes().await.unwrap();
+    assert_eq!(exiftool_data_mining(&b), VALUE);
+    assert_eq!(pixels(&b), pixels(&original("rocket.jpg")));
     // Under it: metadata added.
     let r = c
         .get(fx.url("/img/brick.png"))
@@ -161,4 +176,61 @@ async fn non_allowed_mode_keeps_originals_for_people() {
     );
     let r = c.get(fx.url("/img/rocket.jpg")).send().await.unwrap();
     assert_eq!(exiftool_data_mining(&r.bytes().await.unwrap()), VALUE);
+}
+
+/// Memory per in-flight image follows its metadata, not its size: a 48 MiB
+/// JPEG gets the packet while the proxy holds only its head (the site's
+/// cap is the largest allowed, so the bound does not come from it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_huge_jpeg_streams_with_its_packet_in_bounded_memory() {
+    use futures_util::StreamExt;
+    let origin = Origin::start("a").await;
+    let sites = site(
+        "a",
+        &["a.test"],
+        &[origin.addr],
+        "default = true\ndirectives = { image_metadata_max_bytes = 536870912 }",
+    );
+    let fx = Fixative::start("", &sites);
+    let c = client();
+    // Warm up (threads, pools), then measure the peak.
+    let r = c.get(fx.url("/img/rocket.jpg")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    r.bytes().await.unwrap();
+    let before = fx.peak_rss_kib();
+    let r = c.get(fx.url("/img/huge.jpg")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let mut head = Vec::new();
+    let mut total = 0usize;
+    let mut tail = [0u8; 2];
+    let mut stream = r.bytes_stream();
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.unwrap();
+        if head.len() < 256 * 1024 {
+            head.extend_from_slice(&chunk[..chunk.len().min(256 * 1024 - head.len())]);
+        }
+        total += chunk.len();
+        if let Some(t) = chunk.get(chunk.len().saturating_sub(2)..)
+            && t.len() == 2
+        {
+            tail.copy_from_slice(t);
+        }
+    }
+    let grown = fx.peak_rss_kib().saturating_sub(before);
+    let huge = common::huge_jpeg();
+    let packet = fixative_protector::xmp::packet("DMI-PROHIBITED-AIMLTRAINING").len();
+    assert!(
+        String::from_utf8_lossy(&head).contains(&format!("DataMining=\"{VALUE}\"")),
+        "the packet is in the head"
+    );
+    assert!(
+        total > huge.len() + packet && total < huge.len() + packet + 64,
+        "{total}"
+    );
+    assert_eq!(tail, [0xFF, 0xD9]);
+    eprintln!(
+        "peak RSS grew by {grown} KiB while streaming a {} MiB JPEG",
+        huge.len() >> 20
+    );
+    assert!(grown < 24 * 1024, "peak RSS grew by {grown} KiB");
 }

@@ -103,7 +103,7 @@ fn replacement(existing: &[u8], value: &str) -> Option<String> {
 pub fn insert(data: &[u8], value: &str) -> Result<Vec<u8>, XmpError> {
     match detect(data) {
         Some(Format::Jpeg) => jpeg(data, value),
-        Some(Format::Png) => png(data, value),
+        Some(Format::Png) => png(data, value, false),
         Some(Format::Webp) => webp(data, value),
         None => Err(XmpError::UnknownFormat),
     }
@@ -196,6 +196,202 @@ fn jpeg(data: &[u8], value: &str) -> Result<Vec<u8>, XmpError> {
     splice(data, start, end, &segment).ok_or(bad("segment bounds"))
 }
 
+/// How much of a file a streaming insertion must hold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Head {
+    /// Not all there yet.
+    NeedMore,
+    /// The head is the first `n` bytes: insert there, stream the rest.
+    Ready(usize),
+    /// Only the whole file will do (WebP; a PNG without IDAT).
+    Whole,
+    /// Not a file this module can change.
+    Invalid,
+}
+
+/// JPEG: every segment before the first scan, up to and including the SOS
+/// (or EOI) marker.
+fn jpeg_head(data: &[u8]) -> Head {
+    let mut i: usize = 2;
+    loop {
+        match data.get(i) {
+            None => return Head::NeedMore,
+            Some(0xFF) => {}
+            Some(_) => return Head::Invalid,
+        }
+        let Some(&marker) = data.get(i + 1) else {
+            return Head::NeedMore;
+        };
+        if marker == 0xFF {
+            i += 1;
+            continue;
+        }
+        if marker == 0x01 || (0xD0..=0xD7).contains(&marker) {
+            i += 2;
+            continue;
+        }
+        if marker == 0xDA || marker == 0xD9 {
+            return Head::Ready(i + 2);
+        }
+        let Some(len) = be16(data, i + 2) else {
+            return Head::NeedMore;
+        };
+        if len < 2 {
+            return Head::Invalid;
+        }
+        i += 2 + len;
+    }
+}
+
+/// PNG: every chunk before the first IDAT.
+fn png_head(data: &[u8]) -> Head {
+    let mut i: usize = 8;
+    loop {
+        let (Some(len), Some(kind)) = (be32(data, i), span(data, i + 4, 4)) else {
+            return Head::NeedMore;
+        };
+        if kind == b"IDAT" {
+            return Head::Ready(i);
+        }
+        if kind == b"IEND" {
+            return Head::Whole;
+        }
+        match i.checked_add(12).and_then(|x| x.checked_add(len)) {
+            Some(end) => i = end,
+            None => return Head::Invalid,
+        }
+    }
+}
+
+/// What a streaming insertion hands back for a chunk.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Out {
+    /// Send the chunk as it came.
+    Pass,
+    /// Send these bytes instead.
+    Bytes(Vec<u8>),
+    /// Send nothing yet.
+    Hold,
+}
+
+/// How a streamed file came out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// Metadata inserted (or the file already stated `plus:DataMining`).
+    Inserted,
+    /// Passed through unchanged: not an image this module handles, broken,
+    /// or a head (or a whole WebP) over the cap.
+    Unchanged,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    Collecting,
+    /// Done inserting (or given up): everything else passes.
+    Passing,
+}
+
+/// XMP insertion while a response streams: JPEG and PNG hold only their
+/// head (the segments before the first scan, the chunks before the first
+/// IDAT), so memory per file is bounded by its metadata, not its size;
+/// the compressed data then passes chunk by chunk, untouched. WebP is held
+/// whole (its RIFF size and VP8X flags at the start depend on an XMP
+/// chunk at the end), up to `cap` like a head. Past `cap`, what was held
+/// is sent as it came and the file passes unchanged.
+pub struct XmpStream {
+    value: String,
+    cap: usize,
+    buf: Vec<u8>,
+    phase: Phase,
+    outcome: Option<Outcome>,
+}
+
+impl XmpStream {
+    /// A stream inserting `plus:DataMining = value`, holding at most `cap`
+    /// bytes.
+    pub fn new(value: &str, cap: usize) -> XmpStream {
+        XmpStream {
+            value: value.to_string(),
+            cap,
+            buf: Vec::new(),
+            phase: Phase::Collecting,
+            outcome: None,
+        }
+    }
+
+    /// How the file came out, once known.
+    pub fn outcome(&self) -> Option<Outcome> {
+        self.outcome
+    }
+
+    /// Bytes held now (for tests of the memory bound).
+    pub fn held(&self) -> usize {
+        self.buf.len()
+    }
+
+    fn give_up(&mut self) -> Out {
+        self.phase = Phase::Passing;
+        self.outcome = Some(Outcome::Unchanged);
+        Out::Bytes(std::mem::take(&mut self.buf))
+    }
+
+    /// Takes the next chunk of the file (`eos`: it is the last).
+    pub fn push(&mut self, chunk: &[u8], eos: bool) -> Out {
+        if self.phase == Phase::Passing {
+            return Out::Pass;
+        }
+        self.buf.extend_from_slice(chunk);
+        let format = if self.buf.len() >= 12 || eos {
+            detect(&self.buf)
+        } else {
+            return Out::Hold;
+        };
+        let head = match format {
+            None => return self.give_up(),
+            Some(Format::Jpeg) => jpeg_head(&self.buf),
+            Some(Format::Png) => png_head(&self.buf),
+            Some(Format::Webp) => Head::Whole,
+        };
+        match head {
+            Head::Invalid => self.give_up(),
+            Head::Ready(n) if n > self.cap => self.give_up(),
+            Head::Ready(n) => {
+                let (h, rest) = self.buf.split_at_checked(n).unwrap_or((&self.buf, &[]));
+                let with = match format {
+                    Some(Format::Jpeg) => jpeg(h, &self.value),
+                    _ => png(h, &self.value, true),
+                };
+                match with {
+                    Ok(mut out) => {
+                        out.extend_from_slice(rest);
+                        self.buf = Vec::new();
+                        self.phase = Phase::Passing;
+                        self.outcome = Some(Outcome::Inserted);
+                        Out::Bytes(out)
+                    }
+                    Err(_) => self.give_up(),
+                }
+            }
+            Head::NeedMore | Head::Whole if eos => match insert(&self.buf, &self.value) {
+                Ok(out) => {
+                    self.buf = Vec::new();
+                    self.phase = Phase::Passing;
+                    self.outcome = Some(Outcome::Inserted);
+                    Out::Bytes(out)
+                }
+                Err(_) => self.give_up(),
+            },
+            Head::NeedMore | Head::Whole => {
+                if self.buf.len() > self.cap {
+                    self.give_up()
+                } else {
+                    Out::Hold
+                }
+            }
+        }
+    }
+}
+
 fn png_chunk(kind: &[u8; 4], payload: &[u8]) -> Result<Vec<u8>, XmpError> {
     let len = u32::try_from(payload.len()).map_err(|_| XmpError::TooLarge)?;
     let mut c = Vec::with_capacity(payload.len() + 12);
@@ -228,7 +424,7 @@ fn png_xmp_text(payload: &[u8]) -> Option<&[u8]> {
     Some(rest)
 }
 
-fn png(data: &[u8], value: &str) -> Result<Vec<u8>, XmpError> {
+fn png(data: &[u8], value: &str, head_only: bool) -> Result<Vec<u8>, XmpError> {
     const E: &str = "PNG";
     let bad = |why| XmpError::Malformed(E, why);
     let mut i: usize = 8;
@@ -256,7 +452,10 @@ fn png(data: &[u8], value: &str) -> Result<Vec<u8>, XmpError> {
         }
         i = end;
     }
-    let first_idat = first_idat.ok_or(bad("no IDAT"))?;
+    // A head cut at the first IDAT (streaming): the data ends there.
+    let first_idat = first_idat
+        .or_else(|| head_only.then_some(data.len()))
+        .ok_or(bad("no IDAT"))?;
     let (packet, start, end) = match existing {
         Some((s, e, old)) => match replacement(old, value) {
             Some(p) => (p, s, e),
@@ -414,6 +613,71 @@ mod tests {
         }
     }
 
+    /// Streaming gives the same file as inserting into the whole file,
+    /// however the file is cut into chunks, and holds only the head.
+    #[test]
+    fn streaming_matches_whole_file_insertion() {
+        for f in [ImageFormat::Jpeg, ImageFormat::Png, ImageFormat::WebP] {
+            let orig = sample(f);
+            let whole = insert(&orig, "DMI-PROHIBITED").unwrap();
+            for size in [1, 2, 7, 64, 1000, orig.len()] {
+                let mut s = XmpStream::new("DMI-PROHIBITED", 1 << 20);
+                let mut out = Vec::new();
+                let chunks: Vec<&[u8]> = orig.chunks(size).collect();
+                for (i, c) in chunks.iter().enumerate() {
+                    match s.push(c, i + 1 == chunks.len()) {
+                        Out::Pass => out.extend_from_slice(c),
+                        Out::Bytes(b) => out.extend_from_slice(&b),
+                        Out::Hold => {}
+                    }
+                }
+                assert_eq!(out, whole, "{f:?} in chunks of {size}");
+                assert_eq!(s.outcome(), Some(Outcome::Inserted));
+            }
+        }
+    }
+
+    /// A 20 MB JPEG: the stream holds its head only.
+    #[test]
+    fn streaming_holds_the_head_not_the_file() {
+        let orig = sample(ImageFormat::Jpeg);
+        let sos = orig.windows(2).position(|w| w == [0xFF, 0xDA]).unwrap();
+        let mut big = orig[..sos + 2].to_vec();
+        big.extend(std::iter::repeat_n(0x55u8, 20 << 20));
+        let mut s = XmpStream::new("DMI-PROHIBITED", 64 * 1024);
+        let mut most = 0;
+        let mut sent = 0;
+        for c in big.chunks(16 * 1024) {
+            match s.push(c, false) {
+                Out::Pass => sent += c.len(),
+                Out::Bytes(b) => sent += b.len(),
+                Out::Hold => {}
+            }
+            most = most.max(s.held());
+        }
+        assert!(most <= 16 * 1024, "held {most}");
+        assert_eq!(s.outcome(), Some(Outcome::Inserted));
+        assert!(sent > big.len(), "the packet was added");
+        // A head over the cap passes unchanged.
+        let mut s = XmpStream::new("DMI-PROHIBITED", 1024);
+        let mut exif = vec![0xFF, 0xD8];
+        for _ in 0..4 {
+            exif.extend_from_slice(&[0xFF, 0xE2, 0x01, 0x00]);
+            exif.extend(std::iter::repeat_n(0u8, 254));
+        }
+        exif.extend_from_slice(&[0xFF, 0xDA, 0, 2]);
+        let mut out = Vec::new();
+        for c in exif.chunks(100) {
+            match s.push(c, false) {
+                Out::Pass => out.extend_from_slice(c),
+                Out::Bytes(b) => out.extend_from_slice(&b),
+                Out::Hold => {}
+            }
+        }
+        assert_eq!(out, exif);
+        assert_eq!(s.outcome(), Some(Outcome::Unchanged));
+    }
+
     #[test]
     fn merges_an_existing_packet() {
         let existing = "<x:xmpmeta xmlns:x=\"adobe:ns:meta/\"><rdf:RDF xmlns:rdf=\"http://www.w3.org/1999/02/22-rdf-syntax-ns#\"><rdf:Description rdf:about=\"\" xmlns:dc=\"http://purl.org/dc/elements/1.1/\"><dc:creator>Mara</dc:creator></rdf:Description></rdf:RDF></x:xmpmeta>";
@@ -566,6 +830,33 @@ mod tests {
                 if let Ok(out) = insert(&data, "DMI-PROHIBITED") {
                     // What we produce parses again (idempotent or a clean error).
                     let _ = insert(&out, "DMI-PROHIBITED");
+                }
+            }
+
+            /// Streaming hostile files never panics; a file it does not
+            /// change comes out byte for byte.
+            #[test]
+            fn streaming_mutated_files_never_panics(seed in any::<prop::sample::Index>(),
+                                                    muts in proptest::collection::vec(mutation(), 1..6),
+                                                    size in 1usize..400) {
+                let seeds = seeds();
+                let mut data = seed.get(&seeds).clone();
+                for m in &muts {
+                    apply(&mut data, m);
+                }
+                let mut s = XmpStream::new("DMI-PROHIBITED", 4096);
+                let mut out = Vec::new();
+                let chunks: Vec<&[u8]> = data.chunks(size).collect();
+                for (i, c) in chunks.iter().enumerate() {
+                    match s.push(c, i + 1 == chunks.len()) {
+                        Out::Pass => out.extend_from_slice(c),
+                        Out::Bytes(b) => out.extend_from_slice(&b),
+                        Out::Hold => {}
+                    }
+                    prop_assert!(s.held() <= 4096 + size);
+                }
+                if s.outcome() != Some(Outcome::Inserted) {
+                    prop_assert_eq!(out, data);
                 }
             }
 

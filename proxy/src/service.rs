@@ -48,50 +48,11 @@ pub struct Ctx {
     page_request: bool,
     /// The streaming HTML rewriter of this response, when active.
     html: Option<std::sync::Mutex<crate::html::HtmlInjector>>,
-    /// An image being buffered for XMP metadata, when active.
-    image: Option<ImageBuffer>,
+    /// XMP metadata being inserted into a streaming image, when active.
+    image: Option<fixative_protector::xmp::XmpStream>,
     /// The routed site's request body cap, and the body bytes seen so far.
     max_body: Option<u64>,
     body_bytes: u64,
-}
-
-/// An image response collected (up to a cap) to insert XMP metadata.
-struct ImageBuffer {
-    buf: Vec<u8>,
-    cap: usize,
-    value: String,
-    /// Past the cap: the rest passes through unchanged.
-    spilled: bool,
-}
-
-impl ImageBuffer {
-    /// Takes one chunk; returns what to send now.
-    fn push(&mut self, chunk: Option<Bytes>, eos: bool) -> Option<Bytes> {
-        if self.spilled {
-            return chunk;
-        }
-        if let Some(c) = chunk {
-            if self.buf.len() + c.len() > self.cap {
-                // Over the cap: send what we held and everything after unchanged.
-                self.spilled = true;
-                let mut out = std::mem::take(&mut self.buf);
-                out.extend_from_slice(&c);
-                return Some(Bytes::from(out));
-            }
-            self.buf.extend_from_slice(&c);
-        }
-        if !eos {
-            return None;
-        }
-        let original = std::mem::take(&mut self.buf);
-        match fixative_protector::xmp::insert(&original, &self.value) {
-            Ok(with_xmp) => Some(Bytes::from(with_xmp)),
-            Err(e) => {
-                tracing::debug!("image passed through without XMP: {e}");
-                Some(Bytes::from(original))
-            }
-        }
-    }
 }
 
 /// The directives of the routed site (none for unrouted requests).
@@ -345,17 +306,18 @@ impl FixativeProxy {
             .get(http::header::CONTENT_LENGTH)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.parse::<usize>().ok());
-        // Known to be over the cap (or empty): pass through untouched.
-        let fits = length.is_none_or(|l| l > 0 && l <= d.image_metadata_max_bytes);
+        // JPEG and PNG stream (only their head is held); a WebP is held
+        // whole, so one known to be over the cap passes untouched. Empty
+        // bodies pass too.
+        let webp = ctype.starts_with("image/webp");
+        let fits = length.is_none_or(|l| l > 0 && (!webp || l <= d.image_metadata_max_bytes));
         if !wanted || !is_image || encoded || !fits {
             return Ok(());
         }
-        ctx.image = Some(ImageBuffer {
-            buf: Vec::with_capacity(length.unwrap_or(64 * 1024).min(d.image_metadata_max_bytes)),
-            cap: d.image_metadata_max_bytes,
-            value: d.data_mining.clone(),
-            spilled: false,
-        });
+        ctx.image = Some(fixative_protector::xmp::XmpStream::new(
+            &d.data_mining,
+            d.image_metadata_max_bytes,
+        ));
         mark_body_rewritten(resp)?;
         Ok(())
     }
@@ -896,8 +858,17 @@ impl ProxyHttp for FixativeProxy {
         ctx: &mut Ctx,
     ) -> Result<Option<std::time::Duration>> {
         if let Some(img) = ctx.image.as_mut() {
-            *body = img.push(body.take(), end_of_stream);
+            use fixative_protector::xmp::Out;
+            let chunk = body.as_deref().unwrap_or(&[]);
+            match img.push(chunk, end_of_stream) {
+                Out::Pass => {}
+                Out::Hold => *body = None,
+                Out::Bytes(b) => *body = (!b.is_empty()).then(|| Bytes::from(b)),
+            }
             if end_of_stream {
+                if img.outcome() != Some(fixative_protector::xmp::Outcome::Inserted) {
+                    tracing::debug!("image passed through without XMP");
+                }
                 ctx.image = None;
             }
             return Ok(None);

@@ -669,6 +669,8 @@ fn image_route(name: &str, ranged: bool) -> Response {
         d.extend_from_slice(&crc32(&ihdr).to_be_bytes());
         d.extend_from_slice(&[0u8; 64]);
         d
+    } else if name == "huge.jpg" {
+        huge_jpeg()
     } else if name == "broken.jpg" {
         let mut d = vec![0xFF, 0xD8, 0xFF, 0xE0, 0x00, 0x10];
         d.extend(std::iter::repeat_n(0x5a, 5000));
@@ -730,4 +732,27 @@ fn crc32(data: &[u8]) -> u32 {
         }
     }
     !crc
+}
+
+/// A 48 MiB JPEG: the head of `rocket.jpg` (up to its first scan) and
+/// 48 MiB of scan data, then EOI. Built once.
+pub fn huge_jpeg() -> Vec<u8> {
+    static HUGE: std::sync::OnceLock<Vec<u8>> = std::sync::OnceLock::new();
+    HUGE.get_or_init(|| {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+        let rocket = std::fs::read(root.join("proxy/assets/art/rocket.jpg")).unwrap();
+        // Walk the segments to the real start of scan.
+        let mut sos = 2;
+        while rocket[sos + 1] != 0xDA {
+            sos += 2 + usize::from(u16::from_be_bytes([rocket[sos + 2], rocket[sos + 3]]));
+        }
+        let mut d = rocket[..sos + 2].to_vec();
+        d.extend_from_slice(&[
+            0x00, 0x0C, 0x03, 0x01, 0x00, 0x02, 0x11, 0x03, 0x11, 0x00, 0x3F, 0x00,
+        ]);
+        d.extend(std::iter::repeat_n(0x55u8, 48 << 20));
+        d.extend_from_slice(&[0xFF, 0xD9]);
+        d
+    })
+    .clone()
 }
