@@ -162,7 +162,8 @@ impl<'a> RequestFacts<'a> {
             header: &NoHeaders,
             http10: false,
             rdns: Rdns::Unknown,
-            unix_time: 0,
+            // Moves with `now` (penalties are kept on both clocks).
+            unix_time: now.as_secs(),
         }
     }
 }

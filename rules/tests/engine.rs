@@ -79,7 +79,9 @@ impl Req {
             header: self.headers.as_ref().unwrap_or(&empty),
             http10: false,
             rdns: fixative_rules::Rdns::Unknown,
-            unix_time: 0,
+            // Wall-clock time advances with the engine's clock, as in the
+            // proxy and in replays (penalties are kept by both).
+            unix_time: 1_800_000_000 + self.t.as_secs(),
         };
         e.evaluate(&facts, policy)
     }
