@@ -8,6 +8,10 @@
 #
 #   benches/load.sh [ROUNDS] [DURATION] [CONNECTIONS]
 #
+# ALLOCS=1 also counts heap allocations per request on each path, with a
+# second Fixative built with `--features count-allocs` (its own target
+# directory; its throughput is not reported).
+#
 # Traffic looks like browsers: a Firefox user agent and headers, from
 # 10,000 client addresses given in X-Forwarded-For (127.0.0.1 is a trusted
 # proxy). Origin: nginx (installed when missing). Everything runs on
@@ -30,6 +34,9 @@ fi
 cargo build --release -q --bin fixative
 cargo build --release -q -p fixative-proxy --example bare_pingora
 cargo build --release -q -p fixative-protector --example bench_jpeg
+if [ -n "${ALLOCS:-}" ]; then
+  CARGO_TARGET_DIR=target/allocs cargo build --release -q --features count-allocs --bin fixative
+fi
 
 work=$(mktemp -d)
 pids=()
@@ -175,3 +182,23 @@ for p in dict.fromkeys(k[0] for k in rows):
         dp99 = (p99 - mean["bare"][2]) * 1000
         print(f"{p:<12} {t:<9} {rps:>10.0f} {p50:>8.2f} {p99:>8.2f} {ratio:>7.2f}x {dp99:>+7.0f}us")
 PY
+
+if [ -n "${ALLOCS:-}" ]; then
+  COUNT_PORT=$(free_port); COUNT_ADMIN=$(free_port)
+  sed -e "s/127.0.0.1:$PROXY_PORT/127.0.0.1:$COUNT_PORT/" -e "s/127.0.0.1:$ADMIN_PORT/127.0.0.1:$COUNT_ADMIN/" \
+      -e "s#$work/access.log#$work/access-count.log#" "$work/fixative.toml" > "$work/count.toml"
+  ./target/allocs/release/fixative run --config "$work/count.toml" >"$work/count.out" 2>"$work/count.err" &
+  pids+=($!)
+  for _ in $(seq 100); do curl -fs "http://127.0.0.1:$COUNT_PORT/small.txt" -o /dev/null 2>/dev/null && break; sleep 0.1; done
+  metric() { curl -fs "http://127.0.0.1:$COUNT_ADMIN/metrics" | awk -v m="$1" 'index($0, m) == 1 {s += $NF} END {print s + 0}'; }
+  echo
+  echo "heap allocations per request (counting build; background tasks included)"
+  for p in "${PATHS[@]}"; do
+    wrk -t1 -c4 -d1s -s "$work/browser.lua" "http://127.0.0.1:$COUNT_PORT$p" >/dev/null 2>&1 || true
+    a0=$(metric fixative_debug_allocations_total); r0=$(metric fixative_requests_total)
+    wrk -t"$THREADS" -c"$CONNS" -d3s -s "$work/browser.lua" "http://127.0.0.1:$COUNT_PORT$p" >/dev/null 2>&1 || true
+    sleep 0.2
+    a1=$(metric fixative_debug_allocations_total); r1=$(metric fixative_requests_total)
+    python3 -c "print(f'{\"$p\":<12} {($a1-$a0)/max(1,$r1-$r0):8.1f} allocations/request over {int($r1-$r0)} requests')"
+  done
+fi

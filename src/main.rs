@@ -11,8 +11,42 @@ use clap::{Parser, Subcommand};
 
 // The proxy allocates per request (headers, buffers); mimalloc is markedly
 // cheaper than glibc malloc under many threads (measured with benches/load.sh).
+#[cfg(not(feature = "count-allocs"))]
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+/// For `benches/allocs.sh` only (`--features count-allocs`): mimalloc,
+/// counting every allocation into `fixative_debug_allocations_total`.
+#[cfg(feature = "count-allocs")]
+#[global_allocator]
+static GLOBAL: Counting = Counting;
+
+#[cfg(feature = "count-allocs")]
+struct Counting;
+
+#[cfg(feature = "count-allocs")]
+// SAFETY: forwards every call to mimalloc unchanged; only counts.
+unsafe impl std::alloc::GlobalAlloc for Counting {
+    unsafe fn alloc(&self, l: std::alloc::Layout) -> *mut u8 {
+        fixative_proxy::metrics::ALLOCATIONS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        // SAFETY: the caller's contract is mimalloc's.
+        unsafe { mimalloc::MiMalloc.alloc(l) }
+    }
+    unsafe fn dealloc(&self, p: *mut u8, l: std::alloc::Layout) {
+        // SAFETY: `p` came from `alloc` above.
+        unsafe { mimalloc::MiMalloc.dealloc(p, l) }
+    }
+    unsafe fn alloc_zeroed(&self, l: std::alloc::Layout) -> *mut u8 {
+        fixative_proxy::metrics::ALLOCATIONS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        // SAFETY: as `alloc`.
+        unsafe { mimalloc::MiMalloc.alloc_zeroed(l) }
+    }
+    unsafe fn realloc(&self, p: *mut u8, l: std::alloc::Layout, n: usize) -> *mut u8 {
+        fixative_proxy::metrics::ALLOCATIONS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        // SAFETY: as `dealloc` and `alloc`.
+        unsafe { mimalloc::MiMalloc.realloc(p, l, n) }
+    }
+}
 use fixative_config::{Config, DEFAULT_TOML};
 
 #[derive(Parser)]

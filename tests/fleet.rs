@@ -745,3 +745,39 @@ async fn nodes_share_state_over_tls() {
     });
     assert_eq!(untrusting.metric("fixative_state_backend_up"), 0.0);
 }
+
+/// 404s add up across nodes: a client probing missing files over two
+/// nodes (12 each, a burst is 20) is penalised on both.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn not_found_bursts_add_up_across_nodes() {
+    let origin = Origin::start("o").await;
+    let redis = Redis::start();
+    let a = node(origin.addr, Some(&redis), "n:");
+    let b = node(origin.addr, Some(&redis), "n:");
+    wait_until("both nodes connected", Duration::from_secs(5), || {
+        a.metric("fixative_state_backend_up") == 1.0 && b.metric("fixative_state_backend_up") == 1.0
+    });
+    for i in 0..24 {
+        let fx = if i % 2 == 0 { &a } else { &b };
+        // 404, or 403 once the fleet's burst (with images without pages)
+        // reaches the block rule.
+        let status = get(fx, &format!("/img/missing-{i}.png"), BROWSER, "192.0.2.80").await;
+        assert!(status == 404 || status == 403, "{status}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let burst = |fx: &Fixative| {
+        fx.access_log().iter().any(|l| {
+            l["client_ip"] == "192.0.2.80" && l.to_string().contains("behaviour.404-burst")
+        })
+    };
+    let started = Instant::now();
+    while !(burst(&a) && burst(&b)) {
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "no 404 burst on both nodes"
+        );
+        get(&a, "/", BROWSER, "192.0.2.80").await;
+        get(&b, "/", BROWSER, "192.0.2.80").await;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

@@ -9,11 +9,14 @@
 pub mod access_log;
 pub mod admin;
 pub mod background;
+mod bodies;
 pub mod challenge;
 pub mod cloak;
 pub mod conn;
 pub mod demo;
 pub mod directives;
+mod errors;
+mod facts;
 pub mod fleet;
 pub mod forwarding;
 pub mod framing;

@@ -8,6 +8,11 @@ use prometheus::{
     Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
+/// Allocations since start, counted only by a binary built with the
+/// `count-allocs` feature (`benches/allocs.sh`); 0 otherwise, and then not
+/// exported.
+pub static ALLOCATIONS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
 /// All of Fixative's metrics.
 pub struct Metrics {
     registry: Registry,
@@ -373,6 +378,13 @@ impl Metrics {
         let families = self.registry.gather();
         if let Err(e) = TextEncoder::new().encode(&families, &mut buf) {
             tracing::error!("cannot encode metrics: {e}");
+        }
+        let allocs = ALLOCATIONS.load(std::sync::atomic::Ordering::Relaxed);
+        if allocs > 0 {
+            buf.extend_from_slice(
+                format!("# TYPE fixative_debug_allocations_total counter\nfixative_debug_allocations_total {allocs}\n")
+                    .as_bytes(),
+            );
         }
         buf
     }

@@ -15,6 +15,7 @@ use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 
 use crate::access_log;
 use crate::directives::{self, WellKnown};
+use crate::facts::{HeaderMapLookup, client_hello, header_values, raw_client_headers};
 use crate::forwarding;
 use crate::pages;
 use crate::responses::{
@@ -45,33 +46,14 @@ pub struct Ctx {
     /// Engine time of the request.
     pub(crate) now: std::time::Duration,
     /// A GET for an HTML page (by path and Accept).
-    page_request: bool,
+    pub(crate) page_request: bool,
     /// The streaming HTML rewriter of this response, when active.
-    html: Option<std::sync::Mutex<crate::html::HtmlInjector>>,
+    pub(crate) html: Option<std::sync::Mutex<crate::html::HtmlInjector>>,
     /// XMP metadata being inserted into a streaming image, when active.
-    image: Option<fixative_protector::xmp::XmpStream>,
+    pub(crate) image: Option<fixative_protector::xmp::XmpStream>,
     /// The routed site's request body cap, and the body bytes seen so far.
-    max_body: Option<u64>,
-    body_bytes: u64,
-}
-
-/// The directives of the routed site (none for unrouted requests).
-fn site_directives(ctx: &Ctx) -> Option<&fixative_config::Directives> {
-    let rt = ctx.runtime.as_ref()?;
-    ctx.site
-        .and_then(|i| rt.sites.get(i))
-        .map(|s| &s.directives)
-}
-
-/// The body is about to change: its length, validators and ranges no
-/// longer hold; it goes out chunked.
-fn mark_body_rewritten(resp: &mut ResponseHeader) -> Result<()> {
-    resp.remove_header(&http::header::CONTENT_LENGTH);
-    resp.remove_header(&http::header::ETAG);
-    resp.remove_header(&http::header::ACCEPT_RANGES);
-    resp.remove_header("content-md5");
-    resp.insert_header(http::header::TRANSFER_ENCODING, "chunked")?;
-    Ok(())
+    pub(crate) max_body: Option<u64>,
+    pub(crate) body_bytes: u64,
 }
 
 /// The directives of the request's site; the default site's (or the first
@@ -115,65 +97,6 @@ pub(crate) fn site_peer(rt: &Runtime, i: usize) -> Result<HttpPeer> {
     Ok(peer)
 }
 
-/// Header lookup over Pingora's request headers.
-struct HeaderMapLookup<'a>(
-    &'a http::HeaderMap,
-    Option<Bytes>,
-    Option<Arc<fixative_rules::tls::ClientHello>>,
-);
-
-impl HeaderLookup for HeaderMapLookup<'_> {
-    fn get(&self, name: &str) -> Option<&str> {
-        self.0.get(name).and_then(|v| v.to_str().ok())
-    }
-    fn raw(&self) -> Option<&[u8]> {
-        self.1.as_deref()
-    }
-    fn client_hello(&self) -> Option<&fixative_rules::tls::ClientHello> {
-        self.2.as_deref()
-    }
-    /// Across every `Cookie` header: HTTP/2 clients send one per cookie.
-    fn cookie(&self, name: &str) -> Option<&str> {
-        fixative_rules::pass::cookie_value(
-            self.0
-                .get_all(http::header::COOKIE)
-                .iter()
-                .filter_map(|v| v.to_str().ok()),
-            name,
-        )
-    }
-}
-
-/// The client's TLS ClientHello: read by Fixative on its TLS listener, or
-/// the JA4 a trusted load balancer puts in `detection.ja4_header`.
-fn client_hello(
-    session: &Session,
-    shared: &Shared,
-    cfg: &fixative_config::Config,
-    peer_trusted: bool,
-) -> Option<Arc<fixative_rules::tls::ClientHello>> {
-    if peer_trusted {
-        let name = cfg.detection.ja4_header.as_deref()?;
-        let v = session.req_header().headers.get(name)?.to_str().ok()?;
-        return fixative_rules::tls::ClientHello::from_ja4(v.trim()).map(Arc::new);
-    }
-    let peer = session.client_addr()?.as_inet()?;
-    shared.hellos.get(peer)
-}
-
-/// The client's own HTTP/1 header bytes, for the header fingerprint: not
-/// over HTTP/2, and not when the peer is a trusted proxy (which may have
-/// re-written order and casing).
-fn raw_client_headers(session: &Session, peer_trusted: bool) -> Option<Bytes> {
-    if peer_trusted {
-        return None;
-    }
-    session
-        .downstream_session
-        .as_http1()
-        .map(|s| s.get_headers_raw_bytes())
-}
-
 /// The proxy application.
 pub struct FixativeProxy {
     shared: Arc<Shared>,
@@ -181,147 +104,6 @@ pub struct FixativeProxy {
 }
 
 impl FixativeProxy {
-    /// Starts the streaming meta/trap-link rewrite for an HTML 200 response.
-    fn maybe_rewrite_html(
-        &self,
-        session: &Session,
-        resp: &mut ResponseHeader,
-        ctx: &mut Ctx,
-    ) -> Result<()> {
-        if !ctx.page_request
-            || resp.status != 200
-            || session.req_header().method != http::Method::GET
-        {
-            return Ok(());
-        }
-        let Some(d) = site_directives(ctx) else {
-            return Ok(());
-        };
-        // The check script, for browser-like clients without a pass on
-        // sites whose policy reads passes.
-        let script = ctx.runtime.as_ref().and_then(|rt| {
-            let policy = ctx
-                .site
-                .and_then(|i| rt.sites.get(i))
-                .map(|s| s.policy.as_str())
-                .unwrap_or("default");
-            let browser_like = ctx.verdict.crawler.is_none()
-                && matches!(
-                    ctx.verdict.category,
-                    None | Some(fixative_rules::Category::HeadlessBrowser)
-                );
-            let needs = !matches!(
-                ctx.verdict.pass,
-                fixative_rules::pass::PassState::Valid
-                    | fixative_rules::pass::PassState::Automation
-            );
-            (rt.config.challenge.inject
-                && browser_like
-                && needs
-                && rt.engine.keys().can_sign()
-                && rt.engine.policy_reads_passes(policy))
-            .then(|| crate::challenge::PAGE_SCRIPT_TAG.as_str())
-        });
-        if !d.html_meta && !d.trap_link && script.is_none() {
-            return Ok(());
-        }
-        let ctype = resp
-            .headers
-            .get(http::header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("");
-        let is_html = {
-            let c = ctype.trim_start().to_ascii_lowercase();
-            c.starts_with("text/html") || c.starts_with("application/xhtml+xml")
-        };
-        let encoded = resp
-            .headers
-            .get(http::header::CONTENT_ENCODING)
-            .is_some_and(|v| !v.as_bytes().eq_ignore_ascii_case(b"identity"));
-        let empty = resp
-            .headers
-            .get(http::header::CONTENT_LENGTH)
-            .is_some_and(|v| v.as_bytes() == b"0");
-        if !is_html || encoded || empty {
-            return Ok(());
-        }
-        let injection = crate::html::Injection {
-            robots: if d.html_meta {
-                d.x_robots_tag.clone()
-            } else {
-                Vec::new()
-            },
-            tdm: d.html_meta && d.tdm_reservation,
-            tdm_policy: d.tdm_policy.clone(),
-            trap_path: ctx
-                .runtime
-                .as_ref()
-                .filter(|_| d.trap_link)
-                .map(|rt| rt.engine.trap_path().to_string()),
-            script,
-        };
-        let Some(inj) = crate::html::HtmlInjector::new(injection, crate::html::charset_of(ctype))
-        else {
-            return Ok(());
-        };
-        ctx.html = Some(std::sync::Mutex::new(inj));
-        // The body changes: its length, validators and ranges no longer hold.
-        mark_body_rewritten(resp)?;
-        Ok(())
-    }
-
-    /// Starts collecting a JPEG/PNG/WebP 200 response to add XMP metadata.
-    fn maybe_add_image_metadata(
-        &self,
-        session: &Session,
-        resp: &mut ResponseHeader,
-        ctx: &mut Ctx,
-    ) -> Result<()> {
-        if resp.status != 200 || session.req_header().method != http::Method::GET {
-            return Ok(());
-        }
-        let Some(d) = site_directives(ctx) else {
-            return Ok(());
-        };
-        let wanted = match d.image_metadata {
-            fixative_config::ImageMetadata::All => true,
-            fixative_config::ImageMetadata::NonAllowed => {
-                !matches!(ctx.verdict.action, Action::Allow | Action::Limit)
-            }
-            _ => false,
-        };
-        let ctype = resp
-            .headers
-            .get(http::header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("")
-            .trim_start()
-            .to_ascii_lowercase();
-        let is_image = ["image/jpeg", "image/pjpeg", "image/png", "image/webp"]
-            .iter()
-            .any(|t| ctype.starts_with(t));
-        let encoded = resp.headers.get(http::header::CONTENT_ENCODING).is_some();
-        let length = resp
-            .headers
-            .get(http::header::CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse::<usize>().ok());
-        // JPEG and PNG stream (only their head is held); a WebP is held
-        // whole, so one known to be over the cap passes untouched. Empty
-        // bodies pass too.
-        let webp = ctype.starts_with("image/webp");
-        let fits = length.is_none_or(|l| l > 0 && (!webp || l <= d.image_metadata_max_bytes));
-        if !wanted || !is_image || encoded || !fits {
-            return Ok(());
-        }
-        ctx.image = Some(fixative_protector::xmp::XmpStream::new(
-            &d.data_mining,
-            d.image_metadata_max_bytes,
-        ));
-        mark_body_rewritten(resp)?;
-        Ok(())
-    }
-
     /// Fixative's endpoints and the `challenge` and `tarpit` verdicts.
     /// Returns whether the request was answered.
     async fn serve_challenge(
@@ -446,6 +228,16 @@ impl FixativeProxy {
         }
     }
 
+    /// Whether the client reached Fixative over HTTPS (itself, or a
+    /// trusted proxy saying so): cookies then get `Secure`.
+    fn secure(&self, session: &Session, peer: IpAddr, cfg: &fixative_config::Config) -> bool {
+        self.tls_listener
+            || (forwarding::is_trusted(peer, &cfg.server.trusted_proxies)
+                && header_values(session, "x-forwarded-proto")
+                    .first()
+                    .is_some_and(|p| p.trim().eq_ignore_ascii_case("https")))
+    }
+
     fn site_name<'a>(&self, ctx: &'a Ctx) -> &'a str {
         match (&ctx.runtime, ctx.site) {
             (Some(rt), Some(i)) => rt
@@ -458,20 +250,11 @@ impl FixativeProxy {
     }
 }
 
-fn header_values<'a>(session: &'a Session, name: &str) -> Vec<&'a str> {
-    session
-        .req_header()
-        .headers
-        .get_all(name)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .collect()
-}
-
 #[async_trait]
 impl ProxyHttp for FixativeProxy {
     type CTX = Ctx;
 
+    /// A fresh context per request: its id, the start time, no verdict yet.
     fn new_ctx(&self) -> Ctx {
         Ctx {
             started: Instant::now(),
@@ -532,6 +315,11 @@ impl ProxyHttp for FixativeProxy {
         Ok(())
     }
 
+    /// Routes the request to its site (421 when none), enforces the body
+    /// cap, asks the engine for a verdict (and the fleet, for a shared
+    /// quota) and acts on it: limited, blocked, challenged, tarpitted,
+    /// cloaked images, Fixative's own endpoints and well-known documents
+    /// are answered here (`Ok(true)`); everything else goes to the origin.
     async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
         let rt = match &ctx.runtime {
             Some(rt) => rt.clone(),
@@ -657,45 +445,51 @@ impl ProxyHttp for FixativeProxy {
             self.shared.fleet.settle(&mut ctx.verdict).await;
         }
 
-        if ctx.verdict.action == Action::Limited {
-            respond_limited(session, ctx).await?;
-            return Ok(true);
-        }
-        if let Action::Block(status) = ctx.verdict.action {
-            let html = pages::blocked(&ctx.request_id);
-            respond_html(session, status, html, ctx).await?;
-            return Ok(true);
-        }
-        // Fixative's own endpoints: the check script, challenges, passes,
-        // the no-JS path and the tarpit's maze. Before challenge and
-        // tarpit verdicts, which lead here.
+        // The verdict, acted on in one place. Fixative's own endpoints (the
+        // check script, challenges, passes, the no-JS path, the tarpit's
+        // maze) answer every request that is neither limited nor blocked;
+        // challenge and tarpit verdicts lead there too.
         let own = crate::challenge::Endpoint::of(session.req_header().uri.path());
-        if own.is_some() || matches!(ctx.verdict.action, Action::Challenge(_) | Action::Tarpit(_)) {
-            let peer_trusted = forwarding::is_trusted(peer, &cfg.server.trusted_proxies);
-            let secure = self.tls_listener
-                || (peer_trusted
-                    && header_values(session, "x-forwarded-proto")
-                        .first()
-                        .is_some_and(|p| p.trim().eq_ignore_ascii_case("https")));
-            if self.serve_challenge(session, ctx, &rt, own, secure).await? {
-                return Ok(true);
+        let image_get = session.req_header().method == http::Method::GET
+            && fixative_rules::request_kind(
+                session.req_header().uri.path(),
+                session
+                    .req_header()
+                    .headers
+                    .get(http::header::ACCEPT)
+                    .and_then(|v| v.to_str().ok()),
+            ) == fixative_rules::state::RequestKind::Image;
+        let answered = match ctx.verdict.action {
+            Action::Limited => {
+                respond_limited(session, ctx).await?;
+                true
             }
-        }
-        if ctx.verdict.action == Action::Cloak
-            && session.req_header().method == http::Method::GET
-            && let Some(i) = ctx.site
-        {
-            let accept = session
-                .req_header()
-                .headers
-                .get(http::header::ACCEPT)
-                .and_then(|v| v.to_str().ok());
-            let p = session.req_header().uri.path();
-            if fixative_rules::request_kind(p, accept) == fixative_rules::state::RequestKind::Image
-            {
-                serve_cloaked(session, ctx, &rt, i, &self.shared.metrics).await?;
-                return Ok(true);
+            Action::Block(status) => {
+                let html = pages::blocked(&ctx.request_id);
+                respond_html(session, status, html, ctx).await?;
+                true
             }
+            Action::Challenge(_) | Action::Tarpit(_) => {
+                let secure = self.secure(session, peer, &cfg);
+                self.serve_challenge(session, ctx, &rt, own, secure).await?
+            }
+            _ if own.is_some() => {
+                let secure = self.secure(session, peer, &cfg);
+                self.serve_challenge(session, ctx, &rt, own, secure).await?
+            }
+            Action::Cloak if image_get => match ctx.site {
+                Some(i) => {
+                    serve_cloaked(session, ctx, &rt, i, &self.shared.metrics).await?;
+                    true
+                }
+                None => false,
+            },
+            // Allow, observe, limit (within quota), cloak of a non-image:
+            // to the origin.
+            _ => false,
+        };
+        if answered {
+            return Ok(true);
         }
         let method = &session.req_header().method;
         if (method == http::Method::GET || method == http::Method::HEAD)
@@ -757,6 +551,7 @@ impl ProxyHttp for FixativeProxy {
         Ok(())
     }
 
+    /// The next upstream of the routed site (round robin, health-checked).
     async fn upstream_peer(&self, _session: &mut Session, ctx: &mut Ctx) -> Result<Box<HttpPeer>> {
         let (Some(rt), Some(i)) = (&ctx.runtime, ctx.site) else {
             return Err(Error::explain(ErrorType::InternalError, "no site selected"));
@@ -764,6 +559,10 @@ impl ProxyHttp for FixativeProxy {
         site_peer(rt, i).map(Box::new)
     }
 
+    /// Adds `X-Forwarded-For`/`-Proto`/`-Host`, `Forwarded`, `X-Real-IP`
+    /// and `X-Request-Id` for the origin (extending a trusted proxy's), asks
+    /// for an identity-encoded page when the page will be rewritten, and
+    /// supplies `Host` for HTTP/2 clients.
     async fn upstream_request_filter(
         &self,
         session: &mut Session,
@@ -817,6 +616,10 @@ impl ProxyHttp for FixativeProxy {
         Ok(())
     }
 
+    /// Adds the request id and the site's no-train headers to the origin's
+    /// response, decides whether its body is rewritten (HTML) or gets XMP
+    /// metadata (images), adds the debug verdict and rate-limit headers, and
+    /// frames the response for the client's HTTP version.
     async fn response_filter(
         &self,
         session: &mut Session,
@@ -831,8 +634,8 @@ impl ProxyHttp for FixativeProxy {
         {
             directives::apply_prepared(resp, &site.directives, &site.prepared)?;
         }
-        self.maybe_rewrite_html(session, resp, ctx)?;
-        self.maybe_add_image_metadata(session, resp, ctx)?;
+        crate::bodies::start_html_rewrite(session, resp, ctx)?;
+        crate::bodies::start_image_metadata(session, resp, ctx)?;
         let debug = ctx
             .runtime
             .as_ref()
@@ -850,6 +653,7 @@ impl ProxyHttp for FixativeProxy {
         Ok(())
     }
 
+    /// Rewrites the body chunk by chunk when `response_filter` said so.
     fn response_body_filter(
         &self,
         _session: &mut Session,
@@ -857,93 +661,18 @@ impl ProxyHttp for FixativeProxy {
         end_of_stream: bool,
         ctx: &mut Ctx,
     ) -> Result<Option<std::time::Duration>> {
-        if let Some(img) = ctx.image.as_mut() {
-            use fixative_protector::xmp::Out;
-            let chunk = body.as_deref().unwrap_or(&[]);
-            match img.push(chunk, end_of_stream) {
-                Out::Pass => {}
-                Out::Hold => *body = None,
-                Out::Bytes(b) => *body = (!b.is_empty()).then(|| Bytes::from(b)),
-            }
-            if end_of_stream {
-                if img.outcome() != Some(fixative_protector::xmp::Outcome::Inserted) {
-                    tracing::debug!("image passed through without XMP");
-                }
-                ctx.image = None;
-            }
-            return Ok(None);
-        }
-        if let Some(m) = ctx.html.as_mut() {
-            let inj = m.get_mut().unwrap_or_else(|e| e.into_inner());
-            let mut out = match body.take() {
-                Some(chunk) => inj.write(&chunk),
-                None => Vec::new(),
-            };
-            if end_of_stream {
-                out.extend(inj.finish());
-                ctx.html = None;
-            }
-            *body = if out.is_empty() {
-                None
-            } else {
-                Some(Bytes::from(out))
-            };
-        }
+        crate::bodies::filter(body, end_of_stream, ctx);
         Ok(None)
     }
 
+    /// Turns a failure into Fixative's error page with the right status
+    /// (see [`crate::errors`]).
     async fn fail_to_proxy(&self, session: &mut Session, e: &Error, ctx: &mut Ctx) -> FailToProxy {
-        let code = match e.etype() {
-            ErrorType::HTTPStatus(c) => *c,
-            ErrorType::ConnectTimedout | ErrorType::ReadTimedout | ErrorType::WriteTimedout
-                if e.esource() == &pingora::ErrorSource::Upstream =>
-            {
-                504
-            }
-            ErrorType::ConnectTimedout => 504,
-            _ => match e.esource() {
-                pingora::ErrorSource::Upstream => 502,
-                pingora::ErrorSource::Downstream => match e.etype() {
-                    ErrorType::WriteError | ErrorType::ReadError | ErrorType::ConnectionClosed => 0,
-                    _ => 400,
-                },
-                _ => {
-                    if matches!(
-                        e.etype(),
-                        ErrorType::ConnectRefused
-                            | ErrorType::ConnectNoRoute
-                            | ErrorType::ConnectError
-                            | ErrorType::TLSHandshakeFailure
-                    ) {
-                        502
-                    } else {
-                        500
-                    }
-                }
-            },
-        };
-        if code == 502 || code == 504 {
-            ctx.upstream_failed = true;
-        }
-        if code > 0 && session.response_written().is_none() {
-            let html = match code {
-                504 => pages::gateway_timeout(&ctx.request_id),
-                502 => pages::bad_gateway(&ctx.request_id),
-                _ => {
-                    let (title, text) = pages::status_text(code);
-                    pages::page(code, title, text, &ctx.request_id)
-                }
-            };
-            if let Err(err) = respond_html(session, code, html, ctx).await {
-                tracing::debug!("cannot send the error page: {err}");
-            }
-        }
-        FailToProxy {
-            error_code: code,
-            can_reuse_downstream: false,
-        }
+        crate::errors::fail_to_proxy(session, e, ctx).await
     }
 
+    /// Last phase: closes the request on its connection, records the status
+    /// for behaviour signals, counts metrics and writes the access-log line.
     async fn logging(&self, session: &mut Session, _e: Option<&Error>, ctx: &mut Ctx) {
         if let Some(g) = crate::conn::guarded(session) {
             g.request_done();

@@ -812,6 +812,16 @@ impl Engine {
             stats.requests = stats.requests.max(c.requests);
             stats.pages = stats.pages.max(c.pages);
             stats.images = stats.images.max(c.images);
+            // A burst of 404s the fleet saw, though no node saw it alone.
+            if c.not_found >= crate::state::NOT_FOUND_BURST
+                && self.fleet.penalty(f.client_ip, f.unix_time).is_none()
+            {
+                self.fleet.penalise(
+                    f.client_ip,
+                    f.unix_time.saturating_add(self.penalty_secs),
+                    false,
+                );
+            }
         }
         let local_penalty = Behaviour::penalised(&stats, f.now);
         let fleet_penalty = self.fleet.penalty(f.client_ip, f.unix_time);
