@@ -15,8 +15,9 @@ use clap::{Parser, Subcommand};
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-/// For `benches/allocs.sh` only (`--features count-allocs`): mimalloc,
-/// counting every allocation into `fixative_debug_allocations_total`.
+/// For `ALLOCS=1 benches/load.sh` only (`--features count-allocs`): the
+/// system allocator (so that valgrind's DHAT sees every call site), counting
+/// every allocation into `fixative_debug_allocations_total`.
 #[cfg(feature = "count-allocs")]
 #[global_allocator]
 static GLOBAL: Counting = Counting;
@@ -25,26 +26,26 @@ static GLOBAL: Counting = Counting;
 struct Counting;
 
 #[cfg(feature = "count-allocs")]
-// SAFETY: forwards every call to mimalloc unchanged; only counts.
+// SAFETY: forwards every call to the system allocator unchanged; only counts.
 unsafe impl std::alloc::GlobalAlloc for Counting {
     unsafe fn alloc(&self, l: std::alloc::Layout) -> *mut u8 {
         fixative_proxy::metrics::ALLOCATIONS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        // SAFETY: the caller's contract is mimalloc's.
-        unsafe { mimalloc::MiMalloc.alloc(l) }
+        // SAFETY: the caller's contract is the system allocator's.
+        unsafe { std::alloc::System.alloc(l) }
     }
     unsafe fn dealloc(&self, p: *mut u8, l: std::alloc::Layout) {
         // SAFETY: `p` came from `alloc` above.
-        unsafe { mimalloc::MiMalloc.dealloc(p, l) }
+        unsafe { std::alloc::System.dealloc(p, l) }
     }
     unsafe fn alloc_zeroed(&self, l: std::alloc::Layout) -> *mut u8 {
         fixative_proxy::metrics::ALLOCATIONS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         // SAFETY: as `alloc`.
-        unsafe { mimalloc::MiMalloc.alloc_zeroed(l) }
+        unsafe { std::alloc::System.alloc_zeroed(l) }
     }
     unsafe fn realloc(&self, p: *mut u8, l: std::alloc::Layout, n: usize) -> *mut u8 {
         fixative_proxy::metrics::ALLOCATIONS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         // SAFETY: as `dealloc` and `alloc`.
-        unsafe { mimalloc::MiMalloc.realloc(p, l, n) }
+        unsafe { std::alloc::System.realloc(p, l, n) }
     }
 }
 use fixative_config::{Config, DEFAULT_TOML};

@@ -339,18 +339,17 @@ impl ProxyHttp for FixativeProxy {
         let xff = header_values(session, "x-forwarded-for");
         ctx.client_ip = forwarding::client_ip(peer, &xff, &cfg.server.trusted_proxies);
 
-        let raw_host = session
-            .req_header()
+        let req = session.req_header();
+        let raw_host = req
             .uri
             .host()
-            .map(str::to_string)
             .or_else(|| {
-                header_values(session, "host")
-                    .first()
-                    .map(|s| s.to_string())
+                req.headers
+                    .get(http::header::HOST)
+                    .and_then(|v| v.to_str().ok())
             })
-            .unwrap_or_default();
-        ctx.host = normalize_host(&raw_host).unwrap_or_default();
+            .unwrap_or("");
+        ctx.host = normalize_host(raw_host).unwrap_or_default();
 
         ctx.site = rt.router.route(&ctx.host);
         if ctx.site.is_none() {
@@ -569,19 +568,19 @@ impl ProxyHttp for FixativeProxy {
         upstream: &mut pingora::http::RequestHeader,
         ctx: &mut Ctx,
     ) -> Result<()> {
-        let trusted = ctx
-            .runtime
+        let rt = ctx.runtime.clone();
+        let trusted: &[ipnet::IpNet] = rt
             .as_ref()
-            .map(|r| r.config.server.trusted_proxies.clone())
-            .unwrap_or_default();
+            .map(|r| r.config.server.trusted_proxies.as_slice())
+            .unwrap_or(&[]);
         let peer = session
             .client_addr()
             .and_then(|a| a.as_inet())
             .map(|a| a.ip())
             .unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST));
-        let peer_trusted = forwarding::is_trusted(peer, &trusted);
+        let peer_trusted = forwarding::is_trusted(peer, trusted);
         let xff = header_values(session, "x-forwarded-for");
-        let xff_value = forwarding::forwarded_for(peer, &xff, &trusted);
+        let xff_value = forwarding::forwarded_for(peer, &xff, trusted);
         let proto = if self.tls_listener { "https" } else { "http" };
         let incoming_proto = header_values(session, "x-forwarded-proto")
             .first()
@@ -681,25 +680,25 @@ impl ProxyHttp for FixativeProxy {
             .response_written()
             .map(|r| r.status.as_u16())
             .unwrap_or(0);
-        let site = self.site_name(ctx).to_string();
+        let site = self.site_name(ctx);
         let elapsed = ctx.started.elapsed();
         let m = &self.shared.metrics;
         m.requests
             .with_label_values(&[
-                site.as_str(),
+                site,
                 ctx.verdict.action.as_str(),
                 ctx.verdict.category_label(),
             ])
             .inc();
         m.duration
-            .with_label_values(&[site.as_str()])
+            .with_label_values(&[site])
             .observe(elapsed.as_secs_f64());
         if ctx.upstream_failed {
-            m.upstream_errors.with_label_values(&[site.as_str()]).inc();
+            m.upstream_errors.with_label_values(&[site]).inc();
         }
         if let Some(rule) = &ctx.verdict.rule {
             m.rule_matches
-                .with_label_values(&[site.as_str(), rule, ctx.verdict.action.as_str()])
+                .with_label_values(&[site, rule, ctx.verdict.action.as_str()])
                 .inc();
         }
         if let Some(rt) = &ctx.runtime
@@ -712,7 +711,7 @@ impl ProxyHttp for FixativeProxy {
         access_log::emit(&access_log::Entry {
             request_id: &ctx.request_id,
             client_ip: ctx.client_ip,
-            site: &site,
+            site,
             host: &ctx.host,
             method: req.method.as_str(),
             path: req.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/"),
