@@ -17,21 +17,10 @@ DURATION=${2:-10s}
 CONNS=${3:-32}
 THREADS=2
 
-need=()
-command -v wrk >/dev/null || need+=(wrk)
-command -v nginx >/dev/null || need+=(nginx)
-if [ ${#need[@]} -gt 0 ]; then
-  sudo_=""; [ "$(id -u)" -ne 0 ] && sudo_=sudo
-  DEBIAN_FRONTEND=noninteractive $sudo_ apt-get install -y -qq "${need[@]}" >/dev/null
-fi
-./dev deps
+. benches/lib.sh
+bench_prereqs
 cargo build --release -q --bin fixative
 
-work=$(mktemp -d)
-pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; [ -n "${KEEP:-}" ] || rm -rf "$work"; }
-trap cleanup EXIT
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 ORIGIN=$(free_port); REDIS=$(free_port)
 
 mkdir -p "$work/www" "$work/nginx"
@@ -114,15 +103,6 @@ curl -fs "http://127.0.0.1:${ADMIN[redis]}/metrics" | grep -q '^fixative_state_b
 
 metric() { curl -fs "http://127.0.0.1:$1/metrics" | awk -v m="$2" '$1==m {print $2}'; }
 
-run_wrk() {
-  wrk -t"$THREADS" -c"$CONNS" -d"$DURATION" --latency -s "$2" "$1" > "$work/wrk.out" 2>&1 || true
-  local rps p50 p99 non2xx
-  rps=$(awk '/Requests\/sec/ {print $2}' "$work/wrk.out")
-  p50=$(awk '$1=="50%" {print $2}' "$work/wrk.out")
-  p99=$(awk '$1=="99%" {print $2}' "$work/wrk.out")
-  non2xx=$(awk '/Non-2xx/ {print $5}' "$work/wrk.out"); non2xx=${non2xx:-0}
-  echo "$rps $p50 $p99 $non2xx"
-}
 
 echo "origin nginx /small.txt; wrk -t$THREADS -c$CONNS -d$DURATION, 10,000 client addresses; $ROUNDS interleaved rounds; $(nproc) cores (wrk, nginx, redis and both nodes share them)"
 printf "%-7s %-6s %-8s %10s %10s %10s %8s %12s %10s\n" traffic round backend req/s p50 p99 non-2xx trips/req trip-us

@@ -23,14 +23,8 @@ DURATION=${2:-10s}
 CONNS=${3:-32}
 THREADS=2
 
-need=()
-command -v wrk >/dev/null || need+=(wrk)
-command -v nginx >/dev/null || need+=(nginx)
-if [ ${#need[@]} -gt 0 ]; then
-  sudo_=""; [ "$(id -u)" -ne 0 ] && sudo_=sudo
-  DEBIAN_FRONTEND=noninteractive $sudo_ apt-get install -y -qq "${need[@]}" >/dev/null
-fi
-./dev deps
+. benches/lib.sh
+bench_prereqs
 cargo build --release -q --bin fixative
 cargo build --release -q -p fixative-proxy --example bare_pingora
 cargo build --release -q -p fixative-protector --example bench_jpeg
@@ -38,12 +32,6 @@ if [ -n "${ALLOCS:-}" ]; then
   CARGO_TARGET_DIR=target/allocs cargo build --release -q --features count-allocs --bin fixative
 fi
 
-work=$(mktemp -d)
-pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; [ -n "${KEEP:-}" ] || rm -rf "$work"; }
-trap cleanup EXIT
-
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 ORIGIN_PORT=$(free_port); BARE_PORT=$(free_port); PROXY_PORT=$(free_port); ADMIN_PORT=$(free_port)
 
 # The origin: nginx serving the three files.
@@ -137,15 +125,6 @@ grep -q 'name="robots"' "$work/page.html" || { echo "load.sh: the page was not r
 curl -s -o "$work/photo.jpg" "http://127.0.0.1:$PROXY_PORT/photo.jpg"
 grep -aq 'DataMining' "$work/photo.jpg" || { echo "load.sh: the JPEG carries no XMP" >&2; exit 1; }
 
-run_wrk() { # url -> "rps p50 p99 non2xx"
-  wrk -t"$THREADS" -c"$CONNS" -d"$DURATION" --latency -s "$work/browser.lua" "$1" > "$work/wrk.out" 2>&1 || true
-  local rps p50 p99 non2xx
-  rps=$(awk '/Requests\/sec/ {print $2}' "$work/wrk.out")
-  p50=$(awk '$1=="50%" {print $2}' "$work/wrk.out")
-  p99=$(awk '$1=="99%" {print $2}' "$work/wrk.out")
-  non2xx=$(awk '/Non-2xx/ {print $5}' "$work/wrk.out"); non2xx=${non2xx:-0}
-  echo "$rps $p50 $p99 $non2xx"
-}
 
 echo "origin nginx; wrk -t$THREADS -c$CONNS -d$DURATION, 10,000 client addresses; $ROUNDS interleaved rounds; $(nproc) cores"
 printf "%-12s %-6s %-9s %10s %10s %10s %8s\n" path round target req/s p50 p99 non-2xx
@@ -154,7 +133,7 @@ for p in "${PATHS[@]}"; do
   for r in $(seq "$ROUNDS"); do
     for t in direct bare fixative; do
       case $t in direct) port=$ORIGIN_PORT ;; bare) port=$BARE_PORT ;; fixative) port=$PROXY_PORT ;; esac
-      read -r rps p50 p99 bad <<<"$(run_wrk "http://127.0.0.1:$port$p")"
+      read -r rps p50 p99 bad <<<"$(run_wrk "http://127.0.0.1:$port$p" "$work/browser.lua")"
       printf "%-12s %-6s %-9s %10s %10s %10s %8s\n" "$p" "$r" "$t" "$rps" "$p50" "$p99" "$bad"
       echo "$p $t $rps $p50 $p99" >> "$work/results"
     done

@@ -229,6 +229,15 @@ async fn alternate(nodes: &[&Fixative], n: usize, ip: &str) -> (usize, Vec<u16>)
     (ok, other)
 }
 
+/// Waits until every node's link to Redis is up.
+fn connected(nodes: &[&Fixative]) {
+    wait_until("nodes connected", Duration::from_secs(5), || {
+        nodes
+            .iter()
+            .all(|n| n.metric("fixative_state_backend_up") == 1.0)
+    });
+}
+
 fn wait_until(what: &str, limit: Duration, mut f: impl FnMut() -> bool) -> Duration {
     let start = Instant::now();
     while !f() {
@@ -244,9 +253,7 @@ async fn two_nodes_share_one_quota() {
     let redis = Redis::start();
     let a = node(origin.addr, Some(&redis), "q:");
     let b = node(origin.addr, Some(&redis), "q:");
-    wait_until("both nodes connected", Duration::from_secs(5), || {
-        a.metric("fixative_state_backend_up") == 1.0 && b.metric("fixative_state_backend_up") == 1.0
-    });
+    connected(&[&a, &b]);
     let (ok, other) = alternate(&[&a, &b], 30, "198.51.100.7").await;
     assert_eq!(
         ok, 10,
@@ -307,9 +314,7 @@ async fn a_trap_hit_on_one_node_counts_on_another() {
     let redis = Redis::start();
     let a = node(origin.addr, Some(&redis), "t:");
     let b = node(origin.addr, Some(&redis), "t:");
-    wait_until("both nodes connected", Duration::from_secs(5), || {
-        a.metric("fixative_state_backend_up") == 1.0 && b.metric("fixative_state_backend_up") == 1.0
-    });
+    connected(&[&a, &b]);
     assert_eq!(get(&b, "/", BROWSER, "192.0.2.44").await, 200);
     // The trap (robots.txt disallows it) on node A.
     get(
@@ -351,9 +356,7 @@ async fn a_ban_on_one_node_blocks_on_every_node_within_a_second() {
     let redis = Redis::start();
     let a = node(origin.addr, Some(&redis), "b:");
     let b = node(origin.addr, Some(&redis), "b:");
-    wait_until("both nodes connected", Duration::from_secs(5), || {
-        a.metric("fixative_state_backend_up") == 1.0 && b.metric("fixative_state_backend_up") == 1.0
-    });
+    connected(&[&a, &b]);
     assert_eq!(get(&b, "/", BROWSER, "203.0.113.9").await, 200);
     let c = client();
     let r = c
@@ -437,9 +440,7 @@ async fn a_redis_outage_causes_no_visitor_errors_and_heals() {
     let mut redis = Redis::start();
     let a = node(origin.addr, Some(&redis), "o:");
     let b = node(origin.addr, Some(&redis), "o:");
-    wait_until("both nodes connected", Duration::from_secs(5), || {
-        a.metric("fixative_state_backend_up") == 1.0 && b.metric("fixative_state_backend_up") == 1.0
-    });
+    connected(&[&a, &b]);
     // Load from people and a bot on both nodes while Redis dies.
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let statuses = std::sync::Arc::new(std::sync::Mutex::new(Vec::<u16>::new()));
@@ -610,9 +611,7 @@ async fn behaviour_counts_add_up_across_nodes_behind_a_password() {
     let redis = Redis::start_with(Some("fleet-password-0123"));
     let a = node(origin.addr, Some(&redis), "c:");
     let b = node(origin.addr, Some(&redis), "c:");
-    wait_until("both nodes connected", Duration::from_secs(5), || {
-        a.metric("fixative_state_backend_up") == 1.0 && b.metric("fixative_state_backend_up") == 1.0
-    });
+    connected(&[&a, &b]);
     let images_only = |fx: &Fixative| {
         fx.access_log().iter().any(|l| {
             l["client_ip"] == "192.0.2.60" && l.to_string().contains("images-without-pages")
@@ -669,9 +668,7 @@ async fn a_solved_challenge_cannot_be_replayed_on_another_node() {
     let redis = Redis::start();
     let a = node(origin.addr, Some(&redis), "s:");
     let b = node(origin.addr, Some(&redis), "s:");
-    wait_until("both nodes connected", Duration::from_secs(5), || {
-        a.metric("fixative_state_backend_up") == 1.0 && b.metric("fixative_state_backend_up") == 1.0
-    });
+    connected(&[&a, &b]);
     let c = client();
     let post = |fx: &Fixative, path: &str, body: String| {
         c.post(fx.url(path))
@@ -754,9 +751,7 @@ async fn not_found_bursts_add_up_across_nodes() {
     let redis = Redis::start();
     let a = node(origin.addr, Some(&redis), "n:");
     let b = node(origin.addr, Some(&redis), "n:");
-    wait_until("both nodes connected", Duration::from_secs(5), || {
-        a.metric("fixative_state_backend_up") == 1.0 && b.metric("fixative_state_backend_up") == 1.0
-    });
+    connected(&[&a, &b]);
     for i in 0..24 {
         let fx = if i % 2 == 0 { &a } else { &b };
         // 404, or 403 once the fleet's burst (with images without pages)

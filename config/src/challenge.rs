@@ -94,7 +94,8 @@ impl Default for Tarpit {
     }
 }
 
-fn in_range(ctx: &mut Ctx<'_>, path: &KeyPath, v: i64, lo: i64, hi: i64) -> Option<i64> {
+/// `v` when it lies in `lo..=hi`; otherwise an error at `path`.
+pub(crate) fn in_range(ctx: &mut Ctx<'_>, path: &KeyPath, v: i64, lo: i64, hi: i64) -> Option<i64> {
     if (lo..=hi).contains(&v) {
         Some(v)
     } else {

@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use crate::challenge::in_range;
 use crate::raw::RawState;
 use crate::spans::KeyPath;
 use crate::validate::Ctx;
@@ -94,15 +95,6 @@ impl State {
             Some((_, host)) => format!("{scheme}://***@{host}"),
             None => self.url.clone(),
         }
-    }
-}
-
-fn in_range(ctx: &mut Ctx<'_>, path: &KeyPath, v: i64, lo: i64, hi: i64) -> Option<i64> {
-    if (lo..=hi).contains(&v) {
-        Some(v)
-    } else {
-        ctx.err(path, format!("{v} is out of range ({lo} to {hi})"));
-        None
     }
 }
 
