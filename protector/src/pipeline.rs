@@ -151,7 +151,71 @@ pub fn decode(data: &[u8], limits: &Limits) -> Result<(DynamicImage, ImageFormat
     Ok((img, format))
 }
 
-/// Encodes in `format` (JPEG at `quality`, PNG, lossless WebP).
+/// The luminance quantization table of Annex K of the JPEG standard,
+/// which libjpeg (and most encoders) scale by quality.
+const STD_LUMA: [u16; 64] = [
+    16, 11, 10, 16, 24, 40, 51, 61, 12, 12, 14, 19, 26, 58, 60, 55, 14, 13, 16, 24, 40, 57, 69, 56,
+    14, 17, 22, 29, 51, 87, 80, 62, 18, 22, 37, 56, 68, 109, 103, 77, 24, 35, 55, 64, 81, 104, 113,
+    92, 49, 64, 78, 87, 103, 121, 120, 101, 72, 92, 95, 98, 112, 100, 103, 99,
+];
+
+/// The quality (1–100, libjpeg's scale) a JPEG was saved at, estimated
+/// from its first luminance quantization table (`DQT`, table 0): the
+/// table's sum against the standard table's gives libjpeg's scale factor.
+/// `None` for a file without one (or not a JPEG). Tables of other
+/// encoders give the libjpeg quality of equal overall coarseness.
+pub fn jpeg_quality(data: &[u8]) -> Option<u8> {
+    if data.get(..2)? != [0xFF, 0xD8] {
+        return None;
+    }
+    let mut i = 2usize;
+    loop {
+        if *data.get(i)? != 0xFF {
+            return None;
+        }
+        let marker = *data.get(i + 1)?;
+        if marker == 0xFF {
+            i += 1;
+            continue;
+        }
+        if marker == 0xDA || marker == 0xD9 {
+            return None; // no table before the first scan
+        }
+        let len = usize::from(u16::from_be_bytes([*data.get(i + 2)?, *data.get(i + 3)?]));
+        let payload = data.get(i + 4..(i + 2).checked_add(len)?)?;
+        if marker == 0xDB {
+            let mut t = payload;
+            while let Some((&pq_tq, rest)) = t.split_first() {
+                let wide = pq_tq >> 4 == 1;
+                let n = if wide { 128 } else { 64 };
+                let table = rest.get(..n)?;
+                if pq_tq & 0x0F == 0 {
+                    let sum: u32 = if wide {
+                        table
+                            .chunks_exact(2)
+                            .map(|b| u32::from(u16::from_be_bytes([b[0], b[1]])))
+                            .sum()
+                    } else {
+                        table.iter().map(|b| u32::from(*b)).sum()
+                    };
+                    let std: u32 = STD_LUMA.iter().map(|v| u32::from(*v)).sum();
+                    let scale = f64::from(sum) * 100.0 / f64::from(std);
+                    let q = if scale <= 100.0 {
+                        (200.0 - scale) / 2.0
+                    } else {
+                        5000.0 / scale
+                    };
+                    return Some(q.round().clamp(1.0, 100.0) as u8);
+                }
+                t = rest.get(n..)?;
+            }
+        }
+        i += 2 + len;
+    }
+}
+
+/// Encodes in `format` (JPEG at `quality`, PNG, lossless WebP). A
+/// grayscale image stays grayscale.
 pub fn encode(
     img: &DynamicImage,
     format: ImageFormat,
@@ -161,9 +225,11 @@ pub fn encode(
     match format {
         ImageFormat::Jpeg => {
             let enc = image::codecs::jpeg::JpegEncoder::new_with_quality(&mut out, quality);
-            img.to_rgb8()
-                .write_with_encoder(enc)
-                .map_err(|e| ProtectError::Encode(e.to_string()))?;
+            let written = match img {
+                DynamicImage::ImageLuma8(g) => g.write_with_encoder(enc),
+                _ => img.to_rgb8().write_with_encoder(enc),
+            };
+            written.map_err(|e| ProtectError::Encode(e.to_string()))?;
         }
         ImageFormat::Png | ImageFormat::WebP => {
             img.write_to(&mut out, format)
@@ -215,6 +281,7 @@ pub fn protect(job: &Job<'_>) -> Result<Output, ProtectError> {
         None => img,
     };
     let has_alpha = img.color().has_alpha();
+    let gray = !img.color().has_color();
     let mut rgb = img.to_rgb8();
     if let Some(strength) = job.transform.watermark {
         watermark::embed(&mut rgb, job.payload, job.key, strength);
@@ -223,7 +290,21 @@ pub fn protect(job: &Job<'_>) -> Result<Output, ProtectError> {
         visible_mark(&mut rgb);
     }
     let (width, height) = rgb.dimensions();
-    let out_img = if has_alpha && format != ImageFormat::Jpeg {
+    let out_img = if gray {
+        // The watermark adds the same offset to every channel: the gray
+        // levels carry it whole.
+        let luma = DynamicImage::ImageRgb8(rgb).to_luma8();
+        if has_alpha && format != ImageFormat::Jpeg {
+            let alpha = img.to_luma_alpha8();
+            let mut la = image::GrayAlphaImage::new(width, height);
+            for (x, y, p) in la.enumerate_pixels_mut() {
+                *p = image::LumaA([luma.get_pixel(x, y).0[0], alpha.get_pixel(x, y).0[1]]);
+            }
+            DynamicImage::ImageLumaA8(la)
+        } else {
+            DynamicImage::ImageLuma8(luma)
+        }
+    } else if has_alpha && format != ImageFormat::Jpeg {
         // Keep the original alpha channel.
         let alpha = img.to_rgba8();
         let mut rgba = image::RgbaImage::new(width, height);
@@ -235,7 +316,15 @@ pub fn protect(job: &Job<'_>) -> Result<Output, ProtectError> {
     } else {
         DynamicImage::ImageRgb8(rgb)
     };
-    let encoded = encode(&out_img, format, job.jpeg_quality)?;
+    // Never below the source's own quality: a finer original keeps its
+    // grain (re-encoding a quality-97 photograph at 90 smooths it).
+    let quality = match format {
+        ImageFormat::Jpeg => jpeg_quality(job.data)
+            .map_or(job.jpeg_quality, |q| q.max(job.jpeg_quality))
+            .min(100),
+        _ => job.jpeg_quality,
+    };
+    let encoded = encode(&out_img, format, quality)?;
     let bytes = xmp::insert(&encoded, job.data_mining).unwrap_or(encoded);
     Ok(Output {
         bytes,
@@ -296,6 +385,83 @@ pub fn ssim(a: &DynamicImage, b: &DynamicImage) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A noisy "photograph": gradients plus grain.
+    fn noisy(w: u32, h: u32) -> RgbImage {
+        let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+        RgbImage::from_fn(w, h, |i, j| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let n = (x % 41) as i32 - 20;
+            let base = [(i * 255 / w) as i32, (j * 255 / h) as i32, 128];
+            image::Rgb(base.map(|c| (c + n).clamp(0, 255) as u8))
+        })
+    }
+
+    fn jpeg_at(img: &DynamicImage, q: u8) -> Vec<u8> {
+        encode(img, ImageFormat::Jpeg, q).unwrap()
+    }
+
+    #[test]
+    fn the_source_quality_is_read_from_its_tables() {
+        let img = DynamicImage::ImageRgb8(noisy(64, 48));
+        for q in [30u8, 50, 75, 85, 90, 95, 98] {
+            let est = jpeg_quality(&jpeg_at(&img, q)).unwrap();
+            assert!(est.abs_diff(q) <= 1, "quality {q} read as {est}");
+        }
+        assert_eq!(jpeg_quality(b"\x89PNG\r\n\x1a\n"), None);
+        assert_eq!(jpeg_quality(&[0xFF, 0xD8, 0xFF, 0xDB, 0x00]), None);
+    }
+
+    fn job<'a>(data: &'a [u8]) -> Job<'a> {
+        Job {
+            data,
+            transform: Transform::watermark(),
+            payload: 7,
+            key: 11,
+            data_mining: "DMI-PROHIBITED",
+            jpeg_quality: 90,
+            limits: Limits::default(),
+        }
+    }
+
+    /// A fine JPEG is re-encoded at its own quality, not the configured
+    /// floor; grayscale stays grayscale.
+    #[test]
+    fn fine_and_gray_jpegs_keep_their_quality_and_colour_model() {
+        let img = DynamicImage::ImageRgb8(noisy(640, 480));
+        let src = jpeg_at(&img, 97);
+        let out = protect(&job(&src)).unwrap();
+        assert_eq!(jpeg_quality(&out.bytes), Some(97));
+        let before = image::load_from_memory(&src).unwrap().to_rgb8();
+        let after = image::load_from_memory(&out.bytes).unwrap().to_rgb8();
+        let at_source = psnr(&before, &after);
+        // What the configured quality alone gave before: the same mark,
+        // encoded once at 90.
+        let mut marked = before.clone();
+        watermark::embed(&mut marked, 7, 11, watermark::DEFAULT_STRENGTH);
+        let floor = image::load_from_memory(&jpeg_at(&DynamicImage::ImageRgb8(marked), 90))
+            .unwrap()
+            .to_rgb8();
+        eprintln!(
+            "noisy q97 source: PSNR {at_source:.1} dB re-encoded at its quality, {:.1} dB at 90",
+            psnr(&before, &floor)
+        );
+        assert!(at_source > psnr(&before, &floor) + 2.0);
+        let gray = DynamicImage::ImageLuma8(DynamicImage::ImageRgb8(noisy(320, 240)).to_luma8());
+        let src = jpeg_at(&gray, 92);
+        let out = protect(&job(&src)).unwrap();
+        let back = image::load_from_memory(&out.bytes).unwrap();
+        assert_eq!(back.color(), image::ColorType::L8);
+        assert_eq!(jpeg_quality(&out.bytes), Some(92));
+        // The mark is still read from the gray copy.
+        let d = watermark::detect(&back, &gray, 11, watermark::DEFAULT_STRENGTH);
+        assert!(
+            d.valid && d.payload == 7,
+            "watermark lost in grayscale: {d:?}"
+        );
+    }
 
     #[test]
     fn bombs_and_garbage_fail_fast() {
