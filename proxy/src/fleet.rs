@@ -44,6 +44,8 @@ const STREAM_LEN: usize = 10_000;
 /// Clients' counters sent per round trip.
 const COUNTS_PER_TRIP: usize = 1_000;
 
+/// GCRA on the store's clock (µs): ARGV emission interval, burst, and the
+/// requests admitted earlier without asking (counted unconditionally).
 const GCRA: &str = r#"
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
@@ -51,9 +53,13 @@ local T = tonumber(ARGV[1])
 local tau = T * tonumber(ARGV[2])
 local tat = tonumber(redis.call('GET', KEYS[1])) or now
 if tat < now then tat = now end
+tat = tat + T * tonumber(ARGV[3])
 local new_tat = tat + T
 local allow_at = new_tat - tau
 if now < allow_at then
+  if tonumber(ARGV[3]) > 0 then
+    redis.call('SET', KEYS[1], string.format('%d', tat), 'PX', math.floor((tat - now) / 1000) + 1)
+  end
   return {0, 0, allow_at - now, tat - now}
 end
 redis.call('SET', KEYS[1], string.format('%d', new_tat), 'PX', math.floor((new_tat - now) / 1000) + 1)
@@ -241,6 +247,7 @@ impl Backend for RedisBackend {
                 .key(self.key(&format!("q:{}", limit.key)))
                 .arg(limit.emission_us.max(1))
                 .arg(limit.burst.max(1))
+                .arg(limit.deferred)
                 .invoke_async(&mut c)
                 .await
                 .map_err(err)?;

@@ -249,6 +249,7 @@ pub struct Engine {
     fleet: Arc<crate::fleet::Fleet>,
     rule_ban: Arc<str>,
     penalty_secs: u64,
+    window_secs: u64,
 }
 
 impl std::fmt::Debug for Engine {
@@ -411,6 +412,7 @@ impl Engine {
             fleet,
             rule_ban: Arc::from("ban"),
             penalty_secs: d.penalty.as_secs(),
+            window_secs: d.window.as_secs().max(1),
         })
     }
 
@@ -805,10 +807,10 @@ impl Engine {
             );
         }
         // A fleet's counts (other nodes' included) when state is shared.
-        if let Some(c) = self
+        let seen = self
             .fleet
-            .count(f.client_ip, f.unix_time, Some(kind), false)
-        {
+            .count(f.client_ip, f.unix_time, Some(kind), false);
+        if let Some(c) = seen.map(|s| s.counts) {
             stats.requests = stats.requests.max(c.requests);
             stats.pages = stats.pages.max(c.pages);
             stats.images = stats.images.max(c.images);
@@ -985,16 +987,23 @@ impl Engine {
                 Some(l) => {
                     let key = l.key(f.client_ip, net.asn, v.crawler.as_deref());
                     let o = l.check(&key);
-                    // Allowed here: the fleet's quota has the last word.
+                    // Allowed here: the fleet's quota has the last word,
+                    // unless the client is far from it (see `far_from`).
                     if o.allowed && self.fleet.shared() {
-                        v.shared_limit = Some(crate::fleet::SharedLimit {
-                            key: shared_key(p, rule, &key, v.crawler.as_deref()),
-                            emission_us: (q.period.as_micros() / u128::from(q.rate.max(1)))
-                                .min(u128::from(u64::MAX))
-                                as u64,
-                            burst: q.burst.max(1),
-                            observe: rule.mode == Mode::Observe,
-                        });
+                        let id = quota_id(p, rule, &key);
+                        if far_from(&q, seen, self.window_secs) {
+                            self.fleet.defer(id);
+                        } else {
+                            v.shared_limit = Some(crate::fleet::SharedLimit {
+                                key: shared_key(p, rule, &key, v.crawler.as_deref()),
+                                emission_us: (q.period.as_micros() / u128::from(q.rate.max(1)))
+                                    .min(u128::from(u64::MAX))
+                                    as u64,
+                                burst: q.burst.max(1),
+                                observe: rule.mode == Mode::Observe,
+                                deferred: self.fleet.take_deferred(id),
+                            });
+                        }
                     }
                     v.limit = Some(LimitInfo {
                         quota: q.rate,
@@ -1036,7 +1045,7 @@ impl Engine {
         }
         if status == 404
             && let Some(c) = self.fleet.count(client_ip, unix, None, true)
-            && c.not_found >= crate::state::NOT_FOUND_BURST
+            && c.counts.not_found >= crate::state::NOT_FOUND_BURST
             && self.fleet.penalty(client_ip, unix).is_none()
         {
             self.fleet.penalise(client_ip, until, false);
@@ -1093,4 +1102,43 @@ fn shared_key(
         (LimitKey::Crawler(_), Some(c)) => format!("{}/{}/c:{c}", p.name, rule.name),
         (LimitKey::Crawler(h), None) => format!("{}/{}/h:{h:x}", p.name, rule.name),
     }
+}
+
+/// Whether a client is so far from a per-address quota that this node may
+/// admit it without asking the fleet: its requests over the fleet's last
+/// two counting windows are under a quarter of the burst, and the bucket
+/// refills within one window (so nothing older can weigh on it). Such
+/// requests are counted with the key's next store decision; a node admits
+/// at most a quarter of the burst this way before asking (what it admitted
+/// and never reports, when the client moves on to other nodes, is the
+/// bound on over-admission). Other keys (networks, ASNs, crawlers) always
+/// ask.
+fn far_from(
+    q: &fixative_config::Quota,
+    seen: Option<crate::fleet::Seen>,
+    window_secs: u64,
+) -> bool {
+    let Some(seen) = seen else {
+        return false;
+    };
+    let refill = q.period.as_secs_f64() * f64::from(q.burst) / f64::from(q.rate.max(1));
+    q.key == fixative_config::QuotaKey::Ip
+        && refill <= window_secs as f64
+        && u64::from(seen.recent_requests()) * 4 < u64::from(q.burst)
+}
+
+/// A stable id of a quota key on this node (for deferred admissions).
+fn quota_id(
+    p: &CompiledPolicy,
+    rule: &crate::policy::CompiledRule,
+    key: &crate::state::LimitKey,
+) -> u64 {
+    use std::hash::{BuildHasher, Hash, Hasher};
+    static SEED: std::sync::OnceLock<std::collections::hash_map::RandomState> =
+        std::sync::OnceLock::new();
+    let mut h = SEED.get_or_init(Default::default).build_hasher();
+    p.name.hash(&mut h);
+    rule.name.hash(&mut h);
+    key.hash(&mut h);
+    h.finish()
 }

@@ -139,6 +139,9 @@ pub struct SharedLimit {
     pub burst: u32,
     /// The rule is in observe mode (a refusal is only reported).
     pub observe: bool,
+    /// Requests this node admitted earlier without asking (the client was
+    /// far from the limit), counted first.
+    pub deferred: u32,
 }
 
 /// Why the shared store could not answer.
@@ -228,6 +231,24 @@ struct Tally {
     pending: Counts,
     /// In the outbox's list of clients to send.
     queued: bool,
+    /// The fleet's requests of the previous window (0 when older).
+    previous: u32,
+}
+
+/// What the fleet has seen of a client, as [`Fleet::count`] answers.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Seen {
+    /// This window's counts (this request included).
+    pub counts: Counts,
+    /// Requests in the previous window.
+    pub previous_requests: u32,
+}
+
+impl Seen {
+    /// Requests over this window and the previous one.
+    pub fn recent_requests(&self) -> u32 {
+        self.counts.requests.saturating_add(self.previous_requests)
+    }
 }
 
 struct Bans {
@@ -306,6 +327,9 @@ pub struct Fleet {
     revoked: Mutex<LruCache<u64, u64>>,
     any_revoked: AtomicBool,
     outbox: Mutex<Outbox>,
+    /// Requests admitted here under a quota without asking the store yet
+    /// (by quota key hash); sent with the key's next store decision.
+    deferred: Mutex<LruCache<u64, u32>>,
     hasher: std::collections::hash_map::RandomState,
     dropped: AtomicU64,
 }
@@ -363,6 +387,10 @@ impl Fleet {
                 events: VecDeque::new(),
                 clients: Vec::new(),
             }),
+            deferred: Mutex::new(LruCache::new(
+                NonZeroUsize::new(if shared { max_clients.max(1) } else { 1 })
+                    .unwrap_or(NonZeroUsize::MIN),
+            )),
             hasher: std::collections::hash_map::RandomState::new(),
             dropped: AtomicU64::new(0),
         }
@@ -550,7 +578,7 @@ impl Fleet {
         now: u64,
         kind: Option<RequestKind>,
         not_found: bool,
-    ) -> Option<Counts> {
+    ) -> Option<Seen> {
         if !self.shared {
             return None;
         }
@@ -562,9 +590,15 @@ impl Fleet {
             let mut g = s.lock().unwrap_or_else(|e| e.into_inner());
             let t = g.get_or_insert_mut(key, Tally::default);
             if t.window != window {
+                let previous = if window == t.window.saturating_add(1) {
+                    t.base.add(t.pending).requests
+                } else {
+                    0
+                };
                 *t = Tally {
                     window,
                     queued: t.queued,
+                    previous,
                     ..Tally::default()
                 };
             }
@@ -585,7 +619,10 @@ impl Fleet {
                 t.queued = true;
                 queue = true;
             }
-            t.base.add(t.pending)
+            Seen {
+                counts: t.base.add(t.pending),
+                previous_requests: t.previous,
+            }
         };
         if queue {
             let mut o = self.outbox.lock().unwrap_or_else(|e| e.into_inner());
@@ -604,6 +641,21 @@ impl Fleet {
             }
         }
         Some(total)
+    }
+
+    /// Records a request admitted under a quota without asking the store
+    /// (the client is far from the limit).
+    pub fn defer(&self, quota_key: u64) {
+        let mut g = self.deferred.lock().unwrap_or_else(|e| e.into_inner());
+        let n = g.get_or_insert_mut(quota_key, || 0);
+        *n = n.saturating_add(1);
+    }
+
+    /// Takes the requests admitted under a quota without the store, to be
+    /// counted with its next decision.
+    pub fn take_deferred(&self, quota_key: u64) -> u32 {
+        let mut g = self.deferred.lock().unwrap_or_else(|e| e.into_inner());
+        g.pop(&quota_key).unwrap_or(0)
     }
 
     /// Takes what is to be sent: the events and every queued client's
@@ -837,7 +889,10 @@ mod tests {
                 ..Counts::default()
             },
         }]);
-        let t = f.count(c, 121, Some(RequestKind::Image), false).unwrap();
+        let t = f
+            .count(c, 121, Some(RequestKind::Image), false)
+            .unwrap()
+            .counts;
         assert_eq!((t.requests, t.images), (11, 11));
         // A batch that could not be sent comes back whole.
         let b = f.take_batch();
@@ -845,9 +900,19 @@ mod tests {
         f.requeue(b);
         let b = f.take_batch();
         assert_eq!(b.counts[0].delta.images, 1);
-        // A new window starts from zero.
+        // A new window starts from zero and remembers the previous one.
         let t = f.count(c, 180, Some(RequestKind::Page), false).unwrap();
-        assert_eq!((t.requests, t.pages, t.images), (1, 1, 0));
+        assert_eq!(
+            (t.counts.requests, t.counts.pages, t.counts.images),
+            (1, 1, 0)
+        );
+        assert_eq!((t.previous_requests, t.recent_requests()), (11, 12));
+        let t = f.count(c, 300, Some(RequestKind::Page), false).unwrap();
+        assert_eq!(t.previous_requests, 0, "two windows later");
+        // Deferred admissions are taken once.
+        f.defer(42);
+        f.defer(42);
+        assert_eq!((f.take_deferred(42), f.take_deferred(42)), (2, 0));
     }
 
     #[test]

@@ -869,10 +869,18 @@ quota = {{ rate = 60, per = "minute", burst = 5 }}
     );
     assert_eq!(eval(&b, "203.0.113.5", "/").action, Action::Block(403));
     assert_eq!(eval(&b, "203.0.112.5", "/").action, Action::Allow);
-    // Quotas: allowed here, to be settled by the fleet.
+    // Quotas: a client far from the limit (under a quarter of the burst
+    // over the fleet's recent windows) is admitted without asking; the
+    // next request asks the fleet and carries that admission with it.
+    let v = eval(&a, "192.0.2.1", "/api/x");
+    assert!(v.shared_limit.is_none(), "{v:?}");
+    assert_eq!(v.action, Action::Limit);
     let mut v = eval(&a, "192.0.2.1", "/api/x");
     let s = v.shared_limit.clone().expect("marked for the fleet");
-    assert_eq!((s.emission_us, s.burst, s.observe), (1_000_000, 5, false));
+    assert_eq!(
+        (s.emission_us, s.burst, s.observe, s.deferred),
+        (1_000_000, 5, false, 1)
+    );
     assert_eq!(s.key, "p/lim/192.0.2.1");
     let refused = LimitOutcome {
         allowed: false,
