@@ -46,7 +46,7 @@ pub struct Entry<'a> {
 struct Line<'a> {
     time: String,
     request_id: &'a str,
-    client_ip: String,
+    client_ip: IpAddr,
     site: &'a str,
     host: &'a str,
     method: &'a str,
@@ -74,7 +74,7 @@ pub fn emit(e: &Entry<'_>) {
     let line = Line {
         time: now_rfc3339(),
         request_id: e.request_id,
-        client_ip: e.client_ip.to_string(),
+        client_ip: e.client_ip,
         site: e.site,
         host: e.host,
         method: e.method,
@@ -92,8 +92,16 @@ pub fn emit(e: &Entry<'_>) {
         grace_left: e.verdict.grace_left,
         reasons: e.verdict.reason_strings(),
     };
-    match serde_json::to_string(&line) {
-        Ok(json) => tracing::info!(target: TARGET, entry = json.as_str()),
+    // One buffer, sized for a typical line, newline included: the layer
+    // hands it to the batching writer as it is.
+    let mut json = Vec::with_capacity(640);
+    match serde_json::to_writer(&mut json, &line) {
+        Ok(()) => {
+            json.push(b'\n');
+            if let Ok(text) = std::str::from_utf8(&json) {
+                tracing::info!(target: TARGET, entry = text);
+            }
+        }
         Err(err) => tracing::warn!("cannot serialize an access-log line: {err}"),
     }
 }
@@ -122,11 +130,9 @@ struct EntryVisitor<'w, W: Write>(&'w mut W);
 impl<W: Write> Visit for EntryVisitor<'_, W> {
     fn record_str(&mut self, field: &Field, value: &str) {
         if field.name() == "entry" {
-            // One write per line: the batching writer appends it whole.
-            let mut line = Vec::with_capacity(value.len() + 1);
-            line.extend_from_slice(value.as_bytes());
-            line.push(b'\n');
-            let _ = self.0.write_all(&line);
+            // One write per line (it ends with its newline): the batching
+            // writer appends it whole.
+            let _ = self.0.write_all(value.as_bytes());
         }
     }
     fn record_debug(&mut self, _field: &Field, _value: &dyn std::fmt::Debug) {}
