@@ -51,8 +51,8 @@ pub fn client_ip(peer: IpAddr, xff: &[&str], trusted: &[IpNet]) -> IpAddr {
         return peer;
     }
     let mut client = peer;
-    let elements = xff.iter().flat_map(|h| h.split(',')).collect::<Vec<_>>();
-    for el in elements.iter().rev() {
+    // Right to left, without collecting the elements.
+    for el in xff.iter().rev().flat_map(|h| h.rsplit(',')) {
         match parse_xff_element(el) {
             Some(ip) => {
                 client = ip;
@@ -69,32 +69,42 @@ pub fn client_ip(peer: IpAddr, xff: &[&str], trusted: &[IpNet]) -> IpAddr {
 
 /// The `X-Forwarded-For` value to send upstream.
 pub fn forwarded_for(peer: IpAddr, xff: &[&str], trusted: &[IpNet]) -> String {
+    use std::fmt::Write;
     let peer = canonical(peer);
-    let prior: Vec<&str> = xff
-        .iter()
-        .flat_map(|h| h.split(','))
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
-        .collect();
-    if is_trusted(peer, trusted) && !prior.is_empty() {
-        format!("{}, {}", prior.join(", "), peer)
-    } else {
-        peer.to_string()
+    // One string: the trusted chain so far, then this hop.
+    let mut out = String::with_capacity(64);
+    if is_trusted(peer, trusted) {
+        for el in xff
+            .iter()
+            .flat_map(|h| h.split(','))
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+        {
+            out.push_str(el);
+            out.push_str(", ");
+        }
     }
+    let _ = write!(out, "{peer}");
+    out
 }
 
 /// One RFC 7239 `Forwarded` element for this hop.
 pub fn forwarded_element(peer: IpAddr, host: &str, proto: &str) -> String {
+    use std::fmt::Write;
     let peer = canonical(peer);
-    let node = match peer {
-        IpAddr::V4(v4) => v4.to_string(),
-        IpAddr::V6(v6) => format!("\"[{v6}]\""),
+    let mut out = String::with_capacity(48 + host.len());
+    let _ = match peer {
+        IpAddr::V4(v4) => write!(out, "for={v4}"),
+        IpAddr::V6(v6) => write!(out, "for=\"[{v6}]\""),
     };
-    let host: String = host
-        .chars()
-        .filter(|c| c.is_ascii_graphic() && *c != '"' && *c != '\\')
-        .collect();
-    format!("for={node};host=\"{host}\";proto={proto}")
+    out.push_str(";host=\"");
+    out.extend(
+        host.chars()
+            .filter(|c| c.is_ascii_graphic() && *c != '"' && *c != '\\'),
+    );
+    out.push_str("\";proto=");
+    out.push_str(proto);
+    out
 }
 
 #[cfg(test)]
