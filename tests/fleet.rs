@@ -229,6 +229,16 @@ async fn alternate(nodes: &[&Fixative], n: usize, ip: &str) -> (usize, Vec<u16>)
     (ok, other)
 }
 
+/// An origin, a Redis, and two connected nodes sharing it under `prefix`.
+async fn two_nodes(prefix: &str) -> (Origin, Redis, Fixative, Fixative) {
+    let origin = Origin::start("o").await;
+    let redis = Redis::start();
+    let a = node(origin.addr, Some(&redis), prefix);
+    let b = node(origin.addr, Some(&redis), prefix);
+    connected(&[&a, &b]);
+    (origin, redis, a, b)
+}
+
 /// Waits until every node's link to Redis is up.
 fn connected(nodes: &[&Fixative]) {
     wait_until("nodes connected", Duration::from_secs(5), || {
@@ -249,11 +259,7 @@ fn wait_until(what: &str, limit: Duration, mut f: impl FnMut() -> bool) -> Durat
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_nodes_share_one_quota() {
-    let origin = Origin::start("o").await;
-    let redis = Redis::start();
-    let a = node(origin.addr, Some(&redis), "q:");
-    let b = node(origin.addr, Some(&redis), "q:");
-    connected(&[&a, &b]);
+    let (origin, redis, a, b) = two_nodes("q:").await;
     let (ok, other) = alternate(&[&a, &b], 30, "198.51.100.7").await;
     assert_eq!(
         ok, 10,
@@ -310,11 +316,7 @@ async fn two_nodes_share_one_quota() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_trap_hit_on_one_node_counts_on_another() {
-    let origin = Origin::start("o").await;
-    let redis = Redis::start();
-    let a = node(origin.addr, Some(&redis), "t:");
-    let b = node(origin.addr, Some(&redis), "t:");
-    connected(&[&a, &b]);
+    let (_origin, _redis, a, b) = two_nodes("t:").await;
     assert_eq!(get(&b, "/", BROWSER, "192.0.2.44").await, 200);
     // The trap (robots.txt disallows it) on node A.
     get(
@@ -352,11 +354,7 @@ async fn a_trap_hit_on_one_node_counts_on_another() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_ban_on_one_node_blocks_on_every_node_within_a_second() {
-    let origin = Origin::start("o").await;
-    let redis = Redis::start();
-    let a = node(origin.addr, Some(&redis), "b:");
-    let b = node(origin.addr, Some(&redis), "b:");
-    connected(&[&a, &b]);
+    let (_origin, _redis, a, b) = two_nodes("b:").await;
     assert_eq!(get(&b, "/", BROWSER, "203.0.113.9").await, 200);
     let c = client();
     let r = c
@@ -664,11 +662,7 @@ async fn behaviour_counts_add_up_across_nodes_behind_a_password() {
 /// by node A is refused when replayed to node B.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_solved_challenge_cannot_be_replayed_on_another_node() {
-    let origin = Origin::start("o").await;
-    let redis = Redis::start();
-    let a = node(origin.addr, Some(&redis), "s:");
-    let b = node(origin.addr, Some(&redis), "s:");
-    connected(&[&a, &b]);
+    let (_origin, _redis, a, b) = two_nodes("s:").await;
     let c = client();
     let post = |fx: &Fixative, path: &str, body: String| {
         c.post(fx.url(path))
@@ -747,11 +741,7 @@ async fn nodes_share_state_over_tls() {
 /// nodes (12 each, a burst is 20) is penalised on both.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn not_found_bursts_add_up_across_nodes() {
-    let origin = Origin::start("o").await;
-    let redis = Redis::start();
-    let a = node(origin.addr, Some(&redis), "n:");
-    let b = node(origin.addr, Some(&redis), "n:");
-    connected(&[&a, &b]);
+    let (_origin, _redis, a, b) = two_nodes("n:").await;
     for i in 0..24 {
         let fx = if i % 2 == 0 { &a } else { &b };
         // 404, or 403 once the fleet's burst (with images without pages)
