@@ -354,7 +354,7 @@ async fn a_trap_hit_on_one_node_counts_on_another() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_ban_on_one_node_blocks_on_every_node_within_a_second() {
-    let (_origin, _redis, a, b) = two_nodes("b:").await;
+    let (_origin, redis, a, b) = two_nodes("b:").await;
     assert_eq!(get(&b, "/", BROWSER, "203.0.113.9").await, 200);
     let c = client();
     let r = c
@@ -430,6 +430,20 @@ async fn a_ban_on_one_node_blocks_on_every_node_within_a_second() {
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    // Ended bans leave the store as new entries come.
+    for (net, ttl) in [("198.51.100.1", "1s"), ("198.51.100.2", "1h")] {
+        let r = c
+            .post(a.admin_url("/-/bans"))
+            .body(format!(r#"{{"net": "{net}", "ttl": "{ttl}"}}"#))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+    }
+    wait_until("ended ban pruned", Duration::from_secs(2), || {
+        redis.int(&["ZCARD", "b:bans"]) == 1
+    });
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

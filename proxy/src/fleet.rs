@@ -326,7 +326,17 @@ impl Backend for RedisBackend {
                     }
                     p.add_command(x).ignore();
                 }
-                // Bounded: the soonest-ending penalties go first.
+                // Ended entries go as new ones come, so the sets hold what
+                // is in force (and the penalties at most the tracked-client
+                // cap, the soonest-ending first).
+                let now = crate::challenge::unix_now();
+                for set in ["pen", "bans", "rev"] {
+                    p.cmd("ZREMRANGEBYSCORE")
+                        .arg(self.key(set))
+                        .arg("-inf")
+                        .arg(now)
+                        .ignore();
+                }
                 p.cmd("ZREMRANGEBYRANK")
                     .arg(self.key("pen"))
                     .arg(0)
