@@ -442,7 +442,7 @@ async fn a_ban_on_one_node_blocks_on_every_node_within_a_second() {
         tokio::time::sleep(Duration::from_millis(1500)).await;
     }
     wait_until("ended ban pruned", Duration::from_secs(2), || {
-        redis.int(&["ZCARD", "b:bans"]) == 1
+        redis.int(&["ZCARD", "b:bans"]) == 1 && redis.int(&["HLEN", "b:banr"]) == 1
     });
 }
 

@@ -66,6 +66,14 @@ redis.call('SET', KEYS[1], string.format('%d', new_tat), 'PX', math.floor((new_t
 return {1, math.floor((now - allow_at) / T), 0, new_tat - now}
 "#;
 
+/// Removes ended bans (KEYS[1], by end time) and their reasons (KEYS[2]).
+const PRUNE_BANS: &str = r#"
+for _, m in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1])) do
+  redis.call('HDEL', KEYS[2], m)
+end
+return redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[1])
+"#;
+
 /// Redis as a [`Backend`].
 pub struct RedisBackend {
     conns: Vec<ConnectionManager>,
@@ -330,13 +338,21 @@ impl Backend for RedisBackend {
                 // is in force (and the penalties at most the tracked-client
                 // cap, the soonest-ending first).
                 let now = crate::challenge::unix_now();
-                for set in ["pen", "bans", "rev"] {
+                for set in ["pen", "rev"] {
                     p.cmd("ZREMRANGEBYSCORE")
                         .arg(self.key(set))
                         .arg("-inf")
                         .arg(now)
                         .ignore();
                 }
+                // Ended bans, with their reasons.
+                p.cmd("EVAL")
+                    .arg(PRUNE_BANS)
+                    .arg(2)
+                    .arg(self.key("bans"))
+                    .arg(self.key("banr"))
+                    .arg(now)
+                    .ignore();
                 p.cmd("ZREMRANGEBYRANK")
                     .arg(self.key("pen"))
                     .arg(0)
@@ -451,11 +467,21 @@ impl Backend for RedisBackend {
                 .arg("COUNT")
                 .arg(1);
             for set in ["pen", "bans", "rev"] {
-                p.cmd("ZREMRANGEBYSCORE")
-                    .arg(self.key(set))
-                    .arg("-inf")
-                    .arg(now)
-                    .ignore();
+                if set == "bans" {
+                    p.cmd("EVAL")
+                        .arg(PRUNE_BANS)
+                        .arg(2)
+                        .arg(self.key("bans"))
+                        .arg(self.key("banr"))
+                        .arg(now)
+                        .ignore();
+                } else {
+                    p.cmd("ZREMRANGEBYSCORE")
+                        .arg(self.key(set))
+                        .arg("-inf")
+                        .arg(now)
+                        .ignore();
+                }
                 p.cmd("ZRANGEBYSCORE")
                     .arg(self.key(set))
                     .arg(format!("({now}"))
