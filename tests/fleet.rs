@@ -199,6 +199,18 @@ fn node(origin: SocketAddr, redis: Option<&Redis>, prefix: &str) -> Fixative {
     Fixative::start("trusted_proxies = [\"127.0.0.1/32\"]", &rest)
 }
 
+/// `GET /-/bans` of a node.
+async fn bans(fx: &Fixative) -> serde_json::Value {
+    client()
+        .get(fx.admin_url("/-/bans"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
 async fn get(fx: &Fixative, path: &str, ua: &str, client_ip: &str) -> u16 {
     client()
         .get(fx.url(path))
@@ -385,14 +397,7 @@ async fn a_ban_on_one_node_blocks_on_every_node_within_a_second() {
         200,
         "outside the ban"
     );
-    let list: serde_json::Value = c
-        .get(b.admin_url("/-/bans"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let list = bans(&b).await;
     assert_eq!(list["backend"], "redis");
     assert_eq!(list["bans"][0]["net"], "203.0.113.0/24");
     assert_eq!(list["bans"][0]["reason"], "scraped the archive");
@@ -602,14 +607,7 @@ async fn shared_state_survives_reloads_and_restarts() {
     let r = c.post(m.admin_url("/-/reload")).send().await.unwrap();
     assert_eq!(r.status(), 200);
     assert_eq!(get(&m, "/", BROWSER, "192.0.2.77").await, 403);
-    let list: serde_json::Value = c
-        .get(m.admin_url("/-/bans"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let list = bans(&m).await;
     assert_eq!(list["backend"], "memory");
 }
 

@@ -151,6 +151,25 @@ impl RedisBackend {
     fn key(&self, rest: &str) -> String {
         format!("{}{rest}", self.prefix)
     }
+
+    /// Adds to `p` the removal of ended penalties, revocations and bans
+    /// (with their reasons); its replies are ignored.
+    fn prune(&self, p: &mut redis::Pipeline, now: u64) {
+        for set in ["pen", "rev"] {
+            p.cmd("ZREMRANGEBYSCORE")
+                .arg(self.key(set))
+                .arg("-inf")
+                .arg(now)
+                .ignore();
+        }
+        p.cmd("EVAL")
+            .arg(PRUNE_BANS)
+            .arg(2)
+            .arg(self.key("bans"))
+            .arg(self.key("banr"))
+            .arg(now)
+            .ignore();
+    }
 }
 
 fn text(v: &Value) -> Option<String> {
@@ -337,22 +356,7 @@ impl Backend for RedisBackend {
                 // Ended entries go as new ones come, so the sets hold what
                 // is in force (and the penalties at most the tracked-client
                 // cap, the soonest-ending first).
-                let now = crate::challenge::unix_now();
-                for set in ["pen", "rev"] {
-                    p.cmd("ZREMRANGEBYSCORE")
-                        .arg(self.key(set))
-                        .arg("-inf")
-                        .arg(now)
-                        .ignore();
-                }
-                // Ended bans, with their reasons.
-                p.cmd("EVAL")
-                    .arg(PRUNE_BANS)
-                    .arg(2)
-                    .arg(self.key("bans"))
-                    .arg(self.key("banr"))
-                    .arg(now)
-                    .ignore();
+                self.prune(&mut p, crate::challenge::unix_now());
                 p.cmd("ZREMRANGEBYRANK")
                     .arg(self.key("pen"))
                     .arg(0)
@@ -466,22 +470,8 @@ impl Backend for RedisBackend {
                 .arg("-")
                 .arg("COUNT")
                 .arg(1);
+            self.prune(&mut p, now);
             for set in ["pen", "bans", "rev"] {
-                if set == "bans" {
-                    p.cmd("EVAL")
-                        .arg(PRUNE_BANS)
-                        .arg(2)
-                        .arg(self.key("bans"))
-                        .arg(self.key("banr"))
-                        .arg(now)
-                        .ignore();
-                } else {
-                    p.cmd("ZREMRANGEBYSCORE")
-                        .arg(self.key(set))
-                        .arg("-inf")
-                        .arg(now)
-                        .ignore();
-                }
                 p.cmd("ZRANGEBYSCORE")
                     .arg(self.key(set))
                     .arg(format!("({now}"))

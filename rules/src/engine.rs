@@ -800,11 +800,7 @@ impl Engine {
         let trap_hit = f.path.starts_with(self.trap_path.as_str());
         let mut stats = self.behaviour.record(f.client_ip, f.now, kind, trap_hit);
         if trap_hit {
-            self.fleet.penalise(
-                f.client_ip,
-                f.unix_time.saturating_add(self.penalty_secs),
-                true,
-            );
+            self.penalise(f.client_ip, f.unix_time, true);
         }
         // A fleet's counts (other nodes' included) when state is shared.
         let seen = self
@@ -818,11 +814,7 @@ impl Engine {
             if c.not_found >= crate::state::NOT_FOUND_BURST
                 && self.fleet.penalty(f.client_ip, f.unix_time).is_none()
             {
-                self.fleet.penalise(
-                    f.client_ip,
-                    f.unix_time.saturating_add(self.penalty_secs),
-                    false,
-                );
+                self.penalise(f.client_ip, f.unix_time, false);
             }
         }
         let local_penalty = Behaviour::penalised(&stats, f.now);
@@ -1039,17 +1031,23 @@ impl Engine {
     /// Records a response status for behaviour signals (404 bursts, over
     /// the fleet's counts when state is shared).
     pub fn record_status(&self, client_ip: IpAddr, now: Duration, unix: u64, status: u16) {
-        let until = unix.saturating_add(self.penalty_secs);
         if self.behaviour.record_status(client_ip, now, status) {
-            self.fleet.penalise(client_ip, until, false);
+            self.penalise(client_ip, unix, false);
         }
         if status == 404
             && let Some(c) = self.fleet.count(client_ip, unix, None, true)
             && c.counts.not_found >= crate::state::NOT_FOUND_BURST
             && self.fleet.penalty(client_ip, unix).is_none()
         {
-            self.fleet.penalise(client_ip, until, false);
+            self.penalise(client_ip, unix, false);
         }
+    }
+
+    /// Penalises a client for `detection.penalty` from `unix` (here and,
+    /// when shared, on every node).
+    fn penalise(&self, client_ip: IpAddr, unix: u64, trapped: bool) {
+        self.fleet
+            .penalise(client_ip, unix.saturating_add(self.penalty_secs), trapped);
     }
 
     /// Drops idle limiter keys, expired bans and revocations, and frees

@@ -624,19 +624,12 @@ impl Fleet {
                 previous_requests: t.previous,
             }
         };
-        if queue {
-            let mut o = self.outbox.lock().unwrap_or_else(|e| e.into_inner());
-            if o.clients.len() < OUTBOX_CLIENTS {
-                o.clients.push(key);
-            } else {
-                drop(o);
-                self.dropped.fetch_add(1, Ordering::Relaxed);
-                // Not queued after all: the next request tries again.
-                if let Some(s) = self.shard(&self.tallies, &key) {
-                    let mut g = s.lock().unwrap_or_else(|e| e.into_inner());
-                    if let Some(t) = g.peek_mut(&key) {
-                        t.queued = false;
-                    }
+        if queue && !self.queue_client(key) {
+            // Not queued after all: the next request tries again.
+            if let Some(s) = self.shard(&self.tallies, &key) {
+                let mut g = s.lock().unwrap_or_else(|e| e.into_inner());
+                if let Some(t) = g.peek_mut(&key) {
+                    t.queued = false;
                 }
             }
         }
@@ -730,13 +723,22 @@ impl Fleet {
                 }
             }
             if queue {
-                let mut o = self.outbox.lock().unwrap_or_else(|e| e.into_inner());
-                if o.clients.len() < OUTBOX_CLIENTS {
-                    o.clients.push(d.client);
-                } else {
-                    self.dropped.fetch_add(1, Ordering::Relaxed);
-                }
+                self.queue_client(d.client);
             }
+        }
+    }
+
+    /// Puts a client on the list of counts to send; `false` (counted in
+    /// [`Fleet::dropped`]) when the list is full.
+    fn queue_client(&self, client: IpAddr) -> bool {
+        let mut o = self.outbox.lock().unwrap_or_else(|e| e.into_inner());
+        if o.clients.len() < OUTBOX_CLIENTS {
+            o.clients.push(client);
+            true
+        } else {
+            drop(o);
+            self.dropped.fetch_add(1, Ordering::Relaxed);
+            false
         }
     }
 
