@@ -374,11 +374,11 @@ fn run(cfg: LedgerConfig, mut st: State, rx: Receiver<Visit>, stats: Arc<Stats>)
             for v in batch {
                 st.rotate_if_due(&cfg, &stats)?;
                 let gap = stats.gap.swap(0, Ordering::Relaxed);
-                if gap > 0 {
-                    if let Err(e) = st.append(Body::Gap { dropped: gap }) {
-                        stats.gap.fetch_add(gap, Ordering::Relaxed);
-                        return Err(e);
-                    }
+                if gap > 0
+                    && let Err(e) = st.append(Body::Gap { dropped: gap })
+                {
+                    stats.gap.fetch_add(gap, Ordering::Relaxed);
+                    return Err(e);
                 }
                 st.append(Body::Visit(Box::new(v)))?;
                 stats.records.fetch_add(1, Ordering::Relaxed);
