@@ -3,7 +3,9 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+mod evidence;
 mod explain;
+mod ipranges;
 mod protect;
 mod replay;
 
@@ -129,6 +131,94 @@ enum Command {
     Protector {
         #[command(subcommand)]
         command: ProtectorCommand,
+    },
+    /// The evidence ledger: verify it, export visits, make a signing key.
+    Evidence {
+        #[command(subcommand)]
+        command: EvidenceCommand,
+    },
+    /// Crawler IP-range lists.
+    #[command(name = "ip-ranges")]
+    IpRanges {
+        #[command(subcommand)]
+        command: IpRangesCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum EvidenceCommand {
+    /// Check the chain and every seal; names the first broken record
+    /// (exit 1 when one is).
+    Verify {
+        /// The ledger's directory (`evidence.dir`).
+        dir: PathBuf,
+        /// The operator's public key (PEM or base64) the seals must be
+        /// made with.
+        #[arg(long)]
+        public_key: Option<PathBuf>,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Write the visits of a verified ledger as CSV or JSON (stdout).
+    Export {
+        /// The ledger's directory.
+        dir: PathBuf,
+        /// Only this crawler (its catalog name; `unknown` for unnamed
+        /// scrapers).
+        #[arg(long)]
+        crawler: Option<String>,
+        /// Only this site.
+        #[arg(long)]
+        site: Option<String>,
+        /// From this date (2026-11-30) or time (RFC 3339) on.
+        #[arg(long)]
+        since: Option<String>,
+        /// Before this date or time.
+        #[arg(long)]
+        until: Option<String>,
+        /// Output format.
+        #[arg(long, value_enum, default_value = "csv")]
+        format: ExportFormat,
+        /// The public key the seals must be made with.
+        #[arg(long)]
+        public_key: Option<PathBuf>,
+        /// Export even if the ledger does not verify (the JSON says so).
+        #[arg(long)]
+        unverified: bool,
+    },
+    /// Write a new Ed25519 signing key (PKCS#8 PEM, mode 0600) and its
+    /// public key beside it (`.pub`).
+    Keygen {
+        /// Where to write the private key.
+        path: PathBuf,
+    },
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum ExportFormat {
+    Csv,
+    Json,
+}
+
+#[derive(Subcommand)]
+enum IpRangesCommand {
+    /// Fetch the published lists the catalog names into DIR, each
+    /// validated and renamed into place atomically (point
+    /// `detection.ip_ranges_dir` at DIR; the proxy reloads them).
+    Update {
+        /// Target directory.
+        dir: PathBuf,
+        /// Configuration whose `detection.catalog_files` add or replace
+        /// sources.
+        #[arg(short, long)]
+        config: Option<PathBuf>,
+        /// Only these files (repeatable), e.g. `--only gptbot.json`.
+        #[arg(long)]
+        only: Vec<String>,
+        /// Per-request timeout.
+        #[arg(long, default_value = "30s")]
+        timeout: humantime::Duration,
     },
 }
 
@@ -325,6 +415,50 @@ fn main() -> ExitCode {
                     json,
                 )
             }
+        },
+        Command::Evidence { command } => match command {
+            EvidenceCommand::Verify {
+                dir,
+                public_key,
+                json,
+            } => evidence::verify(&dir, public_key.as_deref(), json),
+            EvidenceCommand::Export {
+                dir,
+                crawler,
+                site,
+                since,
+                until,
+                format,
+                public_key,
+                unverified,
+            } => evidence::export(
+                &dir,
+                &evidence::ExportArgs {
+                    crawler,
+                    site,
+                    since: since.as_deref(),
+                    until: until.as_deref(),
+                    format: match format {
+                        ExportFormat::Csv => fixative_evidence::Export::Csv,
+                        ExportFormat::Json => fixative_evidence::Export::Json,
+                    },
+                    key: public_key.as_deref(),
+                    unverified,
+                },
+            ),
+            EvidenceCommand::Keygen { path } => evidence::keygen(&path),
+        },
+        Command::IpRanges {
+            command:
+                IpRangesCommand::Update {
+                    dir,
+                    config,
+                    only,
+                    timeout,
+                },
+        } => match load(config.as_deref()) {
+            Ok(cfg) => ipranges::update(&cfg, &dir, &only, timeout.into()),
+            Err(code) => code,
         },
         Command::Secret => match fixative_config::random_secret() {
             Ok(s) => {

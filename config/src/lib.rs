@@ -19,6 +19,7 @@
 
 pub mod challenge;
 mod error;
+pub mod evidence;
 pub mod policy;
 mod raw;
 pub mod router;
@@ -34,6 +35,7 @@ use std::time::Duration;
 
 pub use challenge::{Challenge, Tarpit};
 pub use error::{ConfigError, Problem};
+pub use evidence::Evidence;
 pub use ipnet::IpNet;
 pub use policy::{
     CATEGORIES, Category, DetectionConfig, MatchConfig, Mode, PolicyConfig, Quota, QuotaKey,
@@ -79,6 +81,8 @@ pub struct Config {
     pub tarpit: challenge::Tarpit,
     /// Where per-client state lives (this node, or a fleet's Redis).
     pub state: state::State,
+    /// The evidence ledger, when configured.
+    pub evidence: Option<evidence::Evidence>,
 }
 
 /// `[protector]`: protected image variants for `cloak` verdicts.

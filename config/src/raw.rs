@@ -28,6 +28,8 @@ pub struct RawConfig {
     #[serde(default)]
     pub state: RawState,
     #[serde(default)]
+    pub evidence: RawEvidence,
+    #[serde(default)]
     pub profile: std::collections::BTreeMap<String, RawProfile>,
 }
 
@@ -707,4 +709,54 @@ fn default_state_sync() -> String {
 }
 fn default_state_max_bans() -> i64 {
     100_000
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawEvidence {
+    pub dir: Option<String>,
+    pub signing_key_file: Option<String>,
+    #[serde(default = "default_seal_every")]
+    pub seal_every: i64,
+    #[serde(default = "default_seal_interval")]
+    pub seal_interval: String,
+    #[serde(default = "default_evidence_file_bytes")]
+    pub max_file_bytes: i64,
+    #[serde(default = "default_evidence_total_bytes")]
+    pub max_total_bytes: i64,
+    #[serde(default = "default_evidence_queue")]
+    pub queue: i64,
+    #[serde(default)]
+    pub scrapers: bool,
+}
+
+impl Default for RawEvidence {
+    fn default() -> Self {
+        RawEvidence {
+            dir: None,
+            signing_key_file: None,
+            seal_every: default_seal_every(),
+            seal_interval: default_seal_interval(),
+            max_file_bytes: default_evidence_file_bytes(),
+            max_total_bytes: default_evidence_total_bytes(),
+            queue: default_evidence_queue(),
+            scrapers: false,
+        }
+    }
+}
+
+fn default_seal_every() -> i64 {
+    1000
+}
+fn default_seal_interval() -> String {
+    "60s".into()
+}
+fn default_evidence_file_bytes() -> i64 {
+    64 << 20
+}
+fn default_evidence_total_bytes() -> i64 {
+    1 << 30
+}
+fn default_evidence_queue() -> i64 {
+    10_000
 }

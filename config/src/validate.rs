@@ -605,6 +605,7 @@ fn validate(ctx: &mut Ctx<'_>, raw: RawConfig, source_name: &str) -> Config {
     let challenge = crate::challenge::validate_challenge(ctx, &raw.challenge);
     let tarpit = crate::challenge::validate_tarpit(ctx, &raw.tarpit);
     let state = crate::state::validate_state(ctx, &raw.state);
+    let evidence = crate::evidence::validate_evidence(ctx, &raw.evidence);
     let sp = root.key("server");
     let rs = raw.server;
 
@@ -987,6 +988,7 @@ fn validate(ctx: &mut Ctx<'_>, raw: RawConfig, source_name: &str) -> Config {
         challenge,
         tarpit,
         state,
+        evidence,
     };
     require_secret(ctx, &mut cfg, &root.key("protector").key("secret"));
     cfg

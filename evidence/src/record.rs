@@ -84,7 +84,8 @@ pub struct Visit {
     pub user_agent: String,
     /// The client's address.
     pub client_ip: String,
-    /// Its network (/24 or /48).
+    /// Its network (/24 for IPv4, /64 for IPv6), as the watermark's client
+    /// field and the per-network limits see it.
     pub network: String,
     /// Its autonomous system, when an ASN database is configured.
     #[serde(default, skip_serializing_if = "Option::is_none")]

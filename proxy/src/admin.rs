@@ -1,5 +1,7 @@
-//! The admin listener: `/metrics`, `/healthz`, `/readyz`, `POST /-/reload`,
-//! and the bans API (`GET`, `POST`, `DELETE /-/bans`), shared by a fleet.
+//! The admin listener: the dashboard (`/`, `/dashboard`) and its API
+//! (`/api/v1/dashboard`), `/metrics`, `/healthz`, `/readyz`,
+//! `POST /-/reload`, and the bans API (`GET`, `POST`, `DELETE /-/bans`),
+//! shared by a fleet.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -40,17 +42,53 @@ fn text(status: StatusCode, content_type: &str, body: impl Into<Vec<u8>>) -> Res
     r
 }
 
+/// A dashboard file, under the page's Content-Security-Policy.
+fn asset(content_type: &str, body: &str) -> Response<Vec<u8>> {
+    let mut r = text(StatusCode::OK, content_type, body.as_bytes().to_vec());
+    let h = r.headers_mut();
+    h.insert(
+        http::header::CONTENT_SECURITY_POLICY,
+        http::HeaderValue::from_static(crate::dashboard::CSP),
+    );
+    h.insert(
+        http::header::X_CONTENT_TYPE_OPTIONS,
+        http::HeaderValue::from_static("nosniff"),
+    );
+    h.insert(
+        http::header::REFERRER_POLICY,
+        http::HeaderValue::from_static("no-referrer"),
+    );
+    r
+}
+
 #[async_trait]
 impl ServeHttp for Admin {
     async fn response(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
         let method = session.req_header().method.clone();
         let path = session.req_header().uri.path().to_string();
         match (method, path.as_str()) {
-            (Method::GET, "/metrics") => text(
-                StatusCode::OK,
-                "text/plain; version=0.0.4; charset=utf-8",
-                self.shared.metrics.render(),
-            ),
+            (Method::GET, "/" | "/dashboard") => {
+                asset("text/html; charset=utf-8", crate::dashboard::HTML)
+            }
+            (Method::GET, "/dashboard.js") => {
+                asset("text/javascript; charset=utf-8", crate::dashboard::JS)
+            }
+            (Method::GET, "/dashboard.css") => {
+                asset("text/css; charset=utf-8", crate::dashboard::CSS)
+            }
+            (Method::GET, "/api/v1/dashboard") => {
+                let q = session.req_header().uri.query().unwrap_or("");
+                json(StatusCode::OK, &crate::dashboard::api(&self.shared, q))
+            }
+            (Method::GET, "/metrics") => {
+                let mut body = self.shared.metrics.render();
+                crate::dashboard::evidence_metrics(&self.shared, &mut body);
+                text(
+                    StatusCode::OK,
+                    "text/plain; version=0.0.4; charset=utf-8",
+                    body,
+                )
+            }
             (Method::GET, "/healthz") => text(StatusCode::OK, "text/plain", "ok\n"),
             (Method::GET, "/readyz") => {
                 if self.shared.ready.load(Ordering::Acquire) {
@@ -89,7 +127,11 @@ impl ServeHttp for Admin {
                 let q = session.req_header().uri.query().unwrap_or("").to_string();
                 self.remove_ban(&q)
             }
-            (_, "/metrics" | "/healthz" | "/readyz" | "/-/reload" | "/-/bans") => text(
+            (
+                _,
+                "/" | "/dashboard" | "/dashboard.js" | "/dashboard.css" | "/api/v1/dashboard"
+                | "/metrics" | "/healthz" | "/readyz" | "/-/reload" | "/-/bans",
+            ) => text(
                 StatusCode::METHOD_NOT_ALLOWED,
                 "text/plain",
                 "method not allowed\n",
@@ -97,7 +139,7 @@ impl ServeHttp for Admin {
             _ => text(
                 StatusCode::NOT_FOUND,
                 "text/plain",
-                "not found: try /metrics, /healthz, /readyz, POST /-/reload or /-/bans\n",
+                "not found: try /dashboard, /api/v1/dashboard, /metrics, /healthz, /readyz, POST /-/reload or /-/bans\n",
             ),
         }
     }

@@ -19,6 +19,25 @@ const SWEEP_EVERY: std::time::Duration = std::time::Duration::from_secs(30);
 pub struct HealthChecks {
     shared: Arc<Shared>,
     last_sweep: std::sync::Mutex<std::time::Instant>,
+    /// The IP-range directory as last seen (file names, sizes, times).
+    ranges_seen: std::sync::Mutex<Option<Vec<(std::ffi::OsString, u64, std::time::SystemTime)>>>,
+}
+
+/// The `*.json` files of a directory, with sizes and modification times.
+fn dir_state(dir: &std::path::Path) -> Vec<(std::ffi::OsString, u64, std::time::SystemTime)> {
+    let mut v: Vec<_> = std::fs::read_dir(dir)
+        .map(|rd| {
+            rd.flatten()
+                .filter(|e| e.path().extension().and_then(|x| x.to_str()) == Some("json"))
+                .filter_map(|e| {
+                    let m = e.metadata().ok()?;
+                    Some((e.file_name(), m.len(), m.modified().ok()?))
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    v.sort();
+    v
 }
 
 impl HealthChecks {
@@ -27,6 +46,7 @@ impl HealthChecks {
         HealthChecks {
             shared,
             last_sweep: std::sync::Mutex::new(std::time::Instant::now()),
+            ranges_seen: std::sync::Mutex::new(None),
         }
     }
 }
@@ -48,6 +68,31 @@ impl BackgroundService for HealthChecks {
             {
                 rt.engine.sweep(crate::challenge::unix_now());
                 *self.last_sweep.lock().unwrap_or_else(|e| e.into_inner()) = now;
+            }
+            let now_unix = crate::challenge::unix_now() as i64;
+            for (file, date) in rt.engine.ip_range_dates() {
+                if let Some(t) = date {
+                    self.shared
+                        .metrics
+                        .ip_ranges_age
+                        .with_label_values(&[&file])
+                        .set(now_unix.saturating_sub(t).max(0));
+                }
+            }
+            // `fixative ip-ranges update` replaced lists: load them.
+            if let Some(dir) = rt.config.detection.ip_ranges_dir.clone() {
+                let state = dir_state(&dir);
+                let changed = {
+                    let mut seen = self.ranges_seen.lock().unwrap_or_else(|e| e.into_inner());
+                    let changed = seen.as_ref().is_some_and(|s| *s != state);
+                    *seen = Some(state);
+                    changed
+                };
+                if changed {
+                    tracing::info!("IP-range lists changed in {}; reloading", dir.display());
+                    let shared = self.shared.clone();
+                    let _ = tokio::task::spawn_blocking(move || shared.reload()).await;
+                }
             }
             let sizes = rt.engine.state_sizes();
             let m = &self.shared.metrics;

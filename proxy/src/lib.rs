@@ -7,15 +7,18 @@
 //! `fixative-rules`.
 
 pub mod access_log;
+pub mod activity;
 pub mod admin;
 pub mod background;
 mod bodies;
 pub mod challenge;
 pub mod cloak;
 pub mod conn;
+pub mod dashboard;
 pub mod demo;
 pub mod directives;
 mod errors;
+pub mod evidence;
 mod facts;
 pub mod fleet;
 pub mod forwarding;
@@ -166,6 +169,15 @@ pub fn check(config: &Config) -> Result<(), String> {
         // a node starts, and decides alone, while its store is down).
         fleet::client(&config.state).map_err(|e| format!("{}: {e}", config.source_name))?;
     }
+    if let Some(e) = &config.evidence {
+        fixative_evidence::private_key_from_pem(&e.signing_key_pem).map_err(|err| {
+            format!(
+                "{}: evidence.signing_key_file {}: {err}",
+                config.source_name,
+                e.signing_key_file.display()
+            )
+        })?;
+    }
     let mirror = Arc::new(fixative_rules::fleet::Fleet::new(config));
     runtime::Runtime::build(config.clone(), metrics, mirror).map(|_| ())
 }
@@ -178,7 +190,17 @@ pub fn run(config: Config) -> Result<(), String> {
     let metrics = Arc::new(metrics::Metrics::new().map_err(|e| format!("metrics: {e}"))?);
     let link = fleet::FleetLink::start(&config, metrics.clone())?;
     let first = runtime::Runtime::build(config.clone(), metrics.clone(), link.fleet.clone())?;
-    let shared = Arc::new(Shared::new(first, metrics, config.path.clone(), link));
+    let ledger = config.evidence.as_ref().map(evidence::open).transpose()?;
+    if let Some(e) = &config.evidence {
+        tracing::info!("evidence ledger: {}", e.dir.display());
+    }
+    let shared = Arc::new(Shared::new(
+        first,
+        metrics,
+        config.path.clone(),
+        link,
+        ledger,
+    ));
 
     let tmp = std::env::temp_dir();
     let pid = std::process::id();

@@ -84,6 +84,9 @@ pub struct Metrics {
     /// `fixative_state_dropped`: events and counts that did not fit the
     /// outbox (since start).
     pub state_dropped: prometheus::IntGauge,
+    /// `fixative_ip_ranges_age_seconds{file}`: age of each loaded crawler
+    /// IP-range list (since its `creationTime`, else its file's time).
+    pub ip_ranges_age: IntGaugeVec,
 }
 
 impl Metrics {
@@ -298,6 +301,14 @@ impl Metrics {
         for r in ["fleet", "local"] {
             state_decisions.with_label_values(&[r]);
         }
+        let ip_ranges_age = IntGaugeVec::new(
+            Opts::new(
+                "fixative_ip_ranges_age_seconds",
+                "Age of each loaded crawler IP-range list, from its creationTime (else the file's modification time); alert when one gets old.",
+            ),
+            &["file"],
+        )?;
+        registry.register(Box::new(ip_ranges_age.clone()))?;
         for r in ["sent", "received"] {
             state_events.with_label_values(&[r]);
         }
@@ -369,6 +380,7 @@ impl Metrics {
             state_decisions,
             state_events,
             state_dropped,
+            ip_ranges_age,
         })
     }
 

@@ -15,14 +15,16 @@ use crate::runtime::Runtime;
 use crate::service::{Ctx, ctx_directives, site_peer};
 
 /// Answers robots.txt, tdmrep.json or ai.txt: the origin's (cached,
-/// revalidated) merged with or replaced by Fixative's.
+/// revalidated) merged with or replaced by Fixative's. Returns robots.txt's
+/// text when that was the document (the dashboard judges the client's
+/// later requests by it).
 pub(crate) async fn serve_well_known(
     session: &mut Session,
     ctx: &Ctx,
     rt: &Runtime,
     i: usize,
     doc: WellKnown,
-) -> Result<()> {
+) -> Result<Option<String>> {
     let Some(site) = rt.sites.get(i) else {
         return Err(Error::explain(
             ErrorType::InternalError,
@@ -89,7 +91,9 @@ pub(crate) async fn serve_well_known(
     if rt.config.server.debug_headers {
         resp.insert_header("x-fixative-verdict", ctx.verdict.header_value())?;
     }
-    write_whole(session, resp, Bytes::from(body)).await
+    let robots = (doc == WellKnown::Robots).then(|| body.clone());
+    write_whole(session, resp, Bytes::from(body)).await?;
+    Ok(robots)
 }
 
 /// Writes a complete response; HEAD gets the headers only.
@@ -112,7 +116,7 @@ pub(crate) async fn write_whole(
 /// variant, or the configured fallback.
 pub(crate) async fn serve_cloaked(
     session: &mut Session,
-    ctx: &Ctx,
+    ctx: &mut Ctx,
     rt: &Runtime,
     i: usize,
     metrics: &crate::metrics::Metrics,
@@ -153,22 +157,26 @@ pub(crate) async fn serve_cloaked(
         Err(_) => crate::cloak::Outcome::Fallback(crate::cloak::FallbackReason::Origin),
     };
     let (status, ctype, body, extra): (u16, String, Bytes, Vec<(&str, String)>) = match outcome {
-        crate::cloak::Outcome::Variant(v, hit) => (
-            200,
-            v.content_type,
-            v.bytes,
-            vec![
-                ("x-fixative-variant", v.source.to_string()),
-                (
-                    "x-fixative-cache",
-                    if hit { "hit" } else { "miss" }.to_string(),
-                ),
-                (
-                    "x-fixative-watermark",
-                    format!("{:016x}", payload.to_bits()),
-                ),
-            ],
-        ),
+        crate::cloak::Outcome::Variant(v, hit) => {
+            let marked = v.source != "prepared";
+            ctx.variant = Some((v.source, marked.then(|| payload.to_bits())));
+            (
+                200,
+                v.content_type,
+                v.bytes,
+                vec![
+                    ("x-fixative-variant", v.source.to_string()),
+                    (
+                        "x-fixative-cache",
+                        if hit { "hit" } else { "miss" }.to_string(),
+                    ),
+                    (
+                        "x-fixative-watermark",
+                        format!("{:016x}", payload.to_bits()),
+                    ),
+                ],
+            )
+        }
         crate::cloak::Outcome::Relay(status, ctype, body) => (
             status,
             ctype.unwrap_or_else(|| "application/octet-stream".into()),

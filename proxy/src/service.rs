@@ -54,6 +54,9 @@ pub struct Ctx {
     /// The routed site's request body cap, and the body bytes seen so far.
     pub(crate) max_body: Option<u64>,
     pub(crate) body_bytes: u64,
+    /// The protected variant served (its source) and its watermark
+    /// payload, for the evidence ledger.
+    pub(crate) variant: Option<(&'static str, Option<u64>)>,
 }
 
 /// The directives of the request's site; the default site's (or the first
@@ -238,6 +241,83 @@ impl FixativeProxy {
                     .is_some_and(|p| p.trim().eq_ignore_ascii_case("https")))
     }
 
+    /// Feeds the dashboard (per-second counts, crawlers, robots.txt
+    /// violators) and the evidence ledger with a finished request.
+    fn record_activity(&self, session: &Session, ctx: &Ctx, status: u16, unix: u64) {
+        let v = &ctx.verdict;
+        let activity = &self.shared.activity;
+        activity.record(
+            unix,
+            v.action.as_str(),
+            v.category.map(|c| c.as_str()),
+            v.crawler.as_ref(),
+        );
+        let (Some(rt), Some(i)) = (&ctx.runtime, ctx.site) else {
+            return;
+        };
+        let Some(site) = rt.sites.get(i) else { return };
+        let ledger = self
+            .shared
+            .evidence
+            .as_ref()
+            .zip(rt.config.evidence.as_ref())
+            .filter(|(_, cfg)| crate::evidence::wanted(cfg, site, v))
+            .map(|(l, _)| l);
+        let fetched = activity.robots_fetched(&site.name, ctx.client_ip).is_some();
+        if ledger.is_none() && !fetched {
+            return;
+        }
+        let req = session.req_header();
+        let ua = req
+            .headers
+            .get(http::header::USER_AGENT)
+            .and_then(|h| h.to_str().ok())
+            .unwrap_or("");
+        let path = req.uri.path();
+        let agents = crate::evidence::agents(rt, v.crawler.as_deref(), ua);
+        if fetched {
+            activity.check_violation(
+                &site.name,
+                ctx.client_ip,
+                ua,
+                v.crawler.as_deref(),
+                &agents,
+                path,
+                unix,
+            );
+        }
+        if let Some(ledger) = ledger {
+            let xmp = ctx
+                .image
+                .as_ref()
+                .and_then(|s| s.outcome())
+                .filter(|o| *o == fixative_protector::xmp::Outcome::Inserted)
+                .map(|_| site.directives.data_mining.as_str())
+                .or(ctx.variant.map(|_| site.directives.data_mining.as_str()));
+            let visit = crate::evidence::visit(
+                rt,
+                site,
+                activity,
+                &crate::evidence::Finished {
+                    request_id: &ctx.request_id,
+                    client_ip: ctx.client_ip,
+                    host: &ctx.host,
+                    method: req.method.as_str(),
+                    path: req.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/"),
+                    status,
+                    bytes: session.body_bytes_sent() as u64,
+                    user_agent: ua,
+                    verdict: v,
+                    response: session.response_written(),
+                    xmp,
+                    variant: ctx.variant,
+                },
+                &agents,
+            );
+            ledger.record(visit);
+        }
+    }
+
     fn site_name<'a>(&self, ctx: &'a Ctx) -> &'a str {
         match (&ctx.runtime, ctx.site) {
             (Some(rt), Some(i)) => rt
@@ -271,6 +351,7 @@ impl ProxyHttp for FixativeProxy {
             image: None,
             max_body: None,
             body_bytes: 0,
+            variant: None,
         }
     }
 
@@ -500,7 +581,15 @@ impl ProxyHttp for FixativeProxy {
                 .path_and_query()
                 .and_then(|p| WellKnown::for_path(p.as_str(), &site.directives))
         {
-            serve_well_known(session, ctx, &rt, i, doc).await?;
+            let served = serve_well_known(session, ctx, &rt, i, doc).await?;
+            if let (Some(text), Some(site)) = (served, rt.sites.get(i)) {
+                self.shared.activity.robots_served(
+                    &site.name,
+                    ctx.client_ip,
+                    &text,
+                    crate::challenge::unix_now(),
+                );
+            }
             return Ok(true);
         }
         Ok(false)
@@ -701,12 +790,14 @@ impl ProxyHttp for FixativeProxy {
                 .with_label_values(&[site, rule, ctx.verdict.action.as_str()])
                 .inc();
         }
+        let unix = crate::challenge::unix_now();
         if let Some(rt) = &ctx.runtime
             && status > 0
         {
             rt.engine
-                .record_status(ctx.client_ip, ctx.now, crate::challenge::unix_now(), status);
+                .record_status(ctx.client_ip, ctx.now, unix, status);
         }
+        self.record_activity(session, ctx, status, unix);
         let req = session.req_header();
         access_log::emit(&access_log::Entry {
             request_id: &ctx.request_id,

@@ -31,6 +31,17 @@ pub struct Shared {
     /// The fleet's shared state (or this node's, with the memory
     /// backend): outlives reloads.
     pub fleet: Arc<crate::fleet::FleetLink>,
+    /// Live activity for the dashboard (outlives reloads).
+    pub activity: crate::activity::Activity,
+    /// The evidence ledger, when `[evidence]` is configured (restart-only).
+    pub evidence: Option<fixative_evidence::Ledger>,
+    /// Configuration generation: 1 at start, +1 per applied reload.
+    pub generation: AtomicU64,
+    /// The last reload: when (unix seconds), whether it applied, and its
+    /// message.
+    pub last_reload: std::sync::Mutex<Option<(u64, bool, String)>>,
+    /// When the process started (unix seconds).
+    pub started: u64,
     request_seed: u64,
     request_counter: AtomicU64,
 }
@@ -51,6 +62,7 @@ impl Shared {
         metrics: Arc<Metrics>,
         config_path: Option<PathBuf>,
         fleet: Arc<crate::fleet::FleetLink>,
+        evidence: Option<fixative_evidence::Ledger>,
     ) -> Shared {
         use std::hash::{BuildHasher, Hasher};
         let mut h = std::collections::hash_map::RandomState::new().build_hasher();
@@ -68,6 +80,11 @@ impl Shared {
             spent,
             tarpit: crate::tarpit::Tarpit::default(),
             fleet,
+            activity: crate::activity::Activity::new(),
+            evidence,
+            generation: AtomicU64::new(1),
+            last_reload: std::sync::Mutex::new(None),
+            started: crate::challenge::unix_now(),
             request_seed: h.finish(),
             request_counter: AtomicU64::new(0),
         }
@@ -91,6 +108,21 @@ impl Shared {
     /// the old configuration keeps serving. Settings that need a restart
     /// (listeners, threads, access-log destination) are reported.
     pub fn reload(&self) -> ReloadOutcome {
+        let outcome = self.reload_inner();
+        let (ok, msg) = match &outcome {
+            ReloadOutcome::Applied(m) => (true, m.clone()),
+            ReloadOutcome::Rejected(m) => (false, m.clone()),
+        };
+        if ok {
+            self.generation.fetch_add(1, Ordering::Relaxed);
+        }
+        if let Ok(mut l) = self.last_reload.lock() {
+            *l = Some((crate::challenge::unix_now(), ok, msg));
+        }
+        outcome
+    }
+
+    fn reload_inner(&self) -> ReloadOutcome {
         let loaded = Config::load_or_default(self.config_path.as_deref());
         let config = match loaded {
             Ok(c) => c,
@@ -153,6 +185,9 @@ fn restart_only_changes(old: &Config, new: &Config) -> Vec<&'static str> {
     }
     if old.state != new.state {
         v.push("state");
+    }
+    if old.evidence != new.evidence {
+        v.push("evidence");
     }
     if old.demo.as_ref().map(|d| d.listen) != new.demo.as_ref().map(|d| d.listen) {
         v.push("demo");

@@ -113,6 +113,28 @@ add("Puppeteer/Playwright", "various", "headless-browser", ["Puppeteer", "Playwr
 add("Selenium", "various", "headless-browser", ["Selenium", "webdriver"], [])
 add("img2dataset", "rom1504", "ai-training", ["img2dataset"], ["img2dataset"])
 
+# Published IP-range files (`fixative ip-ranges update` fetches them into
+# detection.ip_ranges_dir). A crawler is checked against a file only once
+# it is loaded (shipped snapshot or fetched copy).
+SOURCES = [
+    ("googlebot.json", "Google", "https://developers.google.com/static/crawling/ipranges/common-crawlers.json"),
+    ("google-special-crawlers.json", "Google", "https://developers.google.com/static/crawling/ipranges/special-crawlers.json"),
+    ("google-user-triggered-fetchers.json", "Google", "https://developers.google.com/static/crawling/ipranges/user-triggered-fetchers.json"),
+    ("bingbot.json", "Microsoft", "https://www.bing.com/toolbox/bingbot.json"),
+    ("gptbot.json", "OpenAI", "https://openai.com/gptbot.json"),
+    ("searchbot.json", "OpenAI", "https://openai.com/searchbot.json"),
+    ("chatgpt-user.json", "OpenAI", "https://openai.com/chatgpt-user.json"),
+    ("perplexitybot.json", "Perplexity", "https://www.perplexity.com/perplexitybot.json"),
+    ("perplexity-user.json", "Perplexity", "https://www.perplexity.com/perplexity-user.json"),
+    ("applebot.json", "Apple", "https://search.developer.apple.com/applebot.json"),
+    ("ccbot.json", "Common Crawl", "https://index.commoncrawl.org/ccbot.json"),
+]
+for name, files in [("GPTBot", ["gptbot.json"]), ("OAI-SearchBot", ["searchbot.json"]),
+                    ("ChatGPT-User", ["chatgpt-user.json"]), ("PerplexityBot", ["perplexitybot.json"]),
+                    ("Perplexity-User", ["perplexity-user.json"]), ("Applebot", ["applebot.json"]),
+                    ("CCBot", ["ccbot.json"])]:
+    entries[name.lower()]["ip_ranges"] = files
+
 def q(s):
     return json.dumps(s, ensure_ascii=False)
 
@@ -132,3 +154,5 @@ for e in sorted(entries.values(), key=lambda e: (e["category"], e["name"].lower(
     if e.get("ip_ranges"):
         out.write(f"ip_ranges = [{', '.join(q(r) for r in e['ip_ranges'])}]\n")
     out.write(f"source = {q(e['source'])}\n\n")
+for f, op, url in SOURCES:
+    out.write(f"[[ip_range_source]]\nfile = {q(f)}\noperator = {q(op)}\nurl = {q(url)}\n\n")

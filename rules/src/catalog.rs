@@ -55,11 +55,28 @@ pub struct Crawler {
     pub source: String,
 }
 
+/// Where an operator publishes a crawler IP-range file
+/// (`[[ip_range_source]]` in a catalog file), for `fixative ip-ranges
+/// update`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct IpRangeSource {
+    /// The file name crawler entries give in `ip_ranges`.
+    pub file: String,
+    /// Where it is published.
+    pub url: String,
+    /// Who publishes it.
+    #[serde(default)]
+    pub operator: String,
+}
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct CatalogFile {
     #[serde(default)]
     crawler: Vec<Crawler>,
+    #[serde(default)]
+    ip_range_source: Vec<IpRangeSource>,
 }
 
 /// Whether the text before byte `s` ends with `compatible;` (and spaces).
@@ -73,20 +90,51 @@ fn after_compatible(ua: &str, s: usize) -> bool {
 
 /// Parses a catalog file entry by entry, so that every bad entry is
 /// reported (with its line), not only the first.
-fn parse_entries(src: &str) -> Result<Vec<Crawler>, Vec<String>> {
+fn parse_entries(src: &str) -> Result<(Vec<Crawler>, Vec<IpRangeSource>), Vec<String>> {
     let table: toml::Table = toml::from_str(src).map_err(|e| vec![e.to_string()])?;
     let spans = fixative_config::spans::Spans::new(src);
     let root = fixative_config::spans::KeyPath::root();
     let mut problems = Vec::new();
     let mut out = Vec::new();
+    let mut sources = Vec::new();
     for (k, v) in &table {
+        if k == "ip_range_source" {
+            let Some(entries) = v.as_array() else {
+                problems.push(
+                    "\"ip_range_source\" must be an array of tables ([[ip_range_source]])".into(),
+                );
+                continue;
+            };
+            for (i, e) in entries.iter().enumerate() {
+                let at = spans
+                    .line(&root.key("ip_range_source").index(i))
+                    .map(|l| format!("line {l}: "))
+                    .unwrap_or_default();
+                match IpRangeSource::deserialize(e.clone()) {
+                    Ok(src) if !src.file.ends_with(".json") || src.file.contains('/') => problems
+                        .push(format!(
+                            "{at}ip_range_source[{i}]: file {:?} must be a plain name ending in .json",
+                            src.file
+                        )),
+                    Ok(src) if !src.url.starts_with("https://") && !src.url.starts_with("http://") => {
+                        problems.push(format!(
+                            "{at}ip_range_source[{i}]: url {:?} must be http:// or https://",
+                            src.url
+                        ))
+                    }
+                    Ok(src) => sources.push(src),
+                    Err(err) => problems.push(format!("{at}ip_range_source[{i}]: {}", err.message())),
+                }
+            }
+            continue;
+        }
         if k != "crawler" {
             let line = spans
                 .line(&root.key(k))
                 .map(|l| format!("line {l}: "))
                 .unwrap_or_default();
             problems.push(format!(
-                "{line}unknown key {k:?} (expected [[crawler]] entries)"
+                "{line}unknown key {k:?} (expected [[crawler]] or [[ip_range_source]] entries)"
             ));
             continue;
         }
@@ -111,7 +159,7 @@ fn parse_entries(src: &str) -> Result<Vec<Crawler>, Vec<String>> {
         }
     }
     if problems.is_empty() {
-        Ok(out)
+        Ok((out, sources))
     } else {
         Err(problems)
     }
@@ -132,6 +180,7 @@ pub struct UaMatch<'a> {
 #[derive(Debug)]
 pub struct Catalog {
     crawlers: Vec<Crawler>,
+    sources: Vec<IpRangeSource>,
     automaton: AhoCorasick,
     /// Pattern index → (crawler index, token is strict, token).
     patterns: Vec<(usize, bool, String)>,
@@ -141,7 +190,9 @@ impl Catalog {
     /// Parses and compiles a catalog from TOML text.
     pub fn from_toml(src: &str) -> Result<Catalog, String> {
         let file: CatalogFile = toml::from_str(src).map_err(|e| e.to_string())?;
-        Catalog::new(file.crawler)
+        let mut c = Catalog::new(file.crawler)?;
+        c.sources = file.ip_range_source;
+        Ok(c)
     }
 
     /// The compiled-in default catalog.
@@ -166,9 +217,10 @@ impl Catalog {
     pub fn with_files_checked(
         files: &[std::path::PathBuf],
     ) -> Result<Catalog, Vec<(usize, String)>> {
-        let mut crawlers = toml::from_str::<CatalogFile>(DEFAULT_CATALOG)
-            .map_err(|e| vec![(usize::MAX, format!("shipped catalog: {e}"))])?
-            .crawler;
+        let shipped = toml::from_str::<CatalogFile>(DEFAULT_CATALOG)
+            .map_err(|e| vec![(usize::MAX, format!("shipped catalog: {e}"))])?;
+        let mut crawlers = shipped.crawler;
+        let mut sources = shipped.ip_range_source;
         let mut errors = Vec::new();
         for (fi, f) in files.iter().enumerate() {
             let name = f.display();
@@ -179,7 +231,7 @@ impl Catalog {
                     continue;
                 }
             };
-            let extra = match parse_entries(&src) {
+            let (extra, extra_sources) = match parse_entries(&src) {
                 Ok(list) => list,
                 Err(problems) => {
                     errors.extend(problems.into_iter().map(|p| (fi, format!("{name}: {p}"))));
@@ -195,11 +247,19 @@ impl Catalog {
                     None => crawlers.push(c),
                 }
             }
+            for src in extra_sources {
+                match sources.iter_mut().find(|x| x.file == src.file) {
+                    Some(x) => *x = src,
+                    None => sources.push(src),
+                }
+            }
         }
         if !errors.is_empty() {
             return Err(errors);
         }
-        Catalog::new(crawlers).map_err(|e| vec![(usize::MAX, e)])
+        let mut c = Catalog::new(crawlers).map_err(|e| vec![(usize::MAX, e)])?;
+        c.sources = sources;
+        Ok(c)
     }
 
     /// Compiles a list of crawlers.
@@ -229,9 +289,15 @@ impl Catalog {
             .map_err(|e| e.to_string())?;
         Ok(Catalog {
             crawlers,
+            sources: Vec::new(),
             automaton,
             patterns,
         })
+    }
+
+    /// Where the IP-range files are published.
+    pub fn ip_range_sources(&self) -> &[IpRangeSource] {
+        &self.sources
     }
 
     /// Every crawler.

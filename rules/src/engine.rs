@@ -315,7 +315,11 @@ impl Engine {
         if let (Some(catalog), Some(ranges)) = (&catalog, &ranges) {
             for c in catalog.crawlers() {
                 for f in &c.ip_ranges {
-                    if ranges.get(f).is_none() {
+                    // A published list not fetched yet is fine (the crawler
+                    // is verified by its other means until it is); a name
+                    // nobody publishes is a mistake.
+                    let fetchable = catalog.ip_range_sources().iter().any(|s| s.file == *f);
+                    if ranges.get(f).is_none() && !fetchable {
                         problems.push((
                             dp.key("ip_ranges_dir"),
                             format!("crawler {:?}: IP-range file {f:?} is not loaded", c.name),
@@ -425,6 +429,21 @@ impl Engine {
     /// The catalog.
     pub fn catalog(&self) -> &Catalog {
         &self.catalog
+    }
+
+    /// The loaded crawler IP-range lists and when each was published
+    /// (unix seconds), for the staleness gauge.
+    pub fn ip_range_dates(&self) -> Vec<(String, Option<i64>)> {
+        self.ranges.dates()
+    }
+
+    /// The client's autonomous system and its organisation, when an ASN
+    /// database is configured (for the evidence ledger).
+    pub fn network_info(&self, ip: IpAddr) -> (Option<u32>, Option<String>) {
+        if self.network.is_empty() {
+            return (None, None);
+        }
+        (self.network.lookup(ip).asn, self.network.asn_org(ip))
     }
 
     /// Whether a user agent claims a crawler that verifies by reverse DNS,
@@ -626,7 +645,13 @@ impl Engine {
                             self.category_weight(c.category),
                             &c.name,
                         );
-                        let verifiable = !c.ip_ranges.is_empty() || !c.rdns.is_empty();
+                        // Only lists that are loaded count (a published
+                        // list not fetched yet verifies nothing).
+                        let has_ranges = c
+                            .ip_ranges
+                            .iter()
+                            .any(|file| self.ranges.get(file).is_some());
+                        let verifiable = has_ranges || !c.rdns.is_empty();
                         if verifiable {
                             let in_ranges = c.ip_ranges.iter().any(|file| {
                                 self.ranges
@@ -640,7 +665,7 @@ impl Engine {
                             // snapshot). For operators that verify by reverse
                             // DNS only, the client is unverified until the
                             // lookup answers, and spoofed when it says no.
-                            let rdns_says_no = !c.ip_ranges.is_empty()
+                            let rdns_says_no = has_ranges
                                 || c.rdns.is_empty()
                                 || matches!(f.rdns, Rdns::Failed | Rdns::Confirmed(_));
                             if in_ranges || rdns_ok {

@@ -62,6 +62,24 @@ impl NetSet {
 #[derive(Deserialize)]
 struct RangesFile {
     prefixes: Vec<PrefixEntry>,
+    #[serde(rename = "creationTime", default)]
+    creation_time: Option<String>,
+}
+
+/// A list's `creationTime` as unix seconds: RFC 3339, or the publishers'
+/// zone-less `2026-11-01T00:00:00.000000` (UTC).
+pub fn creation_time(json: &str) -> Option<i64> {
+    let f: RangesFile = serde_json::from_str(json).ok()?;
+    let t = f.creation_time?;
+    let t = t.trim();
+    if let Ok(x) = time::OffsetDateTime::parse(t, &time::format_description::well_known::Rfc3339) {
+        return Some(x.unix_timestamp());
+    }
+    let fmt = time::macros::format_description!("[year]-[month]-[day]T[hour]:[minute]:[second]");
+    let head = t.get(..19)?;
+    time::PrimitiveDateTime::parse(head, &fmt)
+        .ok()
+        .map(|x| x.assume_utc().unix_timestamp())
 }
 
 #[derive(Deserialize)]
@@ -106,6 +124,9 @@ const SHIPPED: &[(&str, &str)] = &[
 #[derive(Debug, Default)]
 pub struct IpRanges {
     files: HashMap<String, NetSet>,
+    /// When each list was published (its `creationTime`, else the file's
+    /// modification time), unix seconds.
+    dates: HashMap<String, i64>,
 }
 
 impl IpRanges {
@@ -115,9 +136,13 @@ impl IpRanges {
     /// its last good ranges); extra files are loaded too.
     pub fn load(dir: Option<&Path>) -> Result<IpRanges, String> {
         let mut files = HashMap::new();
+        let mut dates = HashMap::new();
         for (name, src) in SHIPPED {
             let nets = parse_ranges(src).map_err(|e| format!("shipped {name}: {e}"))?;
             files.insert(name.to_string(), NetSet::new(&nets));
+            if let Some(t) = creation_time(src) {
+                dates.insert(name.to_string(), t);
+            }
         }
         if let Some(dir) = dir {
             let entries = std::fs::read_dir(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
@@ -130,10 +155,36 @@ impl IpRanges {
                 let src = std::fs::read_to_string(&path)
                     .map_err(|e| format!("{}: {e}", path.display()))?;
                 let nets = parse_ranges(&src).map_err(|e| format!("{}: {e}", path.display()))?;
+                let date = creation_time(&src).or_else(|| {
+                    entry
+                        .metadata()
+                        .ok()?
+                        .modified()
+                        .ok()?
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .ok()
+                        .map(|d| d.as_secs() as i64)
+                });
+                match date {
+                    Some(t) => dates.insert(name.clone(), t),
+                    None => dates.remove(&name),
+                };
                 files.insert(name, NetSet::new(&nets));
             }
         }
-        Ok(IpRanges { files })
+        Ok(IpRanges { files, dates })
+    }
+
+    /// Every loaded list and when it was published (unix seconds), by
+    /// name.
+    pub fn dates(&self) -> Vec<(String, Option<i64>)> {
+        let mut v: Vec<(String, Option<i64>)> = self
+            .files
+            .keys()
+            .map(|k| (k.clone(), self.dates.get(k).copied()))
+            .collect();
+        v.sort();
+        v
     }
 
     /// The set of one file, if loaded.
