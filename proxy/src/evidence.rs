@@ -39,9 +39,7 @@ pub fn open(cfg: &Evidence) -> Result<Ledger, String> {
             cfg.signing_key_file.display()
         )
     })?;
-    let node = std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|s| s.trim().to_string())
-        .unwrap_or_default();
+    let node = hostname();
     Ledger::open(LedgerConfig {
         dir: cfg.dir.clone(),
         key,
@@ -53,6 +51,18 @@ pub fn open(cfg: &Evidence) -> Result<Ledger, String> {
         node,
     })
     .map_err(|e| format!("evidence.dir: {e}"))
+}
+
+/// This machine's name, for the ledger's `start` lines.
+fn hostname() -> String {
+    let mut buf = [0u8; 256];
+    // SAFETY: gethostname writes at most `len` bytes into the buffer.
+    let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
+    if rc != 0 {
+        return String::new();
+    }
+    let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
+    String::from_utf8_lossy(buf.get(..end).unwrap_or(&[])).into_owned()
 }
 
 fn refused(a: Action) -> bool {
