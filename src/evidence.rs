@@ -54,6 +54,7 @@ pub fn verify(dir: &Path, key: Option<&Path>, json: bool) -> ExitCode {
 pub struct ExportArgs<'a> {
     pub crawler: Option<String>,
     pub site: Option<String>,
+    pub watermark: Option<String>,
     pub since: Option<&'a str>,
     pub until: Option<&'a str>,
     pub format: Export,
@@ -86,6 +87,7 @@ pub fn export(dir: &Path, a: &ExportArgs<'_>) -> ExitCode {
     let filter = ExportFilter {
         crawler: a.crawler.clone(),
         site: a.site.clone(),
+        watermark: a.watermark.clone(),
         since,
         until,
     };

@@ -171,6 +171,10 @@ enum EvidenceCommand {
         /// Only this site.
         #[arg(long)]
         site: Option<String>,
+        /// Only the visit served this watermark payload (as `fixative
+        /// protector detect` prints it).
+        #[arg(long)]
+        watermark: Option<String>,
         /// From this date (2026-11-30) or time (RFC 3339) on.
         #[arg(long)]
         since: Option<String>,
@@ -426,6 +430,7 @@ fn main() -> ExitCode {
                 dir,
                 crawler,
                 site,
+                watermark,
                 since,
                 until,
                 format,
@@ -436,6 +441,7 @@ fn main() -> ExitCode {
                 &evidence::ExportArgs {
                     crawler,
                     site,
+                    watermark,
                     since: since.as_deref(),
                     until: until.as_deref(),
                     format: match format {

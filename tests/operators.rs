@@ -107,7 +107,7 @@ async fn the_ledger_records_what_ai_crawlers_were_served_and_detects_tampering()
     );
     let img = get(&fx, "/img/astronaut.png", GPTBOT, "image/*").await;
     assert_eq!(img.status(), 200);
-    let _ = img.bytes().await.unwrap();
+    let served = img.bytes().await.unwrap();
     // A person is never recorded.
     assert_eq!(
         get(&fx, "/pages/2", FIREFOX, "text/html,application/xhtml+xml")
@@ -198,6 +198,39 @@ async fn the_ledger_records_what_ai_crawlers_were_served_and_detects_tampering()
     );
     let robots = by_path("/robots.txt");
     assert_eq!(robots["reservation"]["robots_txt"]["disallowed"], false);
+    // A leaked copy traced back: the mark read from the served image is the
+    // payload the ledger recorded for that visit.
+    let leaked = fx.dir.path().join("leaked.png");
+    std::fs::write(&leaked, &served).unwrap();
+    let original = Path::new(env!("CARGO_MANIFEST_DIR")).join("proxy/assets/art/astronaut.png");
+    let (code, out, err) = cli(&[
+        "protector",
+        "detect",
+        p(&leaked),
+        "--original",
+        p(&original),
+        "--secret",
+        common::TEST_SECRET,
+        "--json",
+    ]);
+    assert_eq!(code, 0, "{out}{err}");
+    let found: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(found["marked"], true, "{out}");
+    assert_eq!(found["payload"], mark, "{out}");
+    // …and the ledger finds the visit by it.
+    let (code, out, _) = cli(&[
+        "evidence",
+        "export",
+        p(&ledger),
+        "--watermark",
+        mark,
+        "--format",
+        "json",
+    ]);
+    assert_eq!(code, 0);
+    let by_mark: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(by_mark["visits"].as_array().unwrap().len(), 1, "{out}");
+    assert_eq!(by_mark["visits"][0]["path"], "/img/astronaut.png");
 
     // The person is not in the ledger at all; CSV export of everything.
     let (code, csv, _) = cli(&["evidence", "export", p(&ledger)]);

@@ -318,6 +318,9 @@ pub struct ExportFilter {
     pub since: Option<time::OffsetDateTime>,
     /// Before this time.
     pub until: Option<time::OffsetDateTime>,
+    /// The visit that was served this watermark payload (16 hex digits, as
+    /// `fixative protector detect` prints it).
+    pub watermark: Option<String>,
 }
 
 impl ExportFilter {
@@ -330,6 +333,16 @@ impl ExportFilter {
         }
         if self.site.as_ref().is_some_and(|s| *s != v.site) {
             return false;
+        }
+        if let Some(w) = &self.watermark {
+            let w = w.trim().trim_start_matches("0x");
+            if !v
+                .watermark
+                .as_deref()
+                .is_some_and(|m| m.eq_ignore_ascii_case(w))
+            {
+                return false;
+            }
         }
         if self.since.is_some() || self.until.is_some() {
             let Ok(t) = crate::parse_time(time) else {
@@ -472,6 +485,7 @@ pub fn export(
                     "site": filter.site,
                     "since": filter.since.map(crate::rfc3339),
                     "until": filter.until.map(crate::rfc3339),
+                    "watermark": filter.watermark,
                 },
             });
             let head = serde_json::to_string_pretty(&head).map_err(|e| e.to_string())?;
