@@ -15,7 +15,7 @@ const FIREFOX: &str = "Mozilla/5.0 (X11; Linux x86_64; rv:140.0) Gecko/20100101 
 
 /// AI training crawlers get protected images instead of a refusal, so the
 /// ledger records a watermark.
-const POLICY: &str = "[policy.evidence]\n[[policy.evidence.rule]]\nname = \"cloak-ai\"\nmatch = { category = [\"ai-training\"] }\naction = \"cloak\"\n";
+const POLICY: &str = "[policy.evidence]\n[[policy.evidence.rule]]\nname = \"cloak-ai\"\nmatch = { category = [\"ai-training\"] }\naction = \"cloak\"\n[[policy.evidence.rule]]\nname = \"block-libraries\"\nmatch = { category = [\"http-library\"] }\naction = \"block\"\n";
 
 fn cli(args: &[&str]) -> (i32, String, String) {
     let out = Command::new(bin())
@@ -88,7 +88,7 @@ async fn the_ledger_records_what_ai_crawlers_were_served_and_detects_tampering()
         dir,
         "",
         &format!(
-            "{}{POLICY}\n[evidence]\ndir = \"evidence\"\nsigning_key_file = \"evidence.key\"\nseal_interval = \"200ms\"\n",
+            "{}{POLICY}\n[evidence]\ndir = \"evidence\"\nsigning_key_file = \"evidence.key\"\nseal_interval = \"200ms\"\nscrapers = true\n",
             site(
                 "a",
                 &["a.test"],
@@ -108,19 +108,25 @@ async fn the_ledger_records_what_ai_crawlers_were_served_and_detects_tampering()
     let img = get(&fx, "/img/astronaut.png", GPTBOT, "image/*").await;
     assert_eq!(img.status(), 200);
     let served = img.bytes().await.unwrap();
-    // A person is never recorded.
+    // A person is never recorded; a blocked library is (`scrapers`).
     assert_eq!(
         get(&fx, "/pages/2", FIREFOX, "text/html,application/xhtml+xml")
             .await
             .status(),
         200
     );
+    assert_eq!(
+        get(&fx, "/pages/3", "python-requests/2.32.3", "*/*")
+            .await
+            .status(),
+        403
+    );
 
     let r = verify_until(&ledger, &public, |r| {
-        r["visits"].as_u64() >= Some(3) && r["unsealed"] == 0
+        r["visits"].as_u64() >= Some(4) && r["unsealed"] == 0
     });
     assert!(r["broken"].is_null(), "{r}");
-    assert_eq!(r["visits"], 3, "{r}");
+    assert_eq!(r["visits"], 4, "{r}");
     assert!(r["seals"].as_u64() >= Some(1), "{r}");
 
     // Export: GPTBot's three visits with what it was served.
@@ -236,7 +242,19 @@ async fn the_ledger_records_what_ai_crawlers_were_served_and_detects_tampering()
     let (code, csv, _) = cli(&["evidence", "export", p(&ledger)]);
     assert_eq!(code, 0);
     assert!(!csv.contains("Firefox"), "{csv}");
-    assert_eq!(csv.lines().count(), 4, "{csv}");
+    assert_eq!(csv.lines().count(), 5, "{csv}");
+    let (_, lib, _) = cli(&[
+        "evidence",
+        "export",
+        p(&ledger),
+        "--crawler",
+        "python-requests",
+        "--format",
+        "json",
+    ]);
+    let lib: serde_json::Value = serde_json::from_str(&lib).unwrap();
+    assert_eq!(lib["visits"][0]["action"], "block");
+    assert_eq!(lib["visits"][0]["status"], 403);
     assert!(fx.metric("fixative_evidence_records_total") >= 3.0);
 
     // The dashboard's API has seen the same: GPTBot violating robots.txt.
@@ -253,7 +271,25 @@ async fn the_ledger_records_what_ai_crawlers_were_served_and_detects_tampering()
     assert_eq!(v["crawler"], "GPTBot", "{api}");
     assert_eq!(v["requests"], 2, "{api}");
     assert_eq!(api["evidence"]["enabled"], true);
-    assert!(api["evidence"]["records"].as_u64() >= Some(3));
+    assert!(api["evidence"]["records"].as_u64() >= Some(4));
+
+    // `check` parses the key as `run` does.
+    let bad = fx.dir.path().join("bad.toml");
+    std::fs::write(
+        &bad,
+        std::fs::read_to_string(&fx.config_path)
+            .unwrap()
+            .replace("evidence.key", "junk.key"),
+    )
+    .unwrap();
+    std::fs::write(
+        fx.dir.path().join("junk.key"),
+        "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n",
+    )
+    .unwrap();
+    let (code, _, err) = cli(&["check", "--config", p(&bad)]);
+    assert_eq!(code, 2);
+    assert!(err.contains("evidence.signing_key_file"), "{err}");
 
     // Tampering, once the writer has stopped: a flipped byte is named.
     fx.child.kill().unwrap();

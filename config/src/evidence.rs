@@ -150,3 +150,79 @@ pub(crate) fn validate_evidence(ctx: &mut Ctx<'_>, e: &RawEvidence) -> Option<Ev
         scrapers: e.scrapers,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::Config;
+
+    const KEY: &str = "-----BEGIN PRIVATE KEY-----\nMC4CAQAwBQYDK2VwBCIEIAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA\n-----END PRIVATE KEY-----\n";
+
+    fn load(dir: &std::path::Path, extra: &str) -> Result<Config, String> {
+        let base = "[server]\nlisten = [\"127.0.0.1:0\"]\nadmin = \"127.0.0.1:0\"\n\n[[site]]\nname = \"a\"\nhosts = [\"a.test\"]\nupstreams = [\"127.0.0.1:1\"]\npolicy = \"off\"\n";
+        Config::from_toml(&format!("{base}{extra}"), "t.toml", Some(dir)).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn the_ledger_is_off_by_default_and_needs_a_key() {
+        let d = tempfile::tempdir().unwrap();
+        assert!(load(d.path(), "").unwrap().evidence.is_none());
+        let e = load(d.path(), "[evidence]\ndir = \"ev\"\n").unwrap_err();
+        assert!(
+            e.contains("evidence.signing_key_file") && e.contains("keygen"),
+            "{e}"
+        );
+        assert!(e.contains("line 10"), "{e}");
+        std::fs::write(d.path().join("k.pem"), KEY).unwrap();
+        let c = load(
+            d.path(),
+            "[evidence]\ndir = \"ev\"\nsigning_key_file = \"k.pem\"\n",
+        )
+        .unwrap();
+        let ev = c.evidence.unwrap();
+        assert_eq!(ev.dir, d.path().join("ev"));
+        assert_eq!(ev.seal_every, 1000);
+        assert_eq!(ev.seal_interval, std::time::Duration::from_secs(60));
+        assert_eq!(ev.queue, 10_000);
+        assert!(!ev.scrapers);
+    }
+
+    #[test]
+    fn bad_values_are_named_with_their_keys() {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::write(d.path().join("k.pem"), KEY).unwrap();
+        std::fs::write(d.path().join("cert.pem"), "-----BEGIN CERTIFICATE-----\n").unwrap();
+        for (extra, key) in [
+            (
+                "signing_key_file = \"cert.pem\"",
+                "evidence.signing_key_file",
+            ),
+            (
+                "signing_key_file = \"missing.pem\"",
+                "evidence.signing_key_file",
+            ),
+            (
+                "signing_key_file = \"k.pem\"\nseal_every = 0",
+                "evidence.seal_every",
+            ),
+            (
+                "signing_key_file = \"k.pem\"\nseal_interval = \"1ms\"",
+                "evidence.seal_interval",
+            ),
+            (
+                "signing_key_file = \"k.pem\"\nmax_file_bytes = 10",
+                "evidence.max_file_bytes",
+            ),
+            (
+                "signing_key_file = \"k.pem\"\nmax_file_bytes = 1048576\nmax_total_bytes = 1048576",
+                "evidence.max_total_bytes",
+            ),
+            ("signing_key_file = \"k.pem\"\nqueue = 0", "evidence.queue"),
+            ("signing_key_file = \"k.pem\"\nfrobnicate = 1", "frobnicate"),
+        ] {
+            let e = load(d.path(), &format!("[evidence]\ndir = \"ev\"\n{extra}\n")).unwrap_err();
+            assert!(e.contains(key), "{extra}: {e}");
+        }
+        let e = load(d.path(), "[evidence]\nsigning_key_file = \"k.pem\"\n").unwrap_err();
+        assert!(e.contains("evidence.dir"), "{e}");
+    }
+}

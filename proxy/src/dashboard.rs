@@ -2,7 +2,7 @@
 //! with its script and style, and the JSON API it polls
 //! (`GET /api/v1/dashboard`, documented in the README).
 //!
-//! Built from nothing but the page's own ~200 lines of script: the chart
+//! Built from nothing but the page's own ~150 lines of script: the chart
 //! is SVG drawn in the browser from the API's numbers, so there is no
 //! third-party code to vet or update, nothing fetched from a CDN, and the
 //! page works offline on an isolated admin network. The page's

@@ -164,3 +164,19 @@ fn a_corrupt_database_is_a_load_error() {
     let err = Engine::new(&cfg).unwrap_err();
     assert!(err.to_string().contains("asn.mmdb"), "{err}");
 }
+
+#[test]
+fn network_info_names_the_as_for_evidence_records() {
+    let dir = tempfile::tempdir().unwrap();
+    let e = engine(dir.path(), "");
+    let ip: IpAddr = "203.0.113.9".parse().unwrap();
+    assert_eq!(
+        e.network_info(ip),
+        (Some(64500), Some("Example Cloud Hosting".to_string()))
+    );
+    let unknown: IpAddr = "192.0.2.1".parse().unwrap();
+    assert_eq!(e.network_info(unknown), (None, None));
+    // Without a database: nothing, and no lookup.
+    let plain = Engine::with_default_config().unwrap();
+    assert_eq!(plain.network_info(ip), (None, None));
+}
