@@ -290,6 +290,21 @@ async fn the_ledger_records_what_ai_crawlers_were_served_and_detects_tampering()
     let (code, _, err) = cli(&["check", "--config", p(&bad)]);
     assert_eq!(code, 2);
     assert!(err.contains("evidence.signing_key_file"), "{err}");
+    // …and refuses a ledger directory it could not create.
+    std::fs::write(fx.dir.path().join("afile"), "x").unwrap();
+    std::fs::write(
+        &bad,
+        std::fs::read_to_string(&fx.config_path)
+            .unwrap()
+            .replace("dir = \"evidence\"", "dir = \"afile/evidence\""),
+    )
+    .unwrap();
+    let (code, _, err) = cli(&["check", "--config", p(&bad)]);
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("evidence.dir") && err.contains("not a directory"),
+        "{err}"
+    );
 
     // Tampering, once the writer has stopped: a flipped byte is named.
     fx.child.kill().unwrap();

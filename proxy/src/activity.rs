@@ -40,6 +40,8 @@ pub const MAX_ROBOTS_CLIENTS: usize = 4096;
 pub const MAX_VIOLATORS: usize = 1024;
 /// Parsed robots.txt rule sets (per site and agent) kept.
 pub const MAX_AGENTS: usize = 256;
+/// Shards of the robots.txt fetchers.
+const SHARDS: usize = 16;
 
 struct Slot {
     second: AtomicU64,
@@ -99,7 +101,9 @@ pub struct Activity {
     totals: [AtomicU64; ACTIONS.len()],
     crawlers: Mutex<HashMap<Arc<str>, CrawlerCount>>,
     categories: Mutex<HashMap<&'static str, u64>>,
-    fetches: Mutex<LruCache<IpAddr, Fetch>>,
+    /// Sharded by client address, so that the per-request lookup of
+    /// clients that fetched robots.txt does not serialize on one lock.
+    fetches: Box<[Mutex<LruCache<IpAddr, Fetch>>]>,
     /// Whether any client fetched robots.txt (skips the lock otherwise).
     any_fetch: std::sync::atomic::AtomicBool,
     violators: Mutex<LruCache<(IpAddr, u64), Violator>>,
@@ -114,6 +118,13 @@ fn cap(n: usize) -> NonZeroUsize {
 /// Index of an action label in [`ACTIONS`].
 pub fn action_index(label: &str) -> usize {
     ACTIONS.iter().position(|a| *a == label).unwrap_or(0)
+}
+
+fn shard_of(ip: IpAddr) -> usize {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    ip.hash(&mut h);
+    (h.finish() as usize) % SHARDS
 }
 
 fn ua_key(ua: &str) -> u64 {
@@ -146,7 +157,9 @@ impl Activity {
             totals: Default::default(),
             crawlers: Mutex::new(HashMap::new()),
             categories: Mutex::new(HashMap::new()),
-            fetches: Mutex::new(LruCache::new(cap(MAX_ROBOTS_CLIENTS))),
+            fetches: (0..SHARDS)
+                .map(|_| Mutex::new(LruCache::new(cap(MAX_ROBOTS_CLIENTS / SHARDS))))
+                .collect(),
             any_fetch: Default::default(),
             violators: Mutex::new(LruCache::new(cap(MAX_VIOLATORS))),
             rules: Mutex::new(RobotsRules {
@@ -221,7 +234,7 @@ impl Activity {
                 r.parsed.clear();
             }
         }
-        if let Ok(mut f) = self.fetches.lock() {
+        if let Some(Ok(mut f)) = self.fetches.get(shard_of(client)).map(|m| m.lock()) {
             f.put(client, Fetch { site, at: now });
             self.any_fetch.store(true, Ordering::Release);
         }
@@ -232,7 +245,7 @@ impl Activity {
         if !self.any_fetch.load(Ordering::Acquire) {
             return None;
         }
-        let f = self.fetches.lock().ok()?;
+        let f = self.fetches.get(shard_of(client))?.lock().ok()?;
         f.peek(&client).filter(|f| &*f.site == site).map(|f| f.at)
     }
 
@@ -245,37 +258,44 @@ impl Activity {
             return false;
         };
         let site: Arc<str> = Arc::from(site);
-        let text = r
-            .texts
-            .get(&site)
-            .cloned()
-            .unwrap_or_else(|| Arc::from(fallback));
-        let lower = text.to_ascii_lowercase();
-        let agent = agents
-            .iter()
-            .find(|a| {
-                let a = a.to_ascii_lowercase();
-                lower.lines().any(|l| {
-                    l.trim()
-                        .strip_prefix("user-agent:")
-                        .is_some_and(|v| v.trim() == a)
-                })
-            })
-            .or(agents.first())
-            .map(|a| a.to_string())
-            .unwrap_or_else(|| "*".into());
-        let key = (site, agent);
+        let key = (site, agents.join("\n"));
         let robot = match r.parsed.get(&key) {
             Some(rb) => rb.clone(),
-            None => match texting_robots::Robot::new(&key.1, text.as_bytes()) {
-                Ok(rb) => {
-                    let rb = Arc::new(rb);
-                    r.parsed.put(key, rb.clone());
-                    rb
+            None => {
+                let text = r
+                    .texts
+                    .get(&key.0)
+                    .cloned()
+                    .unwrap_or_else(|| Arc::from(fallback));
+                // The first token the file names decides; else the first
+                // (which falls to the `*` group).
+                let named: Vec<String> = text
+                    .lines()
+                    .filter_map(|l| {
+                        let l = l.trim();
+                        let (k, v) = l.split_once(':')?;
+                        k.trim()
+                            .eq_ignore_ascii_case("user-agent")
+                            .then(|| v.trim().to_ascii_lowercase())
+                    })
+                    .collect();
+                let agent = agents
+                    .iter()
+                    .find(|a| named.contains(&a.to_ascii_lowercase()))
+                    .or(agents.first())
+                    .copied()
+                    .unwrap_or("*");
+                match texting_robots::Robot::new(agent, text.as_bytes()) {
+                    Ok(rb) => {
+                        let rb = Arc::new(rb);
+                        r.parsed.put(key, rb.clone());
+                        rb
+                    }
+                    Err(_) => return false,
                 }
-                Err(_) => return false,
-            },
+            }
         };
+        drop(r);
         !robot.allowed(path)
     }
 
@@ -543,7 +563,11 @@ mod tests {
             a.robots_served("s", ip, "User-agent: *\nDisallow: /\n", 1);
             a.check_violation("s", ip, "x", None, &["x"], "/a", 2);
         }
-        assert_eq!(a.fetches.lock().unwrap().len(), MAX_ROBOTS_CLIENTS);
+        let held: usize = a.fetches.iter().map(|f| f.lock().unwrap().len()).sum();
+        assert!(
+            held <= MAX_ROBOTS_CLIENTS && held > MAX_ROBOTS_CLIENTS / 2,
+            "{held}"
+        );
         assert_eq!(a.violators.lock().unwrap().len(), MAX_VIOLATORS);
     }
 }

@@ -177,9 +177,32 @@ pub fn check(config: &Config) -> Result<(), String> {
                 e.signing_key_file.display()
             )
         })?;
+        // `run` creates the directory and appends to it: the nearest
+        // existing ancestor must be writable (nothing is created here).
+        let existing = e.dir.ancestors().find(|p| p.exists());
+        if let Some(dir) = existing
+            && !(dir.is_dir() && writable(dir))
+        {
+            return Err(format!(
+                "{}: evidence.dir {}: {} is not a directory this user can write to",
+                config.source_name,
+                e.dir.display(),
+                dir.display()
+            ));
+        }
     }
     let mirror = Arc::new(fixative_rules::fleet::Fleet::new(config));
     runtime::Runtime::build(config.clone(), metrics, mirror).map(|_| ())
+}
+
+/// Whether this process may create files in `dir`.
+fn writable(dir: &std::path::Path) -> bool {
+    use std::os::unix::ffi::OsStrExt;
+    let Ok(c) = std::ffi::CString::new(dir.as_os_str().as_bytes()) else {
+        return false;
+    };
+    // SAFETY: `c` is a valid NUL-terminated path for the duration of the call.
+    unsafe { libc::access(c.as_ptr(), libc::W_OK | libc::X_OK) == 0 }
 }
 
 /// Runs Fixative until a shutdown signal; returns after a graceful stop.
