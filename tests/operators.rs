@@ -166,6 +166,12 @@ async fn the_ledger_records_what_ai_crawlers_were_served_and_detects_tampering()
         page["reservation"]["robots_txt"]["disallowed"], true,
         "{page}"
     );
+    assert_eq!(page["reservation"]["robots_txt"]["agent"], "GPTBot");
+    let group = page["reservation"]["robots_txt"]["group"]
+        .as_array()
+        .unwrap();
+    assert!(group.iter().any(|l| l == "User-agent: GPTBot"), "{page}");
+    assert!(group.iter().any(|l| l == "Disallow: /"), "{page}");
     assert!(
         page["reservation"]["robots_txt"]["fetched_at"]
             .as_str()

@@ -144,6 +144,13 @@ pub struct Reservation {
 pub struct Robots {
     /// The served robots.txt disallows this path to this user agent.
     pub disallowed: bool,
+    /// The `User-agent` token whose group applied (`*` when the file names
+    /// none of the crawler's tokens).
+    #[serde(default)]
+    pub agent: String,
+    /// That group's lines as served (`User-agent`, `Allow`, `Disallow`).
+    #[serde(default)]
+    pub group: Vec<String>,
     /// When this client last fetched robots.txt here (RFC 3339), if it did.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fetched_at: Option<String>,

@@ -45,6 +45,8 @@ fn visit(i: usize, crawler: &str, site: &str) -> Visit {
         reservation: Reservation {
             robots_txt: Some(Robots {
                 disallowed: true,
+                agent: "GPTBot".into(),
+                group: vec!["User-agent: GPTBot".into(), "Disallow: /".into()],
                 fetched_at: Some("2026-11-30T10:00:00.000Z".into()),
             }),
             headers: vec![

@@ -92,7 +92,62 @@ pub struct CrawlerCount {
 /// The robots.txt each site served last, and rule sets parsed from it.
 struct RobotsRules {
     texts: HashMap<Arc<str>, Arc<str>>,
-    parsed: LruCache<(Arc<str>, String), Arc<texting_robots::Robot>>,
+    parsed: LruCache<(Arc<str>, String), Arc<Judged>>,
+}
+
+/// robots.txt as it applies to one agent: its rules, and the group's
+/// lines as served (for the evidence ledger).
+pub struct Judged {
+    robot: texting_robots::Robot,
+    /// The token whose group applies (`*` when the file names none).
+    pub agent: String,
+    /// That group's lines (at most [`MAX_GROUP_LINES`]).
+    pub group: Vec<String>,
+}
+
+/// Lines of a robots.txt group kept in an evidence record.
+pub const MAX_GROUP_LINES: usize = 32;
+
+/// The lines of the group (or groups) of `text` that name `agent` (case
+/// insensitive): their `User-agent` lines and rules, comments dropped.
+pub fn group_lines(text: &str, agent: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut agents: Vec<&str> = Vec::new();
+    let mut in_rules = false;
+    let mut ours = false;
+    for raw in text.lines() {
+        let line = raw.split('#').next().unwrap_or("").trim();
+        let Some((k, v)) = line.split_once(':') else {
+            continue;
+        };
+        let (k, v) = (k.trim(), v.trim());
+        if k.eq_ignore_ascii_case("user-agent") {
+            if in_rules {
+                agents.clear();
+                in_rules = false;
+                ours = false;
+            }
+            agents.push(line);
+            if v.eq_ignore_ascii_case(agent) {
+                ours = true;
+            }
+            continue;
+        }
+        if !in_rules {
+            in_rules = true;
+            if ours {
+                out.extend(agents.iter().map(|a| a.to_string()));
+            }
+        }
+        if ours && (k.eq_ignore_ascii_case("allow") || k.eq_ignore_ascii_case("disallow")) {
+            out.push(line.to_string());
+        }
+        if out.len() >= MAX_GROUP_LINES {
+            out.truncate(MAX_GROUP_LINES);
+            break;
+        }
+    }
+    out
 }
 
 /// The dashboard's live data.
@@ -254,49 +309,51 @@ impl Activity {
     /// the first one the file names decides, else the `*` group).
     /// `fallback` is the text to judge by when the site has served none yet.
     pub fn disallowed(&self, site: &str, agents: &[&str], path: &str, fallback: &str) -> bool {
-        let Ok(mut r) = self.rules.lock() else {
-            return false;
-        };
+        self.judge(site, agents, fallback)
+            .is_some_and(|j| !j.robot.allowed(path))
+    }
+
+    /// robots.txt of `site` as it applies to `agents` (see
+    /// [`Activity::disallowed`]), parsed once per site and agent list.
+    pub fn judge(&self, site: &str, agents: &[&str], fallback: &str) -> Option<Arc<Judged>> {
+        let mut r = self.rules.lock().ok()?;
         let site: Arc<str> = Arc::from(site);
         let key = (site, agents.join("\n"));
-        let robot = match r.parsed.get(&key) {
-            Some(rb) => rb.clone(),
-            None => {
-                let text = r
-                    .texts
-                    .get(&key.0)
-                    .cloned()
-                    .unwrap_or_else(|| Arc::from(fallback));
-                // The first token the file names decides; else the first
-                // (which falls to the `*` group).
-                let named: Vec<String> = text
-                    .lines()
-                    .filter_map(|l| {
-                        let l = l.trim();
-                        let (k, v) = l.split_once(':')?;
-                        k.trim()
-                            .eq_ignore_ascii_case("user-agent")
-                            .then(|| v.trim().to_ascii_lowercase())
-                    })
-                    .collect();
-                let agent = agents
-                    .iter()
-                    .find(|a| named.contains(&a.to_ascii_lowercase()))
-                    .or(agents.first())
-                    .copied()
-                    .unwrap_or("*");
-                match texting_robots::Robot::new(agent, text.as_bytes()) {
-                    Ok(rb) => {
-                        let rb = Arc::new(rb);
-                        r.parsed.put(key, rb.clone());
-                        rb
-                    }
-                    Err(_) => return false,
-                }
-            }
-        };
-        drop(r);
-        !robot.allowed(path)
+        if let Some(j) = r.parsed.get(&key) {
+            return Some(j.clone());
+        }
+        let text = r
+            .texts
+            .get(&key.0)
+            .cloned()
+            .unwrap_or_else(|| Arc::from(fallback));
+        // The first token the file names decides; else the `*` group.
+        let named: Vec<String> = text
+            .lines()
+            .filter_map(|l| {
+                let (k, v) = l.trim().split_once(':')?;
+                k.trim().eq_ignore_ascii_case("user-agent").then(|| {
+                    v.split('#')
+                        .next()
+                        .unwrap_or("")
+                        .trim()
+                        .to_ascii_lowercase()
+                })
+            })
+            .collect();
+        let agent = agents
+            .iter()
+            .find(|a| named.contains(&a.to_ascii_lowercase()))
+            .copied()
+            .unwrap_or("*");
+        let robot = texting_robots::Robot::new(agent, text.as_bytes()).ok()?;
+        let j = Arc::new(Judged {
+            robot,
+            agent: agent.to_string(),
+            group: group_lines(&text, agent),
+        });
+        r.parsed.put(key, j.clone());
+        Some(j)
     }
 
     /// A request from a client that fetched robots.txt: counted as a
@@ -553,6 +610,34 @@ mod tests {
         // A changed robots.txt is used from then on.
         a.robots_served("s", bot, "User-agent: *\nAllow: /\n", 30);
         assert!(!a.check_violation("s", bot, gpt, Some("GPTBot"), &["GPTBot"], "/art/3.jpg", 31));
+    }
+
+    #[test]
+    fn the_group_that_applies_is_quoted() {
+        let text = "# ours\nUser-agent: GPTBot\nUser-agent: CCBot\nDisallow: / # all\n\nUser-agent: *\nDisallow: /private/\nAllow: /\nSitemap: /s.xml\n";
+        assert_eq!(
+            group_lines(text, "ccbot"),
+            ["User-agent: GPTBot", "User-agent: CCBot", "Disallow: /"]
+        );
+        assert_eq!(
+            group_lines(text, "*"),
+            ["User-agent: *", "Disallow: /private/", "Allow: /"]
+        );
+        assert!(group_lines(text, "Bingbot").is_empty());
+        let a = Activity::new();
+        a.robots_served("s", "192.0.2.1".parse().unwrap(), text, 1);
+        let j = a.judge("s", &["Bingbot"], "").unwrap();
+        assert_eq!(j.agent, "*");
+        assert_eq!(j.group[0], "User-agent: *");
+        let j = a.judge("s", &["CCBot"], "").unwrap();
+        assert_eq!(j.agent, "CCBot");
+        // Not served yet: judged by the fallback text.
+        let j = a
+            .judge("other", &["GPTBot"], "User-agent: GPTBot\nDisallow: /\n")
+            .unwrap();
+        assert_eq!(j.group, ["User-agent: GPTBot", "Disallow: /"]);
+        let long = format!("User-agent: x\n{}", "Disallow: /a\n".repeat(100));
+        assert_eq!(group_lines(&long, "x").len(), MAX_GROUP_LINES);
     }
 
     #[test]

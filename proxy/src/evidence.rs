@@ -157,11 +157,16 @@ pub fn visit(
         })
         .unwrap_or_default();
     let path_only = f.path.split('?').next().unwrap_or(f.path);
-    let robots = site.directives.robots_txt.then(|| Robots {
-        disallowed: activity.disallowed(&site.name, agents, path_only, &site.robots_groups),
-        fetched_at: activity
-            .robots_fetched(&site.name, f.client_ip)
-            .map(unix_rfc3339),
+    let robots = site.directives.robots_txt.then(|| {
+        let judged = activity.judge(&site.name, agents, &site.robots_groups);
+        Robots {
+            disallowed: activity.disallowed(&site.name, agents, path_only, &site.robots_groups),
+            agent: judged.as_ref().map(|j| j.agent.clone()).unwrap_or_default(),
+            group: judged.map(|j| j.group.clone()).unwrap_or_default(),
+            fetched_at: activity
+                .robots_fetched(&site.name, f.client_ip)
+                .map(unix_rfc3339),
+        }
     });
     let bucket = crate::cloak::client_bucket(f.client_ip);
     let network = if bucket.contains(':') {
