@@ -14,9 +14,10 @@
 //!   removal recorded in the chain.
 //!
 //! What it cannot show: lines after the last seal are chained but not yet
-//! signed (the writer seals at least every `seal_interval`); someone with
-//! the private key can forge a whole new ledger (keep the key off the
-//! node, or publish seals elsewhere, e.g. by exporting them daily).
+//! signed (the writer seals at least every `seal_interval`); cutting the
+//! newest lines off the end leaves a shorter ledger that still verifies;
+//! someone with the private key can forge a whole new ledger (keep the key
+//! off the node, and hold exports or seal lines elsewhere, e.g. daily).
 //!
 //! [`Ledger`] writes on its own thread behind a bounded queue; [`verify`]
 //! and [`export`] read a directory.
@@ -59,18 +60,21 @@ fn hex(b: &[u8]) -> String {
     s
 }
 
-/// The bytes a seal signs: a domain tag, the seal's position and the hash
-/// of the line before it.
-pub fn seal_message(n: u64, prev: &str) -> Vec<u8> {
+/// The bytes a seal signs: a domain tag, the seal's position, the hash of
+/// the line before it and the seal's own time (so that every byte of a
+/// seal line is covered: its key and signature by the check itself).
+pub fn seal_message(n: u64, prev: &str, time: &str) -> Vec<u8> {
     let mut m = b"fixative-evidence-v1\0".to_vec();
     m.extend_from_slice(&n.to_be_bytes());
     m.extend_from_slice(prev.as_bytes());
+    m.push(0);
+    m.extend_from_slice(time.as_bytes());
     m
 }
 
 /// A seal's `key` and `sig` fields.
-pub fn sign(key: &SigningKey, n: u64, prev: &str) -> (String, String) {
-    let sig = key.sign(&seal_message(n, prev));
+pub fn sign(key: &SigningKey, n: u64, prev: &str, time: &str) -> (String, String) {
+    let sig = key.sign(&seal_message(n, prev, time));
     (
         B64.encode(key.verifying_key().as_bytes()),
         B64.encode(sig.to_bytes()),
@@ -78,7 +82,13 @@ pub fn sign(key: &SigningKey, n: u64, prev: &str) -> (String, String) {
 }
 
 /// Checks a seal: `Ok(key)` with the key that signed it.
-pub fn check_seal(n: u64, prev: &str, key: &str, sig: &str) -> Result<VerifyingKey, String> {
+pub fn check_seal(
+    n: u64,
+    prev: &str,
+    time: &str,
+    key: &str,
+    sig: &str,
+) -> Result<VerifyingKey, String> {
     let key = public_key_from_base64(key)?;
     let sig = B64
         .decode(sig)
@@ -86,7 +96,7 @@ pub fn check_seal(n: u64, prev: &str, key: &str, sig: &str) -> Result<VerifyingK
         .and_then(|b| <[u8; 64]>::try_from(b.as_slice()).ok())
         .map(|b| Signature::from_bytes(&b))
         .ok_or("the signature is not 64 bytes of base64")?;
-    key.verify(&seal_message(n, prev), &sig)
+    key.verify(&seal_message(n, prev, time), &sig)
         .map_err(|_| "the signature does not match".to_string())?;
     Ok(key)
 }
@@ -188,15 +198,17 @@ mod tests {
         let key = private_key_from_pem(&private).unwrap();
         assert_eq!(key.verifying_key(), vk);
         assert_eq!(public_key_from_text(&public).unwrap(), vk);
-        let (k, s) = sign(&key, 7, GENESIS);
-        assert_eq!(check_seal(7, GENESIS, &k, &s).unwrap(), vk);
-        // Another position, another hash, another key: refused.
-        assert!(check_seal(8, GENESIS, &k, &s).is_err());
-        assert!(check_seal(7, &line_hash(b"x"), &k, &s).is_err());
+        let t = "2026-11-30T10:00:00.000Z";
+        let (k, s) = sign(&key, 7, GENESIS, t);
+        assert_eq!(check_seal(7, GENESIS, t, &k, &s).unwrap(), vk);
+        // Another position, hash, time or key: refused.
+        assert!(check_seal(8, GENESIS, t, &k, &s).is_err());
+        assert!(check_seal(7, &line_hash(b"x"), t, &k, &s).is_err());
+        assert!(check_seal(7, GENESIS, "2026-11-30T10:00:01.000Z", &k, &s).is_err());
         let (_, other, _) = generate_key().unwrap();
         let other = public_key_base64(&public_key_from_text(&other).unwrap());
-        assert!(check_seal(7, GENESIS, &other, &s).is_err());
-        assert!(check_seal(7, GENESIS, "nope", &s).is_err());
+        assert!(check_seal(7, GENESIS, t, &other, &s).is_err());
+        assert!(check_seal(7, GENESIS, t, "nope", &s).is_err());
         assert!(
             private_key_from_pem("-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n")
                 .is_err()

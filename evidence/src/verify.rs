@@ -259,30 +259,32 @@ pub fn verify(dir: &Path, pinned: Option<&VerifyingKey>) -> Result<Report, Strin
             }
         }
         match &rec.body {
-            Body::Seal { key: k, sig } => match crate::check_seal(rec.n, &rec.prev, k, sig) {
-                Ok(signer) => {
-                    if let Some(want) = key
-                        && want != signer
-                    {
-                        report.broken = Some(broken(format!(
-                            "sealed by key {k}, not by the ledger's key {}",
-                            crate::public_key_base64(&want)
-                        )));
+            Body::Seal { key: k, sig } => {
+                match crate::check_seal(rec.n, &rec.prev, &rec.time, k, sig) {
+                    Ok(signer) => {
+                        if let Some(want) = key
+                            && want != signer
+                        {
+                            report.broken = Some(broken(format!(
+                                "sealed by key {k}, not by the ledger's key {}",
+                                crate::public_key_base64(&want)
+                            )));
+                            return false;
+                        }
+                        key = Some(signer);
+                        if !report.keys.contains(k) {
+                            report.keys.push(k.clone());
+                        }
+                        report.seals += 1;
+                        report.sealed_below = rec.n;
+                        report.unsealed = 0;
+                    }
+                    Err(why) => {
+                        report.broken = Some(broken(format!("the seal does not verify: {why}")));
                         return false;
                     }
-                    key = Some(signer);
-                    if !report.keys.contains(k) {
-                        report.keys.push(k.clone());
-                    }
-                    report.seals += 1;
-                    report.sealed_below = rec.n;
-                    report.unsealed = 0;
                 }
-                Err(why) => {
-                    report.broken = Some(broken(format!("the seal does not verify: {why}")));
-                    return false;
-                }
-            },
+            }
             Body::Visit(_) => {
                 report.visits += 1;
                 report.unsealed += 1;

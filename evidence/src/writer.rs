@@ -249,10 +249,14 @@ impl State {
 
     /// Writes one line and advances the chain.
     fn append(&mut self, body: Body) -> std::io::Result<()> {
+        self.append_at(crate::now_rfc3339(), body)
+    }
+
+    fn append_at(&mut self, time: String, body: Body) -> std::io::Result<()> {
         let line = Line {
             n: self.next_n,
             prev: std::mem::take(&mut self.prev),
-            time: crate::now_rfc3339(),
+            time,
             body,
         };
         let mut bytes = serde_json::to_vec(&line).map_err(std::io::Error::other)?;
@@ -272,8 +276,9 @@ impl State {
     }
 
     fn seal(&mut self, key: &SigningKey) -> std::io::Result<()> {
-        let (k, sig) = crate::sign(key, self.next_n, &self.prev);
-        self.append(Body::Seal { key: k, sig })?;
+        let time = crate::now_rfc3339();
+        let (k, sig) = crate::sign(key, self.next_n, &self.prev, &time);
+        self.append_at(time, Body::Seal { key: k, sig })?;
         self.since_seal = 0;
         self.last_seal = Instant::now();
         Ok(())
