@@ -9,12 +9,16 @@ use fixative_protector::pipeline::{self, Job, Limits, Transform};
 use image::{DynamicImage, ImageFormat, imageops::FilterType};
 
 fn sample(format: ImageFormat) -> (Vec<u8>, u64) {
-    // A real photograph scaled to 2 megapixels.
+    sample_at(format, 1732, 1155)
+}
+
+fn sample_at(format: ImageFormat, w: u32, h: u32) -> (Vec<u8>, u64) {
+    // A real photograph scaled to w×h.
     let root =
         std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../proxy/assets/art/coffee.png");
     let img = image::open(root)
         .expect("photo")
-        .resize_exact(1732, 1155, FilterType::Triangle);
+        .resize_exact(w, h, FilterType::Triangle);
     let mut out = Cursor::new(Vec::new());
     match format {
         ImageFormat::Jpeg => {
@@ -25,7 +29,7 @@ fn sample(format: ImageFormat) -> (Vec<u8>, u64) {
             .write_to(&mut out, f)
             .expect("encode"),
     }
-    (out.into_inner(), 1732 * 1155)
+    (out.into_inner(), u64::from(w) * u64::from(h))
 }
 
 fn bench(c: &mut Criterion) {
@@ -58,6 +62,44 @@ fn bench(c: &mut Criterion) {
                 })
             });
         }
+    }
+    // A 12 MP camera-like JPEG: quality 90, 4:2:0 chroma subsampling, as
+    // cameras and phones save them (the 2 MP samples above are 4:4:4).
+    let (_, pixels) = sample_at(ImageFormat::Png, 4000, 3000);
+    let data = {
+        let root =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../proxy/assets/art/coffee.png");
+        let img = image::open(root)
+            .expect("photo")
+            .resize_exact(4000, 3000, FilterType::Triangle)
+            .to_rgb8();
+        let mut out = Vec::new();
+        let mut enc = jpeg_encoder::Encoder::new(&mut out, 90);
+        enc.set_sampling_factor(jpeg_encoder::SamplingFactor::R_4_2_0);
+        enc.encode(img.as_raw(), 4000, 3000, jpeg_encoder::ColorType::Rgb)
+            .expect("jpeg");
+        out
+    };
+    g.throughput(Throughput::Elements(pixels));
+    for (profile, transform) in [
+        ("watermark", Transform::watermark()),
+        ("preview", Transform::preview(512)),
+    ] {
+        g.bench_function(format!("jpeg/{profile} (12 MP)"), |b| {
+            b.iter(|| {
+                let out = pipeline::protect(&Job {
+                    data: black_box(&data),
+                    transform,
+                    payload: 0x0123_4567_89ab_cdef,
+                    key: 42,
+                    data_mining: "DMI-PROHIBITED-AIMLTRAINING",
+                    jpeg_quality: 90,
+                    limits: Limits::default(),
+                })
+                .expect("protect");
+                black_box(out.bytes.len())
+            })
+        });
     }
     g.finish();
 }

@@ -117,6 +117,22 @@ pub struct Output {
 /// Decodes within limits: the header is read first, so a 60000×60000 bomb
 /// is refused before any pixel is allocated.
 pub fn decode(data: &[u8], limits: &Limits) -> Result<(DynamicImage, ImageFormat), ProtectError> {
+    let format = probe(data, limits)?;
+    let mut l = image::Limits::default();
+    l.max_image_width = Some(limits.max_side);
+    l.max_image_height = Some(limits.max_side);
+    l.max_alloc = Some(limits.max_alloc);
+    let mut reader = ImageReader::with_format(Cursor::new(data), format);
+    reader.limits(l);
+    let img = reader
+        .decode()
+        .map_err(|e| ProtectError::Decode(e.to_string()))?;
+    Ok((img, format))
+}
+
+/// The format of a file this pipeline handles, once its size and its
+/// header's dimensions are within the limits (no pixel is decoded).
+pub fn probe(data: &[u8], limits: &Limits) -> Result<ImageFormat, ProtectError> {
     if data.len() > limits.max_bytes {
         return Err(ProtectError::Limit(format!("{} bytes", data.len())));
     }
@@ -139,16 +155,7 @@ pub fn decode(data: &[u8], limits: &Limits) -> Result<(DynamicImage, ImageFormat
     {
         return Err(ProtectError::Limit(format!("{w}×{h}")));
     }
-    let mut l = image::Limits::default();
-    l.max_image_width = Some(limits.max_side);
-    l.max_image_height = Some(limits.max_side);
-    l.max_alloc = Some(limits.max_alloc);
-    let mut reader = ImageReader::with_format(Cursor::new(data), format);
-    reader.limits(l);
-    let img = reader
-        .decode()
-        .map_err(|e| ProtectError::Decode(e.to_string()))?;
-    Ok((img, format))
+    Ok(format)
 }
 
 /// The luminance quantization table of Annex K of the JPEG standard,
@@ -165,50 +172,102 @@ const STD_LUMA: [u16; 64] = [
 /// `None` for a file without one (or not a JPEG). Tables of other
 /// encoders give the libjpeg quality of equal overall coarseness.
 pub fn jpeg_quality(data: &[u8]) -> Option<u8> {
-    if data.get(..2)? != [0xFF, 0xD8] {
-        return None;
+    let mut found = None;
+    jpeg_headers(data, |marker, payload| {
+        if marker != 0xDB {
+            return true;
+        }
+        let mut t = payload;
+        while let Some((&pq_tq, rest)) = t.split_first() {
+            let wide = pq_tq >> 4 == 1;
+            let n = if wide { 128 } else { 64 };
+            let Some(table) = rest.get(..n) else {
+                return false;
+            };
+            if pq_tq & 0x0F == 0 {
+                let sum: u32 = if wide {
+                    table
+                        .chunks_exact(2)
+                        .map(|b| u32::from(u16::from_be_bytes([b[0], b[1]])))
+                        .sum()
+                } else {
+                    table.iter().map(|b| u32::from(*b)).sum()
+                };
+                let std: u32 = STD_LUMA.iter().map(|v| u32::from(*v)).sum();
+                let scale = f64::from(sum) * 100.0 / f64::from(std);
+                let q = if scale <= 100.0 {
+                    (200.0 - scale) / 2.0
+                } else {
+                    5000.0 / scale
+                };
+                found = Some(q.round().clamp(1.0, 100.0) as u8);
+                return false;
+            }
+            let Some(next) = rest.get(n..) else {
+                return false;
+            };
+            t = next;
+        }
+        true
+    });
+    found
+}
+
+/// The luma (first component's) sampling factors of a colour JPEG, from
+/// its frame header: `(2, 2)` is 4:2:0, `(1, 1)` 4:4:4. `None` for a
+/// grayscale file or one without a readable frame header.
+pub fn jpeg_sampling(data: &[u8]) -> Option<(u8, u8)> {
+    let mut found = None;
+    jpeg_headers(data, |marker, payload| {
+        // SOF0..SOF15 except DHT (C4), JPG (C8) and DAC (CC).
+        if (0xC0..=0xCF).contains(&marker) && ![0xC4, 0xC8, 0xCC].contains(&marker) {
+            // P, Y, X, Nf, then Nf × (C, H<<4|V, Tq).
+            if let (Some(&nf), Some(&hv)) = (payload.get(5), payload.get(7))
+                && nf >= 3
+            {
+                found = Some((hv >> 4, hv & 0x0F));
+            }
+            return false;
+        }
+        true
+    });
+    found
+}
+
+/// Walks a JPEG's marker segments up to the first scan, calling
+/// `f(marker, payload)` until it returns `false`. Bounded by the data:
+/// every read is checked.
+fn jpeg_headers(data: &[u8], mut f: impl FnMut(u8, &[u8]) -> bool) {
+    if data.get(..2) != Some(&[0xFF, 0xD8][..]) {
+        return;
     }
     let mut i = 2usize;
     loop {
-        if *data.get(i)? != 0xFF {
-            return None;
+        if data.get(i) != Some(&0xFF) {
+            return;
         }
-        let marker = *data.get(i + 1)?;
+        let Some(&marker) = data.get(i + 1) else {
+            return;
+        };
         if marker == 0xFF {
             i += 1;
             continue;
         }
         if marker == 0xDA || marker == 0xD9 {
-            return None; // no table before the first scan
+            return;
         }
-        let len = usize::from(u16::from_be_bytes([*data.get(i + 2)?, *data.get(i + 3)?]));
-        let payload = data.get(i + 4..(i + 2).checked_add(len)?)?;
-        if marker == 0xDB {
-            let mut t = payload;
-            while let Some((&pq_tq, rest)) = t.split_first() {
-                let wide = pq_tq >> 4 == 1;
-                let n = if wide { 128 } else { 64 };
-                let table = rest.get(..n)?;
-                if pq_tq & 0x0F == 0 {
-                    let sum: u32 = if wide {
-                        table
-                            .chunks_exact(2)
-                            .map(|b| u32::from(u16::from_be_bytes([b[0], b[1]])))
-                            .sum()
-                    } else {
-                        table.iter().map(|b| u32::from(*b)).sum()
-                    };
-                    let std: u32 = STD_LUMA.iter().map(|v| u32::from(*v)).sum();
-                    let scale = f64::from(sum) * 100.0 / f64::from(std);
-                    let q = if scale <= 100.0 {
-                        (200.0 - scale) / 2.0
-                    } else {
-                        5000.0 / scale
-                    };
-                    return Some(q.round().clamp(1.0, 100.0) as u8);
-                }
-                t = rest.get(n..)?;
-            }
+        let (Some(&a), Some(&b)) = (data.get(i + 2), data.get(i + 3)) else {
+            return;
+        };
+        let len = usize::from(u16::from_be_bytes([a, b]));
+        let Some(payload) = (i + 2)
+            .checked_add(len)
+            .and_then(|end| data.get(i + 4..end))
+        else {
+            return;
+        };
+        if !f(marker, payload) {
+            return;
         }
         i += 2 + len;
     }
@@ -221,13 +280,39 @@ pub fn encode(
     format: ImageFormat,
     quality: u8,
 ) -> Result<Vec<u8>, ProtectError> {
+    encode_sampled(img, format, quality, None)
+}
+
+/// [`encode`], a JPEG with the given luma sampling factors (the source's:
+/// 4:4:4 stays 4:4:4); without them the encoder's default (4:2:0 below
+/// quality 90, else 4:4:4).
+pub fn encode_sampled(
+    img: &DynamicImage,
+    format: ImageFormat,
+    quality: u8,
+    sampling: Option<(u8, u8)>,
+) -> Result<Vec<u8>, ProtectError> {
     let mut out = Cursor::new(Vec::new());
     match format {
         ImageFormat::Jpeg => {
-            let enc = image::codecs::jpeg::JpegEncoder::new_with_quality(&mut out, quality);
+            let (w, h) = (
+                u16::try_from(img.width()).map_err(|_| ProtectError::Encode("too wide".into()))?,
+                u16::try_from(img.height()).map_err(|_| ProtectError::Encode("too tall".into()))?,
+            );
+            let mut enc = jpeg_encoder::Encoder::new(out.get_mut(), quality);
+            if let Some(f) =
+                sampling.and_then(|(h, v)| jpeg_encoder::SamplingFactor::from_factors(h, v))
+            {
+                enc.set_sampling_factor(f);
+            }
             let written = match img {
-                DynamicImage::ImageLuma8(g) => g.write_with_encoder(enc),
-                _ => img.to_rgb8().write_with_encoder(enc),
+                DynamicImage::ImageLuma8(g) => {
+                    enc.encode(g.as_raw(), w, h, jpeg_encoder::ColorType::Luma)
+                }
+                DynamicImage::ImageRgb8(c) => {
+                    enc.encode(c.as_raw(), w, h, jpeg_encoder::ColorType::Rgb)
+                }
+                other => enc.encode(other.to_rgb8().as_raw(), w, h, jpeg_encoder::ColorType::Rgb),
             };
             written.map_err(|e| ProtectError::Encode(e.to_string()))?;
         }
@@ -248,12 +333,88 @@ fn mime(format: ImageFormat) -> &'static str {
     }
 }
 
-/// Downscales so the long side is at most `max_side` (never upscales).
+/// Downscales so the long side is at most `max_side` (never upscales),
+/// keeping the aspect ratio: a bilinear convolution (SIMD, with alpha
+/// premultiplied while resampling).
 pub fn degrade(img: &DynamicImage, max_side: u32) -> DynamicImage {
-    if img.width().max(img.height()) <= max_side {
+    let (w, h) = (img.width(), img.height());
+    if w.max(h) <= max_side {
         return img.clone();
     }
-    img.resize(max_side, max_side, FilterType::Triangle)
+    let (tw, th) = fit(w, h, max_side);
+    resize(img, tw, th).unwrap_or_else(|| img.resize(max_side, max_side, FilterType::Triangle))
+}
+
+/// The size of `w`×`h` scaled so its long side is `max_side`.
+fn fit(w: u32, h: u32, max_side: u32) -> (u32, u32) {
+    let s = f64::from(max_side) / f64::from(w.max(h));
+    (
+        ((f64::from(w) * s).round() as u32).clamp(1, max_side),
+        ((f64::from(h) * s).round() as u32).clamp(1, max_side),
+    )
+}
+
+/// Resizes with fast_image_resize; `None` for a pixel layout it is not
+/// given here (16-bit, float), which then takes the slower path.
+fn resize(img: &DynamicImage, tw: u32, th: u32) -> Option<DynamicImage> {
+    use fast_image_resize::{
+        FilterType as F, PixelType, ResizeAlg, ResizeOptions, Resizer, images::Image,
+    };
+    let (pt, raw): (PixelType, &[u8]) = match img {
+        DynamicImage::ImageRgb8(i) => (PixelType::U8x3, i.as_raw()),
+        DynamicImage::ImageRgba8(i) => (PixelType::U8x4, i.as_raw()),
+        DynamicImage::ImageLuma8(i) => (PixelType::U8, i.as_raw()),
+        DynamicImage::ImageLumaA8(i) => (PixelType::U8x2, i.as_raw()),
+        _ => return None,
+    };
+    let src = Image::from_vec_u8(img.width(), img.height(), raw.to_vec(), pt).ok()?;
+    let mut dst = Image::new(tw, th, pt);
+    let opts = ResizeOptions::new().resize_alg(ResizeAlg::Convolution(F::Bilinear));
+    Resizer::new().resize(&src, &mut dst, &opts).ok()?;
+    let buf = dst.into_vec();
+    Some(match pt {
+        PixelType::U8x3 => DynamicImage::ImageRgb8(RgbImage::from_raw(tw, th, buf)?),
+        PixelType::U8x4 => DynamicImage::ImageRgba8(image::RgbaImage::from_raw(tw, th, buf)?),
+        PixelType::U8 => DynamicImage::ImageLuma8(image::GrayImage::from_raw(tw, th, buf)?),
+        _ => DynamicImage::ImageLumaA8(image::GrayAlphaImage::from_raw(tw, th, buf)?),
+    })
+}
+
+/// A JPEG decoded straight at (about) the size it will be shown: the
+/// inverse DCT scaled by 1/2, 1/4 or 1/8 so that the result is still at
+/// least `max_side` on its long side, then resized to exactly that. Most
+/// of a full decode's work (the inverse DCT and colour conversion of every
+/// pixel) is skipped. `None` for what this path does not take (CMYK,
+/// 12-bit, a broken file): the full decode handles or refuses it.
+fn decode_jpeg_scaled(data: &[u8], limits: &Limits, max_side: u32) -> Option<DynamicImage> {
+    let mut d = jpeg_decoder::Decoder::new(Cursor::new(data));
+    d.set_max_decoding_buffer_size(usize::try_from(limits.max_alloc).unwrap_or(usize::MAX));
+    d.read_info().ok()?;
+    let info = d.info()?;
+    let (w, h) = (u32::from(info.width), u32::from(info.height));
+    if w.max(h) <= max_side {
+        return None;
+    }
+    let (tw, th) = fit(w, h, max_side);
+    let (sw, sh) = d
+        .scale(u16::try_from(tw).ok()?, u16::try_from(th).ok()?)
+        .ok()?;
+    let pixels = d.decode().ok()?;
+    let (sw, sh) = (u32::from(sw), u32::from(sh));
+    let img = match info.pixel_format {
+        jpeg_decoder::PixelFormat::RGB24 => {
+            DynamicImage::ImageRgb8(RgbImage::from_raw(sw, sh, pixels)?)
+        }
+        jpeg_decoder::PixelFormat::L8 => {
+            DynamicImage::ImageLuma8(image::GrayImage::from_raw(sw, sh, pixels)?)
+        }
+        _ => return None,
+    };
+    if (sw, sh) == (tw, th) {
+        Some(img)
+    } else {
+        resize(&img, tw, th)
+    }
 }
 
 fn visible_mark(img: &mut RgbImage) {
@@ -275,14 +436,33 @@ fn visible_mark(img: &mut RgbImage) {
 /// Runs a job: decode (limited), transform, encode in the same format,
 /// insert the no-train XMP packet.
 pub fn protect(job: &Job<'_>) -> Result<Output, ProtectError> {
-    let (img, format) = decode(job.data, &job.limits)?;
-    let img = match job.transform.max_side {
-        Some(s) => degrade(&img, s),
-        None => img,
+    let (img, format) = match job.transform.max_side {
+        // A JPEG preview: decoded at about its final size.
+        Some(s) if job.data.starts_with(&[0xFF, 0xD8, 0xFF]) => {
+            // Limits first, from the header, as for a full decode.
+            probe(job.data, &job.limits)?;
+            match decode_jpeg_scaled(job.data, &job.limits, s) {
+                Some(img) => (img, ImageFormat::Jpeg),
+                None => {
+                    let (img, f) = decode(job.data, &job.limits)?;
+                    (degrade(&img, s), f)
+                }
+            }
+        }
+        Some(s) => {
+            let (img, f) = decode(job.data, &job.limits)?;
+            (degrade(&img, s), f)
+        }
+        None => decode(job.data, &job.limits)?,
     };
     let has_alpha = img.color().has_alpha();
     let gray = !img.color().has_color();
-    let mut rgb = img.to_rgb8();
+    // An RGB image is taken as it is (no copy); others are converted and
+    // kept for their alpha channel.
+    let (mut rgb, img) = match img {
+        DynamicImage::ImageRgb8(rgb) => (rgb, None),
+        other => (other.to_rgb8(), Some(other)),
+    };
     if let Some(strength) = job.transform.watermark {
         watermark::embed(&mut rgb, job.payload, job.key, strength);
     }
@@ -294,7 +474,7 @@ pub fn protect(job: &Job<'_>) -> Result<Output, ProtectError> {
         // The watermark adds the same offset to every channel: the gray
         // levels carry it whole.
         let luma = DynamicImage::ImageRgb8(rgb).to_luma8();
-        if has_alpha && format != ImageFormat::Jpeg {
+        if let (true, true, Some(img)) = (has_alpha, format != ImageFormat::Jpeg, &img) {
             let alpha = img.to_luma_alpha8();
             let mut la = image::GrayAlphaImage::new(width, height);
             for (x, y, p) in la.enumerate_pixels_mut() {
@@ -304,7 +484,7 @@ pub fn protect(job: &Job<'_>) -> Result<Output, ProtectError> {
         } else {
             DynamicImage::ImageLuma8(luma)
         }
-    } else if has_alpha && format != ImageFormat::Jpeg {
+    } else if let (true, true, Some(img)) = (has_alpha, format != ImageFormat::Jpeg, &img) {
         // Keep the original alpha channel.
         let alpha = img.to_rgba8();
         let mut rgba = image::RgbaImage::new(width, height);
@@ -324,7 +504,10 @@ pub fn protect(job: &Job<'_>) -> Result<Output, ProtectError> {
             .min(100),
         _ => job.jpeg_quality,
     };
-    let encoded = encode(&out_img, format, quality)?;
+    let sampling = (format == ImageFormat::Jpeg)
+        .then(|| jpeg_sampling(job.data))
+        .flatten();
+    let encoded = encode_sampled(&out_img, format, quality, sampling)?;
     let bytes = xmp::insert(&encoded, job.data_mining).unwrap_or(encoded);
     Ok(Output {
         bytes,
@@ -461,6 +644,109 @@ mod tests {
             d.valid && d.payload == 7,
             "watermark lost in grayscale: {d:?}"
         );
+    }
+
+    #[test]
+    fn jpeg_previews_decode_scaled_and_keep_the_sources_subsampling() {
+        let img = DynamicImage::ImageRgb8(noisy(2000, 1500));
+        for sampling in [(2u8, 2u8), (1, 1)] {
+            let src = encode_sampled(&img, ImageFormat::Jpeg, 90, Some(sampling)).unwrap();
+            assert_eq!(jpeg_sampling(&src), Some(sampling));
+            // Full size: the source's subsampling is kept.
+            let full = protect(&job(&src)).unwrap();
+            assert_eq!(jpeg_sampling(&full.bytes), Some(sampling));
+            // Preview: decoded at 1/2 (1000×750), resized to 512×384.
+            let mut j = job(&src);
+            j.transform = Transform::preview(512);
+            let out = protect(&j).unwrap();
+            assert_eq!((out.width, out.height), (512, 384));
+            assert_eq!(jpeg_sampling(&out.bytes), Some(sampling));
+            let back = image::load_from_memory(&out.bytes).unwrap();
+            assert_eq!((back.width(), back.height()), (512, 384));
+            // The same picture as a full decode then resize, and marked.
+            let (full_img, _) = decode(&src, &Limits::default()).unwrap();
+            let reference = degrade(&full_img, 512);
+            let p = psnr(&reference.to_rgb8(), &back.to_rgb8());
+            assert!(p > 30.0, "scaled decode differs: {p:.1} dB");
+            let d = watermark::detect(&back, &reference, 11, watermark::DEFAULT_STRENGTH);
+            assert!(d.valid && d.payload == 7, "{d:?}");
+        }
+        // Smaller than the preview: decoded whole, size kept.
+        let small = encode(
+            &DynamicImage::ImageRgb8(noisy(300, 200)),
+            ImageFormat::Jpeg,
+            90,
+        )
+        .unwrap();
+        let mut j = job(&small);
+        j.transform = Transform::preview(512);
+        let out = protect(&j).unwrap();
+        assert_eq!((out.width, out.height), (300, 200));
+        // Grayscale has no chroma subsampling to keep.
+        let gray = encode(
+            &DynamicImage::ImageLuma8(img.to_luma8()),
+            ImageFormat::Jpeg,
+            90,
+        )
+        .unwrap();
+        assert_eq!(jpeg_sampling(&gray), None);
+        let mut j = job(&gray);
+        j.transform = Transform::preview(512);
+        let out = protect(&j).unwrap();
+        assert_eq!(
+            image::load_from_memory(&out.bytes).unwrap().color(),
+            image::ColorType::L8
+        );
+        // Headers that lie never panic the readers.
+        for bad in [
+            &[0xFF, 0xD8, 0xFF, 0xC0, 0x00, 0x02][..],
+            &[0xFF, 0xD8, 0xFF, 0xC0, 0xFF, 0xFF, 0x08],
+        ] {
+            assert_eq!(jpeg_sampling(bad), None);
+            assert_eq!(jpeg_quality(bad), None);
+        }
+    }
+
+    mod fuzz {
+        use super::*;
+        use proptest::prelude::*;
+
+        fn source() -> &'static Vec<u8> {
+            static S: std::sync::OnceLock<Vec<u8>> = std::sync::OnceLock::new();
+            S.get_or_init(|| {
+                encode_sampled(
+                    &DynamicImage::ImageRgb8(noisy(700, 500)),
+                    ImageFormat::Jpeg,
+                    85,
+                    Some((2, 2)),
+                )
+                .unwrap()
+            })
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(64))]
+
+            /// Mutated JPEGs through the scaled preview path and the
+            /// header readers: an error or an image, never a panic.
+            #[test]
+            fn mutated_jpeg_previews_never_panic(
+                muts in proptest::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 1..8),
+                cut in any::<prop::sample::Index>(),
+            ) {
+                let mut data = source().clone();
+                for (i, b) in muts {
+                    let at = i.index(data.len());
+                    data[at] = b;
+                }
+                data.truncate(cut.index(data.len()).max(4));
+                let _ = jpeg_sampling(&data);
+                let _ = jpeg_quality(&data);
+                let mut j = job(&data);
+                j.transform = Transform::preview(128);
+                let _ = protect(&j);
+            }
+        }
     }
 
     #[test]
