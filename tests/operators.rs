@@ -264,14 +264,7 @@ async fn the_ledger_records_what_ai_crawlers_were_served_and_detects_tampering()
     assert!(fx.metric("fixative_evidence_records_total") >= 3.0);
 
     // The dashboard's API has seen the same: GPTBot violating robots.txt.
-    let api: serde_json::Value = client()
-        .get(fx.admin_url("/api/v1/dashboard"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let api = dashboard(&client(), &fx, "").await;
     assert_eq!(api["crawlers"][0]["name"], "GPTBot", "{api}");
     let v = &api["robots_violators"][0];
     assert_eq!(v["crawler"], "GPTBot", "{api}");
@@ -340,6 +333,27 @@ fn fixative_files(dir: &Path) -> Vec<std::path::PathBuf> {
     v
 }
 
+/// `POST /-/reload`'s status.
+async fn reload(c: &reqwest::Client, fx: &Fixative) -> u16 {
+    c.post(fx.admin_url("/-/reload"))
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .as_u16()
+}
+
+/// `GET /api/v1/dashboard{query}`.
+async fn dashboard(c: &reqwest::Client, fx: &Fixative, query: &str) -> serde_json::Value {
+    c.get(fx.admin_url(&format!("/api/v1/dashboard{query}")))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_dashboard_api_page_and_reload_state() {
     let origin = Origin::start("a").await;
@@ -387,14 +401,7 @@ async fn the_dashboard_api_page_and_reload_state() {
     );
     let until = Instant::now() + Duration::from_secs(5);
     let api = loop {
-        let api: serde_json::Value = c
-            .get(fx.admin_url("/api/v1/dashboard?step=60&top=5"))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let api = dashboard(&c, &fx, "?step=60&top=5").await;
         if api["totals"]["block"] == 3 || Instant::now() > until {
             break api;
         }
@@ -420,42 +427,14 @@ async fn the_dashboard_api_page_and_reload_state() {
     assert_eq!(api["state"]["backend"], "memory");
     assert!(api["protector"]["cache_capacity_bytes"].as_u64() > Some(0));
     // A reload moves the generation and is reported, as is a rejected one.
-    assert_eq!(
-        c.post(fx.admin_url("/-/reload"))
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        200
-    );
-    let api: serde_json::Value = c
-        .get(fx.admin_url("/api/v1/dashboard"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    assert_eq!(reload(&c, &fx).await, 200);
+    let api = dashboard(&c, &fx, "").await;
     assert_eq!(api["config"]["generation"], 2);
     assert_eq!(api["config"]["last_reload"]["ok"], true);
     let good = std::fs::read_to_string(&fx.config_path).unwrap();
     std::fs::write(&fx.config_path, format!("{good}\n[server.bogus]\n")).unwrap();
-    assert_eq!(
-        c.post(fx.admin_url("/-/reload"))
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        422
-    );
-    let api: serde_json::Value = c
-        .get(fx.admin_url("/api/v1/dashboard"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    assert_eq!(reload(&c, &fx).await, 422);
+    let api = dashboard(&c, &fx, "").await;
     assert_eq!(api["config"]["generation"], 2);
     assert_eq!(api["config"]["last_reload"]["ok"], false);
     assert!(

@@ -126,39 +126,41 @@ pub fn api(shared: &Shared, query: &str) -> serde_json::Value {
 pub fn evidence_metrics(shared: &Shared, out: &mut Vec<u8>) {
     let Some(l) = &shared.evidence else { return };
     let s = l.stats();
-    let mut line = |name: &str, kind: &str, help: &str, v: u64| {
+    let load = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
+    for (name, kind, help, v) in [
+        (
+            "fixative_evidence_records_total",
+            "counter",
+            "Visits written to the evidence ledger.",
+            load(&s.records),
+        ),
+        (
+            "fixative_evidence_dropped_total",
+            "counter",
+            "Visits not recorded because the ledger's queue was full (gap lines note them).",
+            load(&s.dropped),
+        ),
+        (
+            "fixative_evidence_seals_total",
+            "counter",
+            "Signed seals written.",
+            load(&s.seals),
+        ),
+        (
+            "fixative_evidence_write_errors_total",
+            "counter",
+            "Failed ledger writes.",
+            load(&s.write_errors),
+        ),
+        (
+            "fixative_evidence_bytes",
+            "gauge",
+            "Bytes of the ledger's files on disk (bounded by evidence.max_total_bytes).",
+            load(&s.bytes),
+        ),
+    ] {
         out.extend_from_slice(
             format!("# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}\n").as_bytes(),
         );
-    };
-    line(
-        "fixative_evidence_records_total",
-        "counter",
-        "Visits written to the evidence ledger.",
-        s.records.load(Ordering::Relaxed),
-    );
-    line(
-        "fixative_evidence_dropped_total",
-        "counter",
-        "Visits not recorded because the ledger's queue was full (gap lines note them).",
-        s.dropped.load(Ordering::Relaxed),
-    );
-    line(
-        "fixative_evidence_seals_total",
-        "counter",
-        "Signed seals written.",
-        s.seals.load(Ordering::Relaxed),
-    );
-    line(
-        "fixative_evidence_write_errors_total",
-        "counter",
-        "Failed ledger writes.",
-        s.write_errors.load(Ordering::Relaxed),
-    );
-    line(
-        "fixative_evidence_bytes",
-        "gauge",
-        "Bytes of the ledger's files on disk (bounded by evidence.max_total_bytes).",
-        s.bytes.load(Ordering::Relaxed),
-    );
+    }
 }
