@@ -145,6 +145,22 @@ async fn the_dashboard_shows_live_traffic_in_chromium() {
         "limiter keys",
     )
     .await;
+    wait_true(
+        &page,
+        "document.querySelector('#chart polyline').getAttribute('data-points') === '360'",
+        "an hour in 10 s buckets",
+    )
+    .await;
+    // The ten-minute window, in one-second buckets.
+    page.evaluate("document.getElementById('window-600').click()")
+        .await
+        .unwrap();
+    wait_true(
+        &page,
+        "document.querySelector('#chart polyline').getAttribute('data-points') === '600' && document.getElementById('axis-start').textContent === '−10 min' && document.getElementById('window-600').getAttribute('aria-pressed') === 'true'",
+        "ten minutes in 1 s buckets",
+    )
+    .await;
     page.save_screenshot(
         ScreenshotParams::builder().full_page(true).build(),
         artifact("dashboard.png"),

@@ -411,6 +411,7 @@ async fn the_dashboard_api_page_and_reload_state() {
     // The person: within the default `limit-everyone` quota.
     assert_eq!(api["totals"]["limit"], 1, "{api}");
     assert_eq!(api["series"]["step_seconds"], 60);
+    assert_eq!(api["series"]["window_seconds"], 3600);
     let block = api["series"]["requests_per_second"]["block"]
         .as_array()
         .unwrap();

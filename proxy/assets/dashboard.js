@@ -7,6 +7,9 @@
   const SVG = "http://www.w3.org/2000/svg";
   const params = new URLSearchParams(location.search);
   const every = Math.max(500, Number(params.get("refresh") || 2000));
+  // The chart's window: the last hour in 10 s buckets, or the last ten
+  // minutes in 1 s buckets.
+  let windowSeconds = params.get("window") === "600" ? 600 : 3600;
   const $ = (id) => document.getElementById(id);
   const fmt = (n) => (n >= 100 ? Math.round(n) : Math.round(n * 10) / 10).toLocaleString();
   const ago = (t, now) => {
@@ -56,9 +59,12 @@
     const svg = $("chart");
     svg.replaceChildren();
     const W = 720, H = 220, top = 14;
-    const rps = series.requests_per_second;
+    // Only the points of the chosen window (the newest are last).
+    const keep = Math.round(windowSeconds / series.step_seconds);
+    const rps = {};
+    for (const a of ACTIONS) rps[a] = (series.requests_per_second[a] || []).slice(-keep);
     let max = 0;
-    for (const a of ACTIONS) for (const v of rps[a] || []) max = Math.max(max, v);
+    for (const a of ACTIONS) for (const v of rps[a]) max = Math.max(max, v);
     const scale = max > 0 ? max * 1.1 : 1;
     for (const f of [0.25, 0.5, 0.75]) {
       const y = top + (H - top) * (1 - f);
@@ -79,6 +85,7 @@
       const line = document.createElementNS(SVG, "polyline");
       line.setAttribute("data-action", a);
       line.setAttribute("data-last", String(pts[n - 1] || 0));
+      line.setAttribute("data-points", String(n));
       line.style.stroke = "var(--" + a + ")";
       line.setAttribute("points", pts.map((v, i) =>
         ((i * W) / Math.max(1, n - 1)).toFixed(1) + "," + (top + (H - top) * (1 - v / scale)).toFixed(1)).join(" "));
@@ -136,19 +143,39 @@
     st.className = "status live";
   }
 
+  function setWindow(seconds) {
+    windowSeconds = seconds;
+    for (const w of [3600, 600]) {
+      $("window-" + w).setAttribute("aria-pressed", String(w === seconds));
+    }
+    $("window-label").textContent = seconds === 600 ? "10 minutes" : "hour";
+    $("axis-start").textContent = seconds === 600 ? "−10 min" : "−60 min";
+    $("axis-mid").textContent = seconds === 600 ? "−5 min" : "−30 min";
+    if (last) render(last);
+  }
+
+  let last = null;
+  let timer = null;
   async function tick() {
+    clearTimeout(timer);
     try {
-      const r = await fetch("/api/v1/dashboard", { cache: "no-store" });
+      const step = windowSeconds === 600 ? 1 : 10;
+      const r = await fetch("/api/v1/dashboard?step=" + step + "&window=" + windowSeconds, { cache: "no-store" });
       if (!r.ok) throw new Error("HTTP " + r.status);
-      render(await r.json());
+      last = await r.json();
+      render(last);
     } catch (e) {
       const st = $("status");
       st.textContent = "offline (" + e.message + "), retrying";
       st.className = "status down";
     }
-    setTimeout(tick, every);
+    timer = setTimeout(tick, every);
   }
 
   legend();
+  for (const w of [3600, 600]) {
+    $("window-" + w).addEventListener("click", () => { setWindow(w); tick(); });
+  }
+  setWindow(windowSeconds);
   tick();
 })();

@@ -408,10 +408,23 @@ impl Activity {
     /// `now`, per action (requests per second), totals, top crawlers,
     /// categories and violators.
     pub fn snapshot(&self, now: u64, step: u64, top: usize) -> serde_json::Value {
+        self.snapshot_window(now, step, top, HISTORY)
+    }
+
+    /// [`Activity::snapshot`] with the series covering only the last
+    /// `window` seconds (at least one step, at most the hour).
+    pub fn snapshot_window(
+        &self,
+        now: u64,
+        step: u64,
+        top: usize,
+        window: u64,
+    ) -> serde_json::Value {
         let step = step.clamp(1, HISTORY);
-        let points = (HISTORY / step) as usize;
+        let window = window.clamp(step, HISTORY);
+        let points = (window / step) as usize;
         let mut series: Vec<Vec<f64>> = vec![vec![0.0; points]; ACTIONS.len()];
-        for age in 0..HISTORY {
+        for age in 0..(points as u64 * step) {
             let Some(sec) = now.checked_sub(age) else {
                 break;
             };
@@ -497,6 +510,7 @@ impl Activity {
             "since": self.started,
             "series": {
                 "step_seconds": step,
+                "window_seconds": points as u64 * step,
                 "points": points,
                 "end": now,
                 "requests_per_second": by_action,
@@ -559,6 +573,14 @@ mod tests {
         assert_eq!(s["last_minute"]["cloak"], 1);
         // Totals stay.
         assert_eq!(s["totals"]["allow"], 20);
+        // The last ten minutes in seconds.
+        let s = a.snapshot_window(t + HISTORY, 1, 10, 600);
+        let cloak = s["series"]["requests_per_second"]["cloak"]
+            .as_array()
+            .unwrap();
+        assert_eq!(cloak.len(), 600);
+        assert_eq!(cloak[599], 1.0);
+        assert_eq!(s["series"]["window_seconds"], 600);
     }
 
     #[test]

@@ -21,25 +21,32 @@ pub const CSS: &str = include_str!("../assets/dashboard.css");
 /// The page's Content-Security-Policy.
 pub const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; img-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
 
-/// `?step=10&top=10`: bucket width in seconds (1 to 3600) and table rows.
-fn params(query: &str) -> (u64, usize) {
+/// `?step=10&top=10&window=3600`: bucket width in seconds (1 to 3600),
+/// table rows, and the seconds the series covers (up to the hour).
+fn params(query: &str) -> (u64, usize, u64) {
     let mut step = 10;
     let mut top = 10;
+    let mut window = crate::activity::HISTORY;
     for (k, v) in query.split('&').filter_map(|kv| kv.split_once('=')) {
         match k {
             "step" => step = v.parse().unwrap_or(step),
             "top" => top = v.parse().unwrap_or(top),
+            "window" => window = v.parse().unwrap_or(window),
             _ => {}
         }
     }
-    (step.clamp(1, crate::activity::HISTORY), top.clamp(1, 100))
+    (
+        step.clamp(1, crate::activity::HISTORY),
+        top.clamp(1, 100),
+        window,
+    )
 }
 
 /// The API's answer.
 pub fn api(shared: &Shared, query: &str) -> serde_json::Value {
-    let (step, top) = params(query);
+    let (step, top, window) = params(query);
     let now = crate::challenge::unix_now();
-    let mut v = shared.activity.snapshot(now, step, top);
+    let mut v = shared.activity.snapshot_window(now, step, top, window);
     let rt = shared.runtime.load_full();
     let m = &shared.metrics;
     let p = &rt.config.protector;
