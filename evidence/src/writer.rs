@@ -286,8 +286,12 @@ impl State {
 
     /// Seals and moves to a new file when this one is full or from
     /// another day; then keeps the ledger within its disk budget.
-    fn rotate_if_due(&mut self, cfg: &LedgerConfig, stats: &Stats) -> std::io::Result<()> {
-        let day = today();
+    fn rotate_if_due(
+        &mut self,
+        cfg: &LedgerConfig,
+        stats: &Stats,
+        day: String,
+    ) -> std::io::Result<()> {
         if self.size < cfg.max_file_bytes && day == self.day {
             return Ok(());
         }
@@ -377,7 +381,7 @@ fn run(cfg: LedgerConfig, mut st: State, rx: Receiver<Visit>, stats: Arc<Stats>)
         }
         let result = (|| -> std::io::Result<()> {
             for v in batch {
-                st.rotate_if_due(&cfg, &stats)?;
+                st.rotate_if_due(&cfg, &stats, today())?;
                 let gap = stats.gap.swap(0, Ordering::Relaxed);
                 if gap > 0
                     && let Err(e) = st.append(Body::Gap { dropped: gap })
@@ -438,6 +442,53 @@ fn tracing_like(msg: &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_new_utc_day_starts_a_new_sealed_file() {
+        let d = tempfile::tempdir().unwrap();
+        let (pem, _, _) = crate::generate_key().unwrap();
+        let cfg = LedgerConfig {
+            dir: d.path().to_path_buf(),
+            key: crate::private_key_from_pem(&pem).unwrap(),
+            seal_every: 1000,
+            seal_interval: Duration::from_secs(60),
+            max_file_bytes: 1 << 30,
+            max_total_bytes: 1 << 40,
+            queue: 10,
+            node: "t".into(),
+        };
+        let stats = Stats::default();
+        let mut st = State::open(&cfg).unwrap();
+        st.append(Body::Gap { dropped: 1 }).unwrap();
+        let first = st.path.clone();
+        // The same day: no rotation.
+        st.rotate_if_due(&cfg, &stats, st.day.clone()).unwrap();
+        assert_eq!(st.path, first);
+        // Midnight UTC: the open file is sealed and the next one is named
+        // by the new day, its sequence number one higher.
+        st.rotate_if_due(&cfg, &stats, "29991231".into()).unwrap();
+        assert_ne!(st.path, first);
+        assert!(
+            st.path
+                .to_string_lossy()
+                .ends_with("evidence-29991231-000002.jsonl"),
+            "{}",
+            st.path.display()
+        );
+        st.append(Body::Gap { dropped: 2 }).unwrap();
+        st.seal(&cfg.key).unwrap();
+        st.file.flush().unwrap();
+        let last_of_first = std::fs::read_to_string(&first).unwrap();
+        assert!(
+            last_of_first
+                .lines()
+                .last()
+                .unwrap()
+                .contains("\"kind\":\"seal\"")
+        );
+        let r = crate::verify(d.path(), Some(&cfg.key.verifying_key())).unwrap();
+        assert!(r.ok() && r.files == 2 && r.seals == 2, "{r}");
+    }
 
     #[test]
     fn last_line_reads_the_tail_and_the_unfinished_rest() {
