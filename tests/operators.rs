@@ -637,3 +637,47 @@ async fn ip_range_lists_update_atomically_and_the_proxy_picks_them_up() {
         "{spoofed:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_graceful_stop_seals_the_ledger() {
+    let origin = Origin::start("a").await;
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("evidence.key");
+    assert_eq!(cli(&["evidence", "keygen", p(&key)]).0, 0);
+    let ledger = dir.path().join("evidence");
+    // Seals by time would come only after an hour: the stop must seal.
+    let mut fx = Fixative::start_in(
+        dir,
+        "",
+        &format!(
+            "{}\n[evidence]\ndir = \"evidence\"\nsigning_key_file = \"evidence.key\"\nseal_interval = \"1h\"\n",
+            site("a", &["a.test"], &[origin.addr], "default = true")
+        ),
+    );
+    assert_eq!(
+        get(&fx, "/pages/1", GPTBOT, "text/html").await.status(),
+        403
+    );
+    assert_eq!(
+        fx.metric_eventually("fixative_evidence_records_total", 1.0),
+        1.0
+    );
+    fx.signal(libc::SIGTERM);
+    let until = Instant::now() + Duration::from_secs(15);
+    while fx.child.try_wait().unwrap().is_none() {
+        assert!(Instant::now() < until, "no exit after SIGTERM");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let (code, out, _) = cli(&["evidence", "verify", p(&ledger), "--json"]);
+    assert_eq!(code, 0, "{out}");
+    let r: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(
+        (
+            r["visits"].as_u64(),
+            r["seals"].as_u64(),
+            r["unsealed"].as_u64()
+        ),
+        (Some(1), Some(1), Some(0)),
+        "{r}"
+    );
+}
