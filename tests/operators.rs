@@ -470,6 +470,19 @@ async fn list_server(
     addr
 }
 
+/// `fixative ip-ranges update RANGES --config CONFIG --only gptbot.json`.
+fn update(ranges: &Path, config: &Path) -> (i32, String, String) {
+    cli(&[
+        "ip-ranges",
+        "update",
+        p(ranges),
+        "--config",
+        p(config),
+        "--only",
+        "gptbot.json",
+    ])
+}
+
 /// The reasons of GPTBot's `n`th request (from 1), once logged.
 fn gptbot_reasons(fx: &Fixative, n: usize) -> Vec<String> {
     let until = Instant::now() + Duration::from_secs(5);
@@ -532,15 +545,7 @@ async fn ip_range_lists_update_atomically_and_the_proxy_picks_them_up() {
         "{before:?}"
     );
 
-    let (code, out, err) = cli(&[
-        "ip-ranges",
-        "update",
-        p(&ranges),
-        "--config",
-        p(&config),
-        "--only",
-        "gptbot.json",
-    ]);
+    let (code, out, err) = update(&ranges, &config);
     assert_eq!(code, 0, "{out}{err}");
     assert!(
         out.contains("gptbot.json: 2 prefixes, created 2026-11-29T10:00:00Z"),
@@ -577,30 +582,14 @@ async fn ip_range_lists_update_atomically_and_the_proxy_picks_them_up() {
     // A broken list or an error page leaves the good copy in place.
     let good = std::fs::read(ranges.join("gptbot.json")).unwrap();
     *body.lock().unwrap() = (200, "<html>maintenance</html>".into());
-    let (code, _, err) = cli(&[
-        "ip-ranges",
-        "update",
-        p(&ranges),
-        "--config",
-        p(&config),
-        "--only",
-        "gptbot.json",
-    ]);
+    let (code, _, err) = update(&ranges, &config);
     assert_eq!(code, 1);
     assert!(
         err.contains("not an IP-range list") && err.contains("kept the previous copy"),
         "{err}"
     );
     *body.lock().unwrap() = (503, String::new());
-    let (code, _, err) = cli(&[
-        "ip-ranges",
-        "update",
-        p(&ranges),
-        "--config",
-        p(&config),
-        "--only",
-        "gptbot.json",
-    ]);
+    let (code, _, err) = update(&ranges, &config);
     assert_eq!(code, 1);
     assert!(err.contains("HTTP 503"), "{err}");
     assert_eq!(std::fs::read(ranges.join("gptbot.json")).unwrap(), good);
@@ -611,15 +600,7 @@ async fn ip_range_lists_update_atomically_and_the_proxy_picks_them_up() {
         200,
         r#"{"prefixes": [{"ipv4Prefix": "192.0.2.0/24"}]}"#.into(),
     );
-    let (code, _, err) = cli(&[
-        "ip-ranges",
-        "update",
-        p(&ranges),
-        "--config",
-        p(&config),
-        "--only",
-        "gptbot.json",
-    ]);
+    let (code, _, err) = update(&ranges, &config);
     assert_eq!(code, 0, "{err}");
     let until = Instant::now() + Duration::from_secs(10);
     let mut n = 2;
