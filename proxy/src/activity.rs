@@ -91,8 +91,31 @@ pub struct CrawlerCount {
 
 /// The robots.txt each site served last, and rule sets parsed from it.
 struct RobotsRules {
-    texts: HashMap<Arc<str>, Arc<str>>,
+    /// Per site: the robots.txt judged by, and the user-agent tokens it
+    /// names (lower case).
+    texts: HashMap<Arc<str>, (Arc<str>, Arc<Named>)>,
+    /// Parsed rules per site and token the file names (or `*`): bounded
+    /// by what the file names, whatever user agents clients send.
     parsed: LruCache<(Arc<str>, String), Arc<Judged>>,
+}
+
+/// User-agent tokens a robots.txt names, lower case.
+type Named = std::collections::HashSet<String>;
+
+/// The user-agent tokens a robots.txt names, lower case.
+fn named_agents(text: &str) -> Named {
+    text.lines()
+        .filter_map(|l| {
+            let (k, v) = l.trim().split_once(':')?;
+            k.trim().eq_ignore_ascii_case("user-agent").then(|| {
+                v.split('#')
+                    .next()
+                    .unwrap_or("")
+                    .trim()
+                    .to_ascii_lowercase()
+            })
+        })
+        .collect()
 }
 
 /// robots.txt as it applies to one agent: its rules, and the group's
@@ -283,9 +306,12 @@ impl Activity {
     pub fn robots_served(&self, site: &str, client: IpAddr, text: &str, now: u64) {
         let site: Arc<str> = Arc::from(site);
         if let Ok(mut r) = self.rules.lock() {
-            let changed = r.texts.get(&site).is_none_or(|t| **t != *text);
+            let changed = r.texts.get(&site).is_none_or(|(t, _)| **t != *text);
             if changed {
-                r.texts.insert(site.clone(), Arc::from(text));
+                r.texts.insert(
+                    site.clone(),
+                    (Arc::from(text), Arc::new(named_agents(text))),
+                );
                 r.parsed.clear();
             }
         }
@@ -318,42 +344,43 @@ impl Activity {
     pub fn judge(&self, site: &str, agents: &[&str], fallback: &str) -> Option<Arc<Judged>> {
         let mut r = self.rules.lock().ok()?;
         let site: Arc<str> = Arc::from(site);
-        let key = (site, agents.join("\n"));
+        let (text, named) = r
+            .texts
+            .entry(site.clone())
+            .or_insert_with(|| (Arc::from(fallback), Arc::new(named_agents(fallback))))
+            .clone();
+        // The first of the client's tokens the file names decides; else
+        // the `*` group. Only tokens the file names become cache keys, so
+        // clients cannot make the proxy parse robots.txt for each new
+        // user agent they invent.
+        let agent = agents
+            .iter()
+            .map(|a| a.to_ascii_lowercase())
+            .find(|a| named.contains(a))
+            .unwrap_or_else(|| "*".to_string());
+        let key = (site, agent);
         if let Some(j) = r.parsed.get(&key) {
             return Some(j.clone());
         }
-        let text = r
-            .texts
-            .get(&key.0)
-            .cloned()
-            .unwrap_or_else(|| Arc::from(fallback));
-        // The first token the file names decides; else the `*` group.
-        let named: Vec<String> = text
-            .lines()
-            .filter_map(|l| {
-                let (k, v) = l.trim().split_once(':')?;
-                k.trim().eq_ignore_ascii_case("user-agent").then(|| {
-                    v.split('#')
-                        .next()
-                        .unwrap_or("")
-                        .trim()
-                        .to_ascii_lowercase()
-                })
-            })
-            .collect();
-        let agent = agents
+        let shown = agents
             .iter()
-            .find(|a| named.contains(&a.to_ascii_lowercase()))
+            .find(|a| a.eq_ignore_ascii_case(&key.1))
             .copied()
             .unwrap_or("*");
-        let robot = texting_robots::Robot::new(agent, text.as_bytes()).ok()?;
+        let robot = texting_robots::Robot::new(shown, text.as_bytes()).ok()?;
         let j = Arc::new(Judged {
             robot,
-            agent: agent.to_string(),
-            group: group_lines(&text, agent),
+            agent: shown.to_string(),
+            group: group_lines(&text, shown),
         });
         r.parsed.put(key, j.clone());
         Some(j)
+    }
+
+    /// Parsed rule sets held now (for the bound's test).
+    #[cfg(test)]
+    fn parsed_len(&self) -> usize {
+        self.rules.lock().map(|r| r.parsed.len()).unwrap_or(0)
     }
 
     /// A request from a client that fetched robots.txt: counted as a
@@ -660,6 +687,21 @@ mod tests {
         assert_eq!(j.group, ["User-agent: GPTBot", "Disallow: /"]);
         let long = format!("User-agent: x\n{}", "Disallow: /a\n".repeat(100));
         assert_eq!(group_lines(&long, "x").len(), MAX_GROUP_LINES);
+    }
+
+    #[test]
+    fn invented_user_agents_do_not_grow_the_parsed_rules() {
+        let a = Activity::new();
+        let robots = "User-agent: GPTBot\nDisallow: /\n\nUser-agent: *\nDisallow: /private/\n";
+        a.robots_served("s", "192.0.2.1".parse().unwrap(), robots, 1);
+        for i in 0..1000 {
+            let token = format!("Bot{i}");
+            assert!(a.disallowed("s", &[&token], "/private/x", ""));
+            assert!(!a.disallowed("s", &[&token], "/art", ""));
+        }
+        assert!(a.disallowed("s", &["gptbot"], "/art", ""));
+        // `*` and GPTBot: two rule sets, whatever was sent.
+        assert_eq!(a.parsed_len(), 2);
     }
 
     #[test]
