@@ -704,6 +704,35 @@ mod tests {
         assert_eq!(a.parsed_len(), 2);
     }
 
+    mod fuzz {
+        use super::*;
+        use proptest::prelude::*;
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(128))]
+
+            /// Whatever an origin serves as robots.txt and whatever a
+            /// client sends, judging a request never panics.
+            #[test]
+            fn hostile_robots_and_agents_never_panic(
+                text in prop::collection::vec(any::<u8>(), 0..2048),
+                lines in prop::collection::vec("(User-agent|Disallow|Allow|Sitemap|Crawl-delay|#)?: ?[ -~]{0,20}", 0..20),
+                agent in "[ -~]{0,16}",
+                path in "[ -~]{0,32}",
+            ) {
+                let a = Activity::new();
+                let ip: IpAddr = "192.0.2.1".parse().unwrap();
+                for robots in [String::from_utf8_lossy(&text).into_owned(), lines.join("\n")] {
+                    a.robots_served("s", ip, &robots, 1);
+                    let _ = a.disallowed("s", &[&agent], &path, "");
+                    let _ = a.check_violation("s", ip, &agent, None, &[&agent], &path, 2);
+                    let _ = a.judge("s", &[&agent, "*"], "");
+                    let _ = group_lines(&robots, &agent);
+                }
+            }
+        }
+    }
+
     #[test]
     fn robots_fetchers_and_violators_are_bounded() {
         let a = Activity::new();
