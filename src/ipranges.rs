@@ -98,12 +98,8 @@ fn fetch_one(
     let text = String::from_utf8(body).map_err(|_| format!("{url}: not UTF-8"))?;
     let nets = fixative_rules::netset::parse_ranges(&text)
         .map_err(|e| format!("{url}: not an IP-range list: {e}"))?;
-    let date = fixative_rules::netset::creation_time(&text).and_then(|t| {
-        time::OffsetDateTime::from_unix_timestamp(t)
-            .ok()?
-            .format(&time::format_description::well_known::Rfc3339)
-            .ok()
-    });
+    let date =
+        fixative_rules::netset::creation_time(&text).and_then(fixative_evidence::unix_rfc3339);
     let tmp = dir.join(format!(".{file}.{}.tmp", std::process::id()));
     let result = (|| -> std::io::Result<()> {
         let mut f = std::fs::File::create(&tmp)?;

@@ -152,6 +152,13 @@ pub fn now_rfc3339() -> String {
     rfc3339(time::OffsetDateTime::now_utc())
 }
 
+/// Unix seconds as RFC 3339 (UTC); `None` out of range.
+pub fn unix_rfc3339(secs: i64) -> Option<String> {
+    time::OffsetDateTime::from_unix_timestamp(secs)
+        .ok()
+        .map(rfc3339)
+}
+
 fn rfc3339(t: time::OffsetDateTime) -> String {
     let t = t
         .replace_nanosecond(t.millisecond() as u32 * 1_000_000)

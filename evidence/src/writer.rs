@@ -379,6 +379,8 @@ fn run(cfg: LedgerConfig, mut st: State, rx: Receiver<Visit>, stats: Arc<Stats>)
                 Err(_) => break,
             }
         }
+        let queued = batch.len() as u64;
+        let mut written = 0u64;
         let result = (|| -> std::io::Result<()> {
             for v in batch {
                 st.rotate_if_due(&cfg, &stats, today())?;
@@ -390,6 +392,7 @@ fn run(cfg: LedgerConfig, mut st: State, rx: Receiver<Visit>, stats: Arc<Stats>)
                     return Err(e);
                 }
                 st.append(Body::Visit(Box::new(v)))?;
+                written += 1;
                 stats.records.fetch_add(1, Ordering::Relaxed);
                 if st.since_seal >= cfg.seal_every {
                     st.seal(&cfg.key)?;
@@ -409,20 +412,22 @@ fn run(cfg: LedgerConfig, mut st: State, rx: Receiver<Visit>, stats: Arc<Stats>)
         match result {
             Ok(()) => {
                 if failing {
-                    tracing_like(&format!(
-                        "evidence ledger writes again to {}",
-                        st.path.display()
-                    ));
+                    tracing::info!("evidence ledger writes again to {}", st.path.display());
                     failing = false;
                 }
             }
             Err(e) => {
                 stats.write_errors.fetch_add(1, Ordering::Relaxed);
+                // The batch's unwritten visits are dropped: counted, and
+                // noted by the next gap line.
+                let lost = queued.saturating_sub(written);
+                stats.dropped.fetch_add(lost, Ordering::Relaxed);
+                stats.gap.fetch_add(lost, Ordering::Relaxed);
                 if !failing {
-                    tracing_like(&format!(
+                    tracing::warn!(
                         "evidence ledger: cannot write {}: {e} (visits are counted as dropped until it can)",
                         st.path.display()
-                    ));
+                    );
                     failing = true;
                 }
             }
@@ -431,12 +436,6 @@ fn run(cfg: LedgerConfig, mut st: State, rx: Receiver<Visit>, stats: Arc<Stats>)
             return;
         }
     }
-}
-
-/// Write errors are logged once per incident (the proxy also exports the
-/// counters).
-fn tracing_like(msg: &str) {
-    tracing::warn!("{msg}");
 }
 
 #[cfg(test)]

@@ -357,9 +357,8 @@ fn fit(w: u32, h: u32, max_side: u32) -> (u32, u32) {
 /// Resizes with fast_image_resize; `None` for a pixel layout it is not
 /// given here (16-bit, float), which then takes the slower path.
 fn resize(img: &DynamicImage, tw: u32, th: u32) -> Option<DynamicImage> {
-    use fast_image_resize::{
-        FilterType as F, PixelType, ResizeAlg, ResizeOptions, Resizer, images::Image,
-    };
+    use fast_image_resize::images::{Image, ImageRef};
+    use fast_image_resize::{FilterType as F, PixelType, ResizeAlg, ResizeOptions, Resizer};
     let (pt, raw): (PixelType, &[u8]) = match img {
         DynamicImage::ImageRgb8(i) => (PixelType::U8x3, i.as_raw()),
         DynamicImage::ImageRgba8(i) => (PixelType::U8x4, i.as_raw()),
@@ -367,7 +366,8 @@ fn resize(img: &DynamicImage, tw: u32, th: u32) -> Option<DynamicImage> {
         DynamicImage::ImageLumaA8(i) => (PixelType::U8x2, i.as_raw()),
         _ => return None,
     };
-    let src = Image::from_vec_u8(img.width(), img.height(), raw.to_vec(), pt).ok()?;
+    // Borrowed: the source is read, never copied.
+    let src = ImageRef::new(img.width(), img.height(), raw, pt).ok()?;
     let mut dst = Image::new(tw, th, pt);
     let opts = ResizeOptions::new().resize_alg(ResizeAlg::Convolution(F::Bilinear));
     Resizer::new().resize(&src, &mut dst, &opts).ok()?;

@@ -128,6 +128,13 @@ pub struct Judged {
     pub group: Vec<String>,
 }
 
+impl Judged {
+    /// Whether these rules disallow `path`.
+    pub fn disallows(&self, path: &str) -> bool {
+        !self.robot.allowed(path)
+    }
+}
+
 /// Lines of a robots.txt group kept in an evidence record.
 pub const MAX_GROUP_LINES: usize = 32;
 
@@ -336,7 +343,7 @@ impl Activity {
     /// `fallback` is the text to judge by when the site has served none yet.
     pub fn disallowed(&self, site: &str, agents: &[&str], path: &str, fallback: &str) -> bool {
         self.judge(site, agents, fallback)
-            .is_some_and(|j| !j.robot.allowed(path))
+            .is_some_and(|j| j.disallows(path))
     }
 
     /// robots.txt of `site` as it applies to `agents` (see
@@ -399,6 +406,25 @@ impl Activity {
         let Some(fetched) = self.robots_fetched(site, client) else {
             return false;
         };
+        self.violation_after(
+            fetched, site, client, user_agent, crawler, agents, path, now,
+        )
+    }
+
+    /// [`Activity::check_violation`] for a client known to have fetched
+    /// robots.txt at `fetched`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn violation_after(
+        &self,
+        fetched: u64,
+        site: &str,
+        client: IpAddr,
+        user_agent: &str,
+        crawler: Option<&str>,
+        agents: &[&str],
+        path: &str,
+        now: u64,
+    ) -> bool {
         if path == "/robots.txt" || !self.disallowed(site, agents, path, "") {
             return false;
         }

@@ -81,7 +81,11 @@ impl BackgroundService for HealthChecks {
             }
             // `fixative ip-ranges update` replaced lists: load them.
             if let Some(dir) = rt.config.detection.ip_ranges_dir.clone() {
-                let state = dir_state(&dir);
+                // Directory reads off the reactor.
+                let d = dir.clone();
+                let state = tokio::task::spawn_blocking(move || dir_state(&d))
+                    .await
+                    .unwrap_or_default();
                 let changed = {
                     let mut seen = self.ranges_seen.lock().unwrap_or_else(|e| e.into_inner());
                     let changed = seen.as_ref().is_some_and(|s| *s != state);

@@ -47,6 +47,15 @@ pub enum FallbackReason {
 }
 
 impl FallbackReason {
+    /// Every reason.
+    pub const ALL: [FallbackReason; 5] = [
+        FallbackReason::QueueFull,
+        FallbackReason::TooLarge,
+        FallbackReason::Undecodable,
+        FallbackReason::Timeout,
+        FallbackReason::Origin,
+    ];
+
     /// Metrics label.
     pub fn as_str(self) -> &'static str {
         match self {

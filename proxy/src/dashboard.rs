@@ -50,16 +50,10 @@ pub fn api(shared: &Shared, query: &str) -> serde_json::Value {
     let rt = shared.runtime.load_full();
     let m = &shared.metrics;
     let p = &rt.config.protector;
-    let fallbacks: u64 = [
-        "queue_full",
-        "too_large",
-        "undecodable",
-        "timeout",
-        "origin",
-    ]
-    .iter()
-    .map(|r| m.protector_fallbacks.with_label_values(&[r]).get())
-    .sum();
+    let fallbacks: u64 = crate::cloak::FallbackReason::ALL
+        .iter()
+        .map(|r| m.protector_fallbacks.with_label_values(&[r.as_str()]).get())
+        .sum();
     let sizes = rt.engine.state_sizes();
     let reload = shared
         .last_reload

@@ -12,8 +12,6 @@
 //! whether the robots.txt the site serves disallows the path to this
 //! agent (and when this client fetched it from this node).
 
-use std::sync::Arc;
-
 use fixative_config::Evidence;
 use fixative_evidence::{Ledger, LedgerConfig, Reservation, Robots, Visit};
 use fixative_rules::{Action, Verdict};
@@ -104,32 +102,22 @@ pub fn agents<'a>(rt: &'a Runtime, crawler: Option<&str>, ua: &'a str) -> Vec<&'
     vec![token]
 }
 
-/// What the logging phase knows of a finished request.
+/// What the logging phase knows of a finished request: its access-log
+/// entry and what the ledger adds.
 pub struct Finished<'a> {
-    /// Request id.
-    pub request_id: &'a str,
-    /// The client.
-    pub client_ip: std::net::IpAddr,
-    /// Host.
-    pub host: &'a str,
-    /// Method.
-    pub method: &'a str,
-    /// Path and query.
-    pub path: &'a str,
-    /// Status sent.
-    pub status: u16,
-    /// Body bytes sent.
-    pub bytes: u64,
+    /// The request's access-log entry.
+    pub entry: &'a crate::access_log::Entry<'a>,
     /// User agent.
     pub user_agent: &'a str,
-    /// The verdict.
-    pub verdict: &'a Verdict,
     /// The response as written.
     pub response: Option<&'a pingora::http::ResponseHeader>,
     /// The XMP term written into the image, if it was.
     pub xmp: Option<&'a str>,
     /// The protected variant served and its watermark payload.
     pub variant: Option<(&'static str, Option<u64>)>,
+    /// When this client last fetched the site's robots.txt here (unix
+    /// seconds).
+    pub robots_fetched: Option<u64>,
 }
 
 /// Builds the visit.
@@ -156,36 +144,37 @@ pub fn visit(
                 .collect()
         })
         .unwrap_or_default();
-    let path_only = f.path.split('?').next().unwrap_or(f.path);
+    let e = f.entry;
+    let path_only = e.path.split('?').next().unwrap_or(e.path);
     let robots = site.directives.robots_txt.then(|| {
         let judged = activity.judge(&site.name, agents, &site.robots_groups);
         Robots {
-            disallowed: activity.disallowed(&site.name, agents, path_only, &site.robots_groups),
+            disallowed: judged.as_ref().is_some_and(|j| j.disallows(path_only)),
             agent: judged.as_ref().map(|j| j.agent.clone()).unwrap_or_default(),
             group: judged.map(|j| j.group.clone()).unwrap_or_default(),
-            fetched_at: activity
-                .robots_fetched(&site.name, f.client_ip)
-                .map(unix_rfc3339),
+            fetched_at: f
+                .robots_fetched
+                .and_then(|t| fixative_evidence::unix_rfc3339(t as i64)),
         }
     });
-    let bucket = crate::cloak::client_bucket(f.client_ip);
+    let bucket = crate::cloak::client_bucket(e.client_ip);
     let network = if bucket.contains(':') {
         format!("{bucket}/64")
     } else {
         format!("{bucket}/24")
     };
-    let net = rt.engine.network_info(f.client_ip);
-    let v = f.verdict;
+    let net = rt.engine.network_info(e.client_ip);
+    let v = e.verdict;
     Visit {
-        request_id: f.request_id.to_string(),
+        request_id: e.request_id.to_string(),
         site: site.name.clone(),
-        host: f.host.to_string(),
-        method: f.method.to_string(),
-        path: f.path.chars().take(2048).collect(),
-        status: f.status,
-        bytes: f.bytes,
+        host: e.host.to_string(),
+        method: e.method.to_string(),
+        path: e.path.chars().take(2048).collect(),
+        status: e.status,
+        bytes: e.bytes,
         user_agent: f.user_agent.chars().take(512).collect(),
-        client_ip: f.client_ip.to_string(),
+        client_ip: e.client_ip.to_string(),
         network,
         asn: net.0,
         as_org: net.1,
@@ -205,16 +194,3 @@ pub fn visit(
         watermark: f.variant.and_then(|(_, p)| p).map(|p| format!("{p:016x}")),
     }
 }
-
-fn unix_rfc3339(t: u64) -> String {
-    time::OffsetDateTime::from_unix_timestamp(t as i64)
-        .ok()
-        .and_then(|t| {
-            t.format(&time::format_description::well_known::Rfc3339)
-                .ok()
-        })
-        .unwrap_or_default()
-}
-
-/// The ledger, shared by the proxy and the admin listener.
-pub type Shared = Option<Arc<Ledger>>;

@@ -243,7 +243,13 @@ impl FixativeProxy {
 
     /// Feeds the dashboard (per-second counts, crawlers, robots.txt
     /// violators) and the evidence ledger with a finished request.
-    fn record_activity(&self, session: &Session, ctx: &Ctx, status: u16, unix: u64) {
+    fn record_activity(
+        &self,
+        session: &Session,
+        ctx: &Ctx,
+        entry: &access_log::Entry<'_>,
+        unix: u64,
+    ) {
         let v = &ctx.verdict;
         let activity = &self.shared.activity;
         activity.record(
@@ -263,8 +269,8 @@ impl FixativeProxy {
             .zip(rt.config.evidence.as_ref())
             .filter(|(_, cfg)| crate::evidence::wanted(cfg, site, v))
             .map(|(l, _)| l);
-        let fetched = activity.robots_fetched(&site.name, ctx.client_ip).is_some();
-        if ledger.is_none() && !fetched {
+        let fetched = activity.robots_fetched(&site.name, ctx.client_ip);
+        if ledger.is_none() && fetched.is_none() {
             return;
         }
         let req = session.req_header();
@@ -275,8 +281,9 @@ impl FixativeProxy {
             .unwrap_or("");
         let path = req.uri.path();
         let agents = crate::evidence::agents(rt, v.crawler.as_deref(), ua);
-        if fetched {
-            activity.check_violation(
+        if let Some(at) = fetched {
+            activity.violation_after(
+                at,
                 &site.name,
                 ctx.client_ip,
                 ua,
@@ -299,18 +306,12 @@ impl FixativeProxy {
                 site,
                 activity,
                 &crate::evidence::Finished {
-                    request_id: &ctx.request_id,
-                    client_ip: ctx.client_ip,
-                    host: &ctx.host,
-                    method: req.method.as_str(),
-                    path: req.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/"),
-                    status,
-                    bytes: session.body_bytes_sent() as u64,
+                    entry,
                     user_agent: ua,
-                    verdict: v,
                     response: session.response_written(),
                     xmp,
                     variant: ctx.variant,
+                    robots_fetched: fetched,
                 },
                 &agents,
             );
@@ -797,9 +798,8 @@ impl ProxyHttp for FixativeProxy {
             rt.engine
                 .record_status(ctx.client_ip, ctx.now, unix, status);
         }
-        self.record_activity(session, ctx, status, unix);
         let req = session.req_header();
-        access_log::emit(&access_log::Entry {
+        let entry = access_log::Entry {
             request_id: &ctx.request_id,
             client_ip: ctx.client_ip,
             site,
@@ -810,6 +810,8 @@ impl ProxyHttp for FixativeProxy {
             bytes: session.body_bytes_sent() as u64,
             duration: elapsed,
             verdict: &ctx.verdict,
-        });
+        };
+        self.record_activity(session, ctx, &entry, unix);
+        access_log::emit(&entry);
     }
 }

@@ -40,8 +40,6 @@ pub struct Shared {
     /// The last reload: when (unix seconds), whether it applied, and its
     /// message.
     pub last_reload: std::sync::Mutex<Option<(u64, bool, String)>>,
-    /// When the process started (unix seconds).
-    pub started: u64,
     request_seed: u64,
     request_counter: AtomicU64,
 }
@@ -84,7 +82,6 @@ impl Shared {
             evidence,
             generation: AtomicU64::new(1),
             last_reload: std::sync::Mutex::new(None),
-            started: crate::challenge::unix_now(),
             request_seed: h.finish(),
             request_counter: AtomicU64::new(0),
         }

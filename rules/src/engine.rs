@@ -440,10 +440,7 @@ impl Engine {
     /// The client's autonomous system and its organisation, when an ASN
     /// database is configured (for the evidence ledger).
     pub fn network_info(&self, ip: IpAddr) -> (Option<u32>, Option<String>) {
-        if self.network.is_empty() {
-            return (None, None);
-        }
-        (self.network.lookup(ip).asn, self.network.asn_org(ip))
+        self.network.asn_info(ip)
     }
 
     /// Whether a user agent claims a crawler that verifies by reverse DNS,

@@ -93,8 +93,21 @@ impl Network {
 
     /// The organisation of an AS number's network, for reasons.
     pub fn asn_org(&self, ip: IpAddr) -> Option<String> {
-        let r = self.asn.as_ref()?;
-        let a = r.lookup(ip).ok()?.decode::<geoip2::Asn>().ok().flatten()?;
-        a.autonomous_system_organization.map(str::to_string)
+        self.asn_info(ip).1
+    }
+
+    /// The AS number and its organisation, in one lookup.
+    pub fn asn_info(&self, ip: IpAddr) -> (Option<u32>, Option<String>) {
+        let a = self
+            .asn
+            .as_ref()
+            .and_then(|r| r.lookup(ip).ok()?.decode::<geoip2::Asn>().ok().flatten());
+        match a {
+            Some(a) => (
+                a.autonomous_system_number,
+                a.autonomous_system_organization.map(str::to_string),
+            ),
+            None => (None, None),
+        }
     }
 }
