@@ -51,6 +51,11 @@ pub fn render(v: &Verdict, site: &str, policy: &str, engine: &Engine) -> String 
         "crawler:  {}\n",
         v.crawler.as_deref().unwrap_or("-")
     ));
+    if let Some(a) = &v.signed_agent {
+        out.push_str(&format!(
+            "signed:   {a} (Web Bot Auth signature verified)\n"
+        ));
+    }
     let pass = match v.pass {
         fixative_rules::pass::PassState::None => "none (no pass cookie)",
         fixative_rules::pass::PassState::Valid => "valid (browser check passed)",
@@ -134,11 +139,32 @@ pub fn run(cfg: &Config, a: &Args) -> ExitCode {
             .unwrap_or(0),
     };
     let v = engine.evaluate(&facts, policy);
+    // The usage preference of this path on the routed site.
+    let pref = fixative_config::router::Router::new(cfg)
+        .route(&fixative_config::router::normalize_host(&host).unwrap_or_default())
+        .and_then(|i| cfg.sites.get(i))
+        .map(|s| {
+            let d = &s.directives;
+            let i = d.preference_for(&a.path);
+            (d.preference_name(i).to_string(), d.variant(i).usage)
+        });
+    let word = |b: bool| if b { "allow" } else { "deny" };
     if a.json {
         let mut obj = serde_json::to_value(&v).unwrap_or_default();
         if let Some(o) = obj.as_object_mut() {
             o.insert("site".into(), site.into());
             o.insert("policy".into(), policy.into());
+            if let Some((name, u)) = &pref {
+                o.insert(
+                    "preference".into(),
+                    serde_json::json!({
+                        "name": name,
+                        "train_ai": word(u.train_ai),
+                        "search": word(u.search),
+                        "ai_input": word(u.ai_input),
+                    }),
+                );
+            }
             if let Some(reasons) = o.get_mut("reasons").and_then(|r| r.as_array_mut()) {
                 for (r, reason) in reasons.iter_mut().zip(&v.reasons) {
                     if let Some(r) = r.as_object_mut() {
@@ -153,6 +179,14 @@ pub fn run(cfg: &Config, a: &Args) -> ExitCode {
         println!("{obj}");
     } else {
         print!("{}", render(&v, site, policy, &engine));
+        if let Some((name, u)) = &pref {
+            println!(
+                "usage:    preference {name}: train_ai {}, search {}, ai_input {}",
+                word(u.train_ai),
+                word(u.search),
+                word(u.ai_input)
+            );
+        }
         if !headers_known {
             println!("(no --header given: header signals were not evaluated)");
         }

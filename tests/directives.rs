@@ -64,7 +64,7 @@ async fn headers_on_pages_images_json_and_errors() {
         .await
         .unwrap();
     assert_eq!(xrt(&r), vec!["noindex", "noai", "noimageai"]);
-    assert_eq!(r.headers()["content-usage"], "search=y, train-ai=n");
+    assert_eq!(r.headers()["content-usage"], "train-ai=n, search=y");
     // HEAD too.
     let r = c
         .head(fx.url("/typed/art.png"))
@@ -136,7 +136,7 @@ async fn robots_txt_is_merged_synthesized_cached_and_revalidated() {
         "User-agent: GPTBot\nDisallow: /\n",
         "User-agent: Google-Extended\nDisallow: /\n",
         "Content-Signal: search=yes, ai-input=no, ai-train=no\n",
-        "Content-Usage: train-ai=n\n",
+        "Content-Usage: train-ai=n, search=y\n",
         "Disallow: /gallery/archive/full-resolution/\n",
     ] {
         assert!(body.contains(line), "missing {line:?}");

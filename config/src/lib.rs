@@ -21,6 +21,7 @@ pub mod challenge;
 mod error;
 pub mod evidence;
 pub mod policy;
+pub mod preference;
 mod raw;
 pub mod router;
 pub mod spans;
@@ -39,8 +40,9 @@ pub use evidence::Evidence;
 pub use ipnet::IpNet;
 pub use policy::{
     CATEGORIES, Category, DetectionConfig, MatchConfig, Mode, PolicyConfig, Quota, QuotaKey,
-    RuleAction, RuleConfig,
+    RuleAction, RuleConfig, WebBotAuth,
 };
+pub use preference::{Preference, Usage, UseKey};
 pub use state::{Backend as StateBackend, State};
 
 /// The embedded default configuration, commented, as printed by
@@ -285,6 +287,18 @@ pub struct Site {
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct Directives {
+    /// What the site allows where no `[[site.preference]]` applies (for a
+    /// [`Directives::variant`], what that preference allows).
+    pub usage: Usage,
+    /// Per-path preferences (`[[site.preference]]`), in configured order.
+    pub preferences: Vec<Preference>,
+    /// Response header (lower-case) by which the origin names the
+    /// preference of one response (a CMS's per-post setting); stripped
+    /// before the response leaves.
+    pub preference_header: Option<String>,
+    /// Serve an RSL licence at `/license.xml` (the origin's own when it has
+    /// one) and announce it in robots.txt, `Link` headers and HTML.
+    pub rsl: bool,
     /// `X-Robots-Tag` values added to every response (empty: none).
     pub x_robots_tag: Vec<String>,
     /// Send `tdm-reservation: 1`.
@@ -317,6 +331,61 @@ pub struct Directives {
     pub data_mining: String,
     /// Largest image buffered to insert metadata; larger ones pass unchanged.
     pub image_metadata_max_bytes: usize,
+}
+
+impl Directives {
+    /// The directives of preference `i` (`None`: the site's default): its
+    /// usage and every value derived from it; switches (which formats are
+    /// on) stay the site's. A format the operator turned off (an empty
+    /// `x_robots_tag` or `content_usage`) stays off.
+    pub fn variant(&self, i: Option<usize>) -> Directives {
+        let Some(p) = i.and_then(|i| self.preferences.get(i)) else {
+            return self.clone();
+        };
+        let u = p.usage;
+        Directives {
+            usage: u,
+            x_robots_tag: if self.x_robots_tag.is_empty() {
+                Vec::new()
+            } else {
+                u.robots_tokens()
+            },
+            content_usage: if self.content_usage.is_empty() {
+                String::new()
+            } else {
+                u.content_usage()
+            },
+            content_signal: if self.content_signal.is_empty() {
+                String::new()
+            } else {
+                u.content_signal()
+            },
+            data_mining: u.data_mining().to_string(),
+            ..self.clone()
+        }
+    }
+
+    /// The preference that applies to `path` (`None`: the site's default).
+    pub fn preference_for(&self, path: &str) -> Option<usize> {
+        if self.preferences.is_empty() {
+            return None;
+        }
+        preference::resolve(&self.preferences, path)
+    }
+
+    /// The preference an origin named in its preference header.
+    pub fn preference_named(&self, name: &str) -> Option<usize> {
+        let name = name.trim();
+        self.preferences
+            .iter()
+            .position(|p| p.name.eq_ignore_ascii_case(name))
+    }
+
+    /// The name of preference `i`, or `"default"`.
+    pub fn preference_name(&self, i: Option<usize>) -> &str {
+        i.and_then(|i| self.preferences.get(i))
+            .map_or("default", |p| p.name.as_str())
+    }
 }
 
 /// Which image responses carry no-train XMP metadata.

@@ -197,6 +197,9 @@ pub struct MatchConfig {
     pub pass: Option<bool>,
     /// The client's pass records that the in-page check saw automation.
     pub automation: Option<bool>,
+    /// A verified Web Bot Auth signature of any of these agents (hosts of
+    /// `Signature-Agent`, lower-case; `"*"`: any verified agent).
+    pub signed_agent: Vec<String>,
 }
 
 /// One rule.
@@ -261,6 +264,52 @@ pub struct DetectionConfig {
     /// trusted load balancer terminates TLS; believed only from
     /// `server.trusted_proxies`.
     pub ja4_header: Option<String>,
+    /// Web Bot Auth (signed agents).
+    pub web_bot_auth: WebBotAuth,
+}
+
+/// `[detection.web_bot_auth]`: verifying HTTP Message Signatures of signed
+/// agents (RFC 9421, draft-meunier-web-bot-auth-architecture).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct WebBotAuth {
+    /// Verify signatures at all.
+    pub enabled: bool,
+    /// Local key directories: one JWKS file per agent, named after the
+    /// agent's host (`chatgpt.com.json`), loaded at start and on reload.
+    pub directories_dir: Option<PathBuf>,
+    /// Extra CA certificates (PEM) trusted when fetching key directories,
+    /// for agents on a private PKI; the system roots are always trusted.
+    pub ca_file: Option<PathBuf>,
+    /// Fetch the key directory of an agent not known yet, in the
+    /// background (https only); its first requests stay unverified.
+    pub fetch: bool,
+    /// How long a fetched directory is used before it is fetched again.
+    pub refresh: Duration,
+    /// Longest signature validity accepted (`expires` - `created`).
+    pub max_lifetime: Duration,
+    /// Clock difference tolerated for `created` in the future.
+    pub clock_skew: Duration,
+    /// Cap on agents whose keys are kept (least recently used dropped).
+    pub max_agents: usize,
+    /// Cap on remembered nonces (replay protection, until `expires`).
+    pub max_nonces: usize,
+}
+
+impl Default for WebBotAuth {
+    fn default() -> Self {
+        WebBotAuth {
+            enabled: true,
+            directories_dir: None,
+            ca_file: None,
+            fetch: true,
+            refresh: Duration::from_secs(3600),
+            max_lifetime: Duration::from_secs(3600),
+            clock_skew: Duration::from_secs(60),
+            max_agents: 1024,
+            max_nonces: 100_000,
+        }
+    }
 }
 
 fn parse_mode(ctx: &mut Ctx<'_>, path: &KeyPath, m: Option<&str>) -> Mode {
@@ -491,6 +540,17 @@ fn parse_rule(ctx: &mut Ctx<'_>, path: &KeyPath, r: &RawRule) -> Option<RuleConf
             image: m.image,
             pass: m.pass,
             automation: m.automation,
+            signed_agent: m
+                .signed_agent
+                .iter()
+                .map(|a| {
+                    let a = a.trim().to_ascii_lowercase();
+                    a.strip_prefix("https://")
+                        .unwrap_or(&a)
+                        .trim_end_matches('/')
+                        .to_string()
+                })
+                .collect(),
         },
         action,
         mode,
@@ -666,7 +726,55 @@ pub(crate) fn validate_detection(ctx: &mut Ctx<'_>, d: &RawDetection) -> Detecti
         .browser_versions
         .as_ref()
         .and_then(|f| file(ctx, p.key("browser_versions"), f, false));
+    let w = &d.web_bot_auth;
+    let wp = p.key("web_bot_auth");
+    let web_bot_auth = WebBotAuth {
+        enabled: w.enabled,
+        directories_dir: w
+            .directories_dir
+            .as_ref()
+            .and_then(|f| file(ctx, wp.key("directories_dir"), f, true)),
+        ca_file: w
+            .ca_file
+            .as_ref()
+            .and_then(|f| file(ctx, wp.key("ca_file"), f, false)),
+        fetch: w.fetch,
+        refresh: ctx.duration(
+            &wp.key("refresh"),
+            &w.refresh,
+            Duration::from_secs(7 * 86_400),
+        ),
+        max_lifetime: ctx.duration(
+            &wp.key("max_lifetime"),
+            &w.max_lifetime,
+            Duration::from_secs(7 * 86_400),
+        ),
+        clock_skew: ctx.duration(
+            &wp.key("clock_skew"),
+            &w.clock_skew,
+            Duration::from_secs(3600),
+        ),
+        max_agents: {
+            if !(1..=100_000).contains(&w.max_agents) {
+                ctx.err(
+                    &wp.key("max_agents"),
+                    format!("{} is out of range (1 to 100000)", w.max_agents),
+                );
+            }
+            w.max_agents.clamp(1, 100_000) as usize
+        },
+        max_nonces: {
+            if !(0..=10_000_000).contains(&w.max_nonces) {
+                ctx.err(
+                    &wp.key("max_nonces"),
+                    format!("{} is out of range (0 to 10000000)", w.max_nonces),
+                );
+            }
+            w.max_nonces.clamp(0, 10_000_000) as usize
+        },
+    };
     DetectionConfig {
+        web_bot_auth,
         trap_path: d.trap_path.clone(),
         penalty,
         window,

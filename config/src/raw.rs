@@ -290,24 +290,40 @@ pub struct RawSite {
     pub max_body_bytes: Option<i64>,
     #[serde(default)]
     pub directives: RawDirectives,
+    #[serde(default)]
+    pub preference: Vec<RawPreference>,
+}
+
+#[derive(Debug, Deserialize, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct RawPreference {
+    pub name: Option<String>,
+    #[serde(default)]
+    pub paths: Vec<String>,
+    pub train_ai: Option<String>,
+    pub search: Option<String>,
+    pub ai_input: Option<String>,
 }
 
 #[derive(Debug, Deserialize, Clone)]
 #[serde(deny_unknown_fields)]
 pub struct RawDirectives {
-    #[serde(default = "default_x_robots")]
-    pub x_robots_tag: Vec<String>,
+    pub train_ai: Option<String>,
+    pub search: Option<String>,
+    pub ai_input: Option<String>,
+    pub preference_header: Option<String>,
+    #[serde(default = "default_true")]
+    pub rsl: bool,
+    pub x_robots_tag: Option<Vec<String>>,
     #[serde(default = "default_true")]
     pub tdm_reservation: bool,
     pub tdm_policy: Option<String>,
-    #[serde(default = "default_content_usage")]
-    pub content_usage: String,
+    pub content_usage: Option<String>,
     #[serde(default = "default_true")]
     pub robots_txt: bool,
     #[serde(default = "default_robots_categories")]
     pub robots_categories: Vec<String>,
-    #[serde(default = "default_content_signal")]
-    pub content_signal: String,
+    pub content_signal: Option<String>,
     #[serde(default = "default_true")]
     pub tdmrep_json: bool,
     #[serde(default = "default_true")]
@@ -320,17 +336,13 @@ pub struct RawDirectives {
     pub trap_link: bool,
     #[serde(default = "default_image_metadata")]
     pub image_metadata: String,
-    #[serde(default = "default_data_mining")]
-    pub data_mining: String,
+    pub data_mining: Option<String>,
     #[serde(default = "default_image_metadata_max")]
     pub image_metadata_max_bytes: i64,
 }
 
 fn default_image_metadata() -> String {
     "all".into()
-}
-fn default_data_mining() -> String {
-    "DMI-PROHIBITED-AIMLTRAINING".into()
 }
 fn default_image_metadata_max() -> i64 {
     16 * 1024 * 1024
@@ -343,40 +355,36 @@ fn default_doc_ttl() -> String {
 impl Default for RawDirectives {
     fn default() -> Self {
         RawDirectives {
-            x_robots_tag: default_x_robots(),
+            train_ai: None,
+            search: None,
+            ai_input: None,
+            preference_header: None,
+            rsl: true,
+            x_robots_tag: None,
             tdm_reservation: true,
             tdm_policy: None,
-            content_usage: default_content_usage(),
+            content_usage: None,
             robots_txt: true,
             robots_categories: default_robots_categories(),
-            content_signal: default_content_signal(),
+            content_signal: None,
             tdmrep_json: true,
             ai_txt: true,
             cache_ttl: default_doc_ttl(),
             html_meta: true,
             trap_link: true,
             image_metadata: default_image_metadata(),
-            data_mining: default_data_mining(),
+            data_mining: None,
             image_metadata_max_bytes: default_image_metadata_max(),
         }
     }
 }
 
-fn default_x_robots() -> Vec<String> {
-    vec!["noai".into(), "noimageai".into()]
-}
-fn default_content_usage() -> String {
-    "train-ai=n".into()
-}
 fn default_robots_categories() -> Vec<String> {
     vec![
         "ai-training".into(),
         "ai-search".into(),
         "ai-assistant".into(),
     ]
-}
-fn default_content_signal() -> String {
-    "search=yes, ai-input=no, ai-train=no".into()
 }
 
 fn default_policy() -> String {
@@ -454,6 +462,8 @@ pub struct RawMatch {
     pub image: Option<bool>,
     pub pass: Option<bool>,
     pub automation: Option<bool>,
+    #[serde(default)]
+    pub signed_agent: Vec<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -505,6 +515,61 @@ pub struct RawDetection {
     pub allow_cidrs: Vec<String>,
     #[serde(default)]
     pub deny_cidrs: Vec<String>,
+    #[serde(default)]
+    pub web_bot_auth: RawWebBotAuth,
+}
+
+#[derive(Debug, Deserialize, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct RawWebBotAuth {
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+    pub directories_dir: Option<String>,
+    pub ca_file: Option<String>,
+    #[serde(default = "default_true")]
+    pub fetch: bool,
+    #[serde(default = "default_wba_refresh")]
+    pub refresh: String,
+    #[serde(default = "default_wba_lifetime")]
+    pub max_lifetime: String,
+    #[serde(default = "default_wba_skew")]
+    pub clock_skew: String,
+    #[serde(default = "default_wba_agents")]
+    pub max_agents: i64,
+    #[serde(default = "default_wba_nonces")]
+    pub max_nonces: i64,
+}
+
+impl Default for RawWebBotAuth {
+    fn default() -> Self {
+        RawWebBotAuth {
+            enabled: true,
+            directories_dir: None,
+            ca_file: None,
+            fetch: true,
+            refresh: default_wba_refresh(),
+            max_lifetime: default_wba_lifetime(),
+            clock_skew: default_wba_skew(),
+            max_agents: default_wba_agents(),
+            max_nonces: default_wba_nonces(),
+        }
+    }
+}
+
+fn default_wba_refresh() -> String {
+    "1h".into()
+}
+fn default_wba_lifetime() -> String {
+    "1h".into()
+}
+fn default_wba_skew() -> String {
+    "60s".into()
+}
+fn default_wba_agents() -> i64 {
+    1024
+}
+fn default_wba_nonces() -> i64 {
+    100_000
 }
 
 impl Default for RawDetection {
@@ -525,6 +590,7 @@ impl Default for RawDetection {
             ja4_header: None,
             allow_cidrs: Vec::new(),
             deny_cidrs: Vec::new(),
+            web_bot_auth: RawWebBotAuth::default(),
         }
     }
 }

@@ -850,7 +850,113 @@ fn validate(ctx: &mut Ctx<'_>, raw: RawConfig, source_name: &str) -> Config {
 
         let d = &s.directives;
         let dp = p.key("directives");
-        for (j, v) in d.x_robots_tag.iter().enumerate() {
+        let site_usage = {
+            let base = crate::Usage::default();
+            crate::Usage {
+                train_ai: usage_value(
+                    ctx,
+                    &dp.key("train_ai"),
+                    d.train_ai.as_deref(),
+                    base.train_ai,
+                ),
+                search: usage_value(ctx, &dp.key("search"), d.search.as_deref(), base.search),
+                ai_input: usage_value(
+                    ctx,
+                    &dp.key("ai_input"),
+                    d.ai_input.as_deref(),
+                    base.ai_input,
+                ),
+            }
+        };
+        let mut preferences: Vec<crate::Preference> = Vec::new();
+        let mut seen_patterns: BTreeMap<String, usize> = BTreeMap::new();
+        for (j, rp) in s.preference.iter().enumerate() {
+            let pp = p.key("preference").index(j);
+            let name = rp.name.clone().unwrap_or_default();
+            if name.is_empty() {
+                ctx.err(&pp.key("name"), "a preference needs a name (the access log, `explain` and an origin's preference header use it)");
+            } else if !name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
+            {
+                ctx.err(
+                    &pp.key("name"),
+                    format!("{name:?} may use only letters, digits, '-', '_' and '.'"),
+                );
+            } else if name.eq_ignore_ascii_case("default") {
+                ctx.err(
+                    &pp.key("name"),
+                    "\"default\" names the site's own preference; choose another name",
+                );
+            } else if preferences
+                .iter()
+                .any(|q| q.name.eq_ignore_ascii_case(&name))
+            {
+                ctx.err(
+                    &pp.key("name"),
+                    format!("{name:?} is already the name of another preference"),
+                );
+            }
+            for (k, pat) in rp.paths.iter().enumerate() {
+                if let Some(why) = crate::preference::pattern_problem(pat) {
+                    ctx.err(
+                        &pp.key("paths").index(k),
+                        format!(
+                            "{pat:?} {why} (robots.txt path syntax: a prefix, * and a final $)"
+                        ),
+                    );
+                } else if let Some(other) = seen_patterns.get(pat) {
+                    ctx.err(&pp.key("paths").index(k), format!("{pat:?} is already a path of preference[{other}]; a path can have one preference"));
+                } else {
+                    seen_patterns.insert(pat.clone(), j);
+                }
+            }
+            let usage = crate::Usage {
+                train_ai: usage_value(
+                    ctx,
+                    &pp.key("train_ai"),
+                    rp.train_ai.as_deref(),
+                    site_usage.train_ai,
+                ),
+                search: usage_value(
+                    ctx,
+                    &pp.key("search"),
+                    rp.search.as_deref(),
+                    site_usage.search,
+                ),
+                ai_input: usage_value(
+                    ctx,
+                    &pp.key("ai_input"),
+                    rp.ai_input.as_deref(),
+                    site_usage.ai_input,
+                ),
+            };
+            if rp.paths.is_empty() && d.preference_header.is_none() {
+                ctx.err(&pp.key("paths"), "a preference needs paths, or directives.preference_header so that the origin can name it");
+            }
+            preferences.push(crate::Preference {
+                name,
+                paths: rp.paths.clone(),
+                usage,
+            });
+        }
+        let preference_header = d.preference_header.as_ref().and_then(|h| {
+            let lower = h.to_ascii_lowercase();
+            if http_token(&lower) {
+                Some(lower)
+            } else {
+                ctx.err(
+                    &dp.key("preference_header"),
+                    format!("{h:?} is not a header name"),
+                );
+                None
+            }
+        });
+        let x_robots_tag = d
+            .x_robots_tag
+            .clone()
+            .unwrap_or_else(|| site_usage.robots_tokens());
+        for (j, v) in x_robots_tag.iter().enumerate() {
             if v.is_empty()
                 || !v
                     .bytes()
@@ -878,9 +984,21 @@ fn validate(ctx: &mut Ctx<'_>, raw: RawConfig, source_name: &str) -> Config {
                 format!("{u:?} must be an absolute http(s) URL"),
             );
         }
+        let content_usage = d
+            .content_usage
+            .clone()
+            .unwrap_or_else(|| site_usage.content_usage());
+        let content_signal = d
+            .content_signal
+            .clone()
+            .unwrap_or_else(|| site_usage.content_signal());
+        let data_mining = d
+            .data_mining
+            .clone()
+            .unwrap_or_else(|| site_usage.data_mining().to_string());
         for (key, v) in [
-            ("content_usage", &d.content_usage),
-            ("content_signal", &d.content_signal),
+            ("content_usage", &content_usage),
+            ("content_signal", &content_signal),
         ] {
             if v.bytes().any(|b| b.is_ascii_control()) {
                 ctx.err(&dp.key(key), "must be a single line");
@@ -898,12 +1016,12 @@ fn validate(ctx: &mut Ctx<'_>, raw: RawConfig, source_name: &str) -> Config {
                 crate::ImageMetadata::Off
             }
         };
-        if !crate::DMI_VALUES.contains(&d.data_mining.as_str()) {
+        if !crate::DMI_VALUES.contains(&data_mining.as_str()) {
             ctx.err(
                 &dp.key("data_mining"),
                 format!(
                     "{:?} is not a PLUS DataMining term ({})",
-                    d.data_mining,
+                    data_mining,
                     crate::DMI_VALUES.join(", ")
                 ),
             );
@@ -942,20 +1060,24 @@ fn validate(ctx: &mut Ctx<'_>, raw: RawConfig, source_name: &str) -> Config {
             default: s.default,
             max_body_bytes,
             directives: crate::Directives {
-                x_robots_tag: d.x_robots_tag.clone(),
+                usage: site_usage,
+                preferences,
+                preference_header,
+                rsl: d.rsl,
+                x_robots_tag,
                 tdm_reservation: d.tdm_reservation,
                 tdm_policy: d.tdm_policy.clone(),
-                content_usage: d.content_usage.trim().to_string(),
+                content_usage: content_usage.trim().to_string(),
                 robots_txt: d.robots_txt,
                 robots_categories: d.robots_categories.clone(),
-                content_signal: d.content_signal.trim().to_string(),
+                content_signal: content_signal.trim().to_string(),
                 tdmrep_json: d.tdmrep_json,
                 ai_txt: d.ai_txt,
                 cache_ttl,
                 html_meta: d.html_meta,
                 trap_link: d.trap_link,
                 image_metadata,
-                data_mining: d.data_mining.clone(),
+                data_mining,
                 image_metadata_max_bytes: d.image_metadata_max_bytes.clamp(1024, 512 * 1024 * 1024)
                     as usize,
             },
@@ -1222,4 +1344,24 @@ secret = "unit-test-watermark-key-0123"
             }
         }
     }
+}
+
+/// `allow` / `deny` (absent: `default`).
+fn usage_value(ctx: &mut Ctx, path: &KeyPath, v: Option<&str>, default: bool) -> bool {
+    match v {
+        None => default,
+        Some("allow") => true,
+        Some("deny") => false,
+        Some(other) => {
+            ctx.err(path, format!("{other:?} is not \"allow\" or \"deny\""));
+            default
+        }
+    }
+}
+
+/// An HTTP field name (RFC 9110 token).
+fn http_token(s: &str) -> bool {
+    !s.is_empty()
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
 }

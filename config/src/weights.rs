@@ -53,6 +53,9 @@ pub enum Signal {
     HighRate,
     /// A burst of 404s (penalty time).
     NotFoundBurst,
+    /// A Web Bot Auth signature that does not verify (forged, altered,
+    /// expired, replayed, or covering too little).
+    SignatureInvalid,
 }
 
 /// Name, built-in weight and meaning of each signal, in [`Signal`] order.
@@ -185,9 +188,15 @@ pub const SIGNALS: &[(Signal, &str, i32, &str)] = &[
         40,
         "a burst of 404s (for the penalty time)",
     ),
+    (
+        Signal::SignatureInvalid,
+        "signature.invalid",
+        150,
+        "a Web Bot Auth signature that does not verify (forged, altered, expired, replayed)",
+    ),
 ];
 
-const N: usize = 23;
+const N: usize = 24;
 
 /// The weights in effect.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -40,6 +40,9 @@ pub struct Entry<'a> {
     pub duration: Duration,
     /// The engine's verdict.
     pub verdict: &'a Verdict,
+    /// The usage preference that applied (`default` or a
+    /// `[[site.preference]]` name), on sites that have preferences.
+    pub preference: Option<&'a str>,
 }
 
 #[derive(Serialize)]
@@ -63,6 +66,10 @@ struct Line<'a> {
     pass: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]
     grace_left: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    preference: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    signed_agent: Option<&'a str>,
     reasons: Vec<String>,
 }
 
@@ -90,6 +97,8 @@ pub fn emit(e: &Entry<'_>) {
         would: e.verdict.would.map(|a| a.as_str()),
         pass: e.verdict.pass.as_str(),
         grace_left: e.verdict.grace_left,
+        preference: e.preference,
+        signed_agent: e.verdict.signed_agent.as_deref(),
         reasons: e.verdict.reason_strings(),
     };
     // One buffer, sized for a typical line, newline included: the layer

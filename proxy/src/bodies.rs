@@ -16,7 +16,7 @@ pub(crate) fn site_directives(ctx: &Ctx) -> Option<&fixative_config::Directives>
     let rt = ctx.runtime.as_ref()?;
     ctx.site
         .and_then(|i| rt.sites.get(i))
-        .map(|s| &s.directives)
+        .map(|s| s.variant(ctx.pref).0)
 }
 
 /// The body is about to change: its length, validators and ranges no
@@ -95,8 +95,9 @@ pub(crate) fn start_html_rewrite(
         } else {
             Vec::new()
         },
-        tdm: d.html_meta && d.tdm_reservation,
+        tdm: (d.html_meta && d.tdm_reservation).then_some(!d.usage.train_ai),
         tdm_policy: d.tdm_policy.clone(),
+        license: (d.html_meta && d.rsl).then(|| crate::directives::LICENSE_PATH.to_string()),
         trap_path: ctx
             .runtime
             .as_ref()

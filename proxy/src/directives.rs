@@ -26,7 +26,17 @@ pub enum WellKnown {
     Tdmrep,
     /// `/ai.txt`
     AiTxt,
+    /// `/license.xml`: the RSL licence.
+    License,
 }
+
+/// Where the RSL licence is served.
+pub const LICENSE_PATH: &str = "/license.xml";
+
+/// The `Link` header value announcing the RSL licence (relative: a client
+/// resolves it against the URL it asked for, so every host of a site gets
+/// its own).
+pub const LICENSE_LINK: &str = "</license.xml>; rel=\"license\"; type=\"application/rsl+xml\"";
 
 impl WellKnown {
     /// The well-known file for a path, when enabled for the site.
@@ -36,6 +46,7 @@ impl WellKnown {
             "/robots.txt" if d.robots_txt => Some(WellKnown::Robots),
             "/.well-known/tdmrep.json" if d.tdmrep_json => Some(WellKnown::Tdmrep),
             "/ai.txt" if d.ai_txt => Some(WellKnown::AiTxt),
+            LICENSE_PATH if d.rsl => Some(WellKnown::License),
             _ => None,
         }
     }
@@ -46,6 +57,7 @@ impl WellKnown {
             WellKnown::Robots => "/robots.txt",
             WellKnown::Tdmrep => "/.well-known/tdmrep.json",
             WellKnown::AiTxt => "/ai.txt",
+            WellKnown::License => LICENSE_PATH,
         }
     }
 
@@ -53,6 +65,7 @@ impl WellKnown {
     pub fn content_type(self) -> &'static str {
         match self {
             WellKnown::Tdmrep => "application/json",
+            WellKnown::License => "application/rsl+xml",
             _ => "text/plain; charset=utf-8",
         }
     }
@@ -70,6 +83,21 @@ pub struct Prepared {
     robots: Option<http::HeaderValue>,
     usage: Option<http::HeaderValue>,
     tdm_policy: Option<http::HeaderValue>,
+}
+
+/// `tdm-reservation` for a usage: `1` (reserved) unless training is
+/// allowed, then `0` (TDMRep: explicitly not reserved).
+fn tdm_value(d: &Directives) -> &'static str {
+    if d.usage.train_ai { "0" } else { "1" }
+}
+
+/// Whether a response already announces a licence.
+fn has_license_link(resp: &ResponseHeader) -> bool {
+    resp.headers
+        .get_all(http::header::LINK)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .any(|v| v.to_ascii_lowercase().contains("rel=\"license\""))
 }
 
 fn shared_value(s: String) -> Option<http::HeaderValue> {
@@ -93,7 +121,11 @@ impl Prepared {
             usage: (!d.content_usage.is_empty())
                 .then(|| shared_value(usage.join(", ")))
                 .flatten(),
-            tdm_policy: d.tdm_policy.clone().and_then(shared_value),
+            tdm_policy: d
+                .tdm_policy
+                .clone()
+                .filter(|_| !d.usage.train_ai)
+                .and_then(shared_value),
         }
     }
 }
@@ -109,7 +141,8 @@ pub fn apply_prepared(
     let untouched = h.get("x-robots-tag").is_none()
         && h.get("content-usage").is_none()
         && h.get("tdm-reservation").is_none()
-        && h.get("tdm-policy").is_none();
+        && h.get("tdm-policy").is_none()
+        && h.get(http::header::LINK).is_none();
     if !untouched {
         return apply_headers(resp, d);
     }
@@ -117,13 +150,22 @@ pub fn apply_prepared(
         resp.append_header("x-robots-tag", v.clone())?;
     }
     if d.tdm_reservation {
-        resp.insert_header("tdm-reservation", http::HeaderValue::from_static("1"))?;
+        resp.insert_header(
+            "tdm-reservation",
+            http::HeaderValue::from_static(tdm_value(d)),
+        )?;
         if let Some(v) = &p.tdm_policy {
             resp.insert_header("tdm-policy", v.clone())?;
         }
     }
     if let Some(v) = &p.usage {
         resp.insert_header("content-usage", v.clone())?;
+    }
+    if d.rsl {
+        resp.append_header(
+            http::header::LINK,
+            http::HeaderValue::from_static(LICENSE_LINK),
+        )?;
     }
     Ok(())
 }
@@ -151,8 +193,8 @@ pub fn apply_headers(resp: &mut ResponseHeader, d: &Directives) -> pingora::Resu
         }
     }
     if d.tdm_reservation && resp.headers.get("tdm-reservation").is_none() {
-        resp.insert_header("tdm-reservation", "1")?;
-        if let Some(p) = &d.tdm_policy
+        resp.insert_header("tdm-reservation", tdm_value(d))?;
+        if let Some(p) = d.tdm_policy.as_ref().filter(|_| !d.usage.train_ai)
             && resp.headers.get("tdm-policy").is_none()
         {
             resp.insert_header("tdm-policy", p.as_str())?;
@@ -185,27 +227,81 @@ pub fn apply_headers(resp: &mut ResponseHeader, d: &Directives) -> pingora::Resu
         members.extend(ours.iter().map(|(k, v)| format!("{k}={v}")));
         resp.insert_header("content-usage", members.join(", "))?;
     }
+    if d.rsl && !has_license_link(resp) {
+        resp.append_header(http::header::LINK, LICENSE_LINK)?;
+    }
     Ok(())
 }
 
-/// The generated part of robots.txt: a `Disallow: /` group per AI crawler
-/// token of the configured categories, the trap path disallowed for every
-/// agent, and the Content-Signal / Content-Usage lines.
+/// The generated part of robots.txt: a group per AI crawler token of the
+/// configured categories (`Disallow: /` where the site's usage denies what
+/// that category does, and an `Allow`/`Disallow` line per preference path),
+/// then the `*` group with the Content-Signal line, the Content-Usage lines
+/// (site-wide and per path), the paths whose preference denies search, the
+/// trap path and the maze.
 pub fn robots_groups(d: &Directives, catalog: &Catalog, trap_path: &str) -> String {
-    let mut tokens: BTreeSet<&str> = BTreeSet::new();
+    use fixative_config::UseKey;
+    let mut tokens: std::collections::BTreeMap<&str, UseKey> = Default::default();
     for c in catalog.crawlers() {
-        if d.robots_categories
-            .iter()
-            .any(|cat| cat == c.category.as_str())
-        {
-            tokens.extend(c.robots.iter().map(String::as_str));
+        let cat = c.category.as_str();
+        if d.robots_categories.iter().any(|r| r == cat) {
+            let key = UseKey::of_category(cat);
+            for t in &c.robots {
+                // A token in two categories follows the stricter use.
+                tokens
+                    .entry(t.as_str())
+                    .and_modify(|k| *k = (*k).min(key))
+                    .or_insert(key);
+            }
         }
     }
+    let order = fixative_config::preference::by_precedence(&d.preferences);
+    let path_lines = |key: UseKey| -> String {
+        let mut s = String::new();
+        for (pat, i) in &order {
+            if let Some(p) = d.preferences.get(*i) {
+                let verb = if p.usage.allows(key) {
+                    "Allow"
+                } else {
+                    "Disallow"
+                };
+                s.push_str(&format!("{verb}: {pat}\n"));
+            }
+        }
+        s
+    };
     let mut s = String::from(
         "# --- Added by Fixative: this site's work is not available for AI training. ---\n",
     );
-    for t in &tokens {
-        s.push_str(&format!("User-agent: {t}\nDisallow: /\n\n"));
+    let close = |s: &mut String, key: UseKey| {
+        s.push_str(&path_lines(key));
+        s.push_str(if d.usage.allows(key) {
+            "Allow: /\n\n"
+        } else {
+            "Disallow: /\n\n"
+        });
+    };
+    if d.preferences.is_empty() {
+        // One short group per token, as most published files do.
+        for (t, key) in &tokens {
+            s.push_str(&format!("User-agent: {t}\n"));
+            close(&mut s, *key);
+        }
+    } else {
+        // One group per use (RFC 9309 groups take several User-agent
+        // lines): the path lines are written once per use, not per token.
+        for key in [UseKey::TrainAi, UseKey::AiInput, UseKey::Search] {
+            let mut any = false;
+            for (t, k) in &tokens {
+                if *k == key {
+                    s.push_str(&format!("User-agent: {t}\n"));
+                    any = true;
+                }
+            }
+            if any {
+                close(&mut s, key);
+            }
+        }
     }
     s.push_str("User-agent: *\n");
     if !d.content_signal.is_empty() {
@@ -213,6 +309,24 @@ pub fn robots_groups(d: &Directives, catalog: &Catalog, trap_path: &str) -> Stri
     }
     if !d.content_usage.is_empty() {
         s.push_str(&format!("Content-Usage: {}\n", d.content_usage));
+        for (pat, i) in &order {
+            if let Some(p) = d.preferences.get(*i) {
+                s.push_str(&format!(
+                    "Content-Usage: {pat} {}\n",
+                    p.usage.content_usage()
+                ));
+            }
+        }
+    }
+    // Search is what every crawler in the `*` group is assumed to do.
+    let search_denied = order
+        .iter()
+        .any(|(_, i)| d.preferences.get(*i).is_some_and(|p| !p.usage.search));
+    if !d.usage.search || search_denied {
+        s.push_str(&path_lines(UseKey::Search));
+        if !d.usage.search {
+            s.push_str("Disallow: /\n");
+        }
     }
     s.push_str(&format!("Disallow: {trap_path}\n"));
     // The tarpit's maze: only clients that ignore robots.txt go there.
@@ -222,8 +336,8 @@ pub fn robots_groups(d: &Directives, catalog: &Catalog, trap_path: &str) -> Stri
 
 /// robots.txt as served: the origin's content kept as it is, plus our groups;
 /// ours alone when the origin has none.
-pub fn merged_robots(origin: Option<&str>, groups: &str) -> String {
-    match origin {
+pub fn merged_robots(origin: Option<&str>, groups: &str, license: Option<&str>) -> String {
+    let mut s = match origin {
         Some(o) if !o.trim().is_empty() => {
             let mut s = o.to_string();
             if !s.ends_with('\n') {
@@ -234,23 +348,103 @@ pub fn merged_robots(origin: Option<&str>, groups: &str) -> String {
             s
         }
         _ => format!("# robots.txt synthesized by Fixative (the site has none).\n\n{groups}"),
+    };
+    // RSL: a record of its own, outside any group (like Sitemap).
+    if let Some(url) = license {
+        s.push_str(&format!("\nLicense: {url}\n"));
     }
+    s
 }
 
-/// `/.well-known/tdmrep.json` for a site.
+/// `/.well-known/tdmrep.json` for a site: a rule per preference path, most
+/// specific first (TDMRep applies the first matching rule), then `/`.
 pub fn tdmrep_json(d: &Directives) -> String {
-    let mut rule = serde_json::json!({"location": "/", "tdm-reservation": 1});
-    if let Some(p) = &d.tdm_policy {
-        rule["tdm-policy"] = serde_json::Value::String(p.clone());
-    }
-    serde_json::Value::Array(vec![rule]).to_string() + "\n"
+    let rule = |location: &str, train_ai: bool| {
+        let mut r = serde_json::json!({"location": location, "tdm-reservation": if train_ai { 0 } else { 1 }});
+        if let Some(p) = d.tdm_policy.as_ref().filter(|_| !train_ai) {
+            r["tdm-policy"] = serde_json::Value::String(p.clone());
+        }
+        r
+    };
+    let mut rules: Vec<serde_json::Value> =
+        fixative_config::preference::by_precedence(&d.preferences)
+            .into_iter()
+            .filter_map(|(pat, i)| d.preferences.get(i).map(|p| rule(pat, p.usage.train_ai)))
+            .collect();
+    rules.push(rule("/", d.usage.train_ai));
+    serde_json::Value::Array(rules).to_string() + "\n"
 }
 
-/// Spawning's `/ai.txt`.
-pub fn ai_txt() -> &'static str {
-    "# Spawning AI\n# Prevent datasets from using the following file types\n\
-User-Agent: *\nDisallow: *.jpg\nDisallow: *.jpeg\nDisallow: *.png\nDisallow: *.webp\nDisallow: *.gif\n\
-Disallow: *.avif\nDisallow: *.svg\nDisallow: *.tif\nDisallow: *.tiff\nDisallow: *.heic\nDisallow: /\nDisallow: *\n"
+/// Spawning's `/ai.txt` (robots.txt grammar, read by dataset tools): the
+/// preference paths (`Allow` where training is allowed), then the site's
+/// default: every media type and everything disallowed, or `Allow: /`.
+pub fn ai_txt(d: &Directives) -> String {
+    let mut s = String::from(
+        "# Spawning AI\n# Prevent datasets from using the following file types\nUser-Agent: *\n",
+    );
+    for (pat, i) in fixative_config::preference::by_precedence(&d.preferences) {
+        if let Some(p) = d.preferences.get(i) {
+            let verb = if p.usage.train_ai {
+                "Allow"
+            } else {
+                "Disallow"
+            };
+            s.push_str(&format!("{verb}: {pat}\n"));
+        }
+    }
+    if d.usage.train_ai {
+        s.push_str("Allow: /\n");
+    } else {
+        for ext in [
+            "jpg", "jpeg", "png", "webp", "gif", "avif", "svg", "tif", "tiff", "heic",
+        ] {
+            s.push_str(&format!("Disallow: *.{ext}\n"));
+        }
+        s.push_str("Disallow: /\nDisallow: *\n");
+    }
+    s
+}
+
+/// The RSL 1.0 licence (`https://rslstandard.org/rsl`): a `<content>` per
+/// preference path, most specific first, then `/`; each licence permits
+/// and prohibits the usage tokens (`ai-train`, `ai-input`, `search`) its
+/// preference allows and denies.
+pub fn license_xml(d: &Directives) -> String {
+    fn xml_escape(s: &str) -> String {
+        s.replace('&', "&amp;")
+            .replace('<', "&lt;")
+            .replace('>', "&gt;")
+            .replace('"', "&quot;")
+    }
+    let content = |url: &str, usage: &fixative_config::Usage| {
+        let (permits, prohibits) = usage.rsl();
+        let mut c = format!("  <content url=\"{}\">\n    <license>\n", xml_escape(url));
+        if !permits.is_empty() {
+            c.push_str(&format!(
+                "      <permits type=\"usage\">{}</permits>\n",
+                permits.join(",")
+            ));
+        }
+        if !prohibits.is_empty() {
+            c.push_str(&format!(
+                "      <prohibits type=\"usage\">{}</prohibits>\n",
+                prohibits.join(",")
+            ));
+        }
+        c.push_str("    </license>\n  </content>\n");
+        c
+    };
+    let mut s = String::from(
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<rsl xmlns=\"https://rslstandard.org/rsl\">\n",
+    );
+    for (pat, i) in fixative_config::preference::by_precedence(&d.preferences) {
+        if let Some(p) = d.preferences.get(i) {
+            s.push_str(&content(pat, &p.usage));
+        }
+    }
+    s.push_str(&content("/", &d.usage));
+    s.push_str("</rsl>\n");
+    s
 }
 
 /// What the origin said about a well-known file.
@@ -322,6 +516,12 @@ pub async fn fetch_origin_doc(
     }
     let texty = ctype.as_deref().is_none_or(|c| {
         let c = c.to_ascii_lowercase();
+        let xml = c.starts_with("application/rsl+xml")
+            || c.starts_with("application/xml")
+            || c.starts_with("text/xml");
+        if doc == WellKnown::License {
+            return xml;
+        }
         c.starts_with("text/plain")
             || c.starts_with("application/json")
             || c.starts_with("application/octet-stream")
@@ -386,7 +586,7 @@ mod tests {
             .collect();
         assert_eq!(xrt, vec!["noindex, NoAI", "noimageai"]);
         assert_eq!(r.headers["tdm-reservation"], "1");
-        assert_eq!(r.headers["content-usage"], "search=y, train-ai=n");
+        assert_eq!(r.headers["content-usage"], "train-ai=n, search=y");
         // Idempotent.
         apply_headers(&mut r, &d).unwrap();
         assert_eq!(r.headers.get_all("x-robots-tag").iter().count(), 2);
@@ -446,8 +646,8 @@ mod tests {
             );
         }
         assert!(!g.contains("User-agent: Googlebot\n"));
-        assert!(g.contains("User-agent: *\nContent-Signal: search=yes, ai-input=no, ai-train=no\nContent-Usage: train-ai=n\nDisallow: /trap/\nDisallow: /.fixative/maze/\n"));
-        let m = merged_robots(Some("User-agent: *\nDisallow: /private/"), &g);
+        assert!(g.contains("User-agent: *\nContent-Signal: search=yes, ai-input=no, ai-train=no\nContent-Usage: train-ai=n, search=y\nDisallow: /trap/\nDisallow: /.fixative/maze/\n"));
+        let m = merged_robots(Some("User-agent: *\nDisallow: /private/"), &g, None);
         assert!(m.starts_with("User-agent: *\nDisallow: /private/\n\n# --- Added by Fixative"));
     }
 }

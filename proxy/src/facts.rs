@@ -14,6 +14,9 @@ pub(crate) struct HeaderMapLookup<'a>(
     pub(crate) &'a http::HeaderMap,
     pub(crate) Option<Bytes>,
     pub(crate) Option<Arc<fixative_rules::tls::ClientHello>>,
+    /// The scheme the client used and the authority it asked for.
+    pub(crate) &'static str,
+    pub(crate) Option<&'a str>,
 );
 
 impl HeaderLookup for HeaderMapLookup<'_> {
@@ -25,6 +28,19 @@ impl HeaderLookup for HeaderMapLookup<'_> {
     }
     fn client_hello(&self) -> Option<&fixative_rules::tls::ClientHello> {
         self.2.as_deref()
+    }
+    fn get_all(&self, name: &str) -> Vec<&str> {
+        self.0
+            .get_all(name)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .collect()
+    }
+    fn scheme(&self) -> Option<&str> {
+        Some(self.3)
+    }
+    fn authority(&self) -> Option<&str> {
+        self.4
     }
     /// Across every `Cookie` header: HTTP/2 clients send one per cookie.
     fn cookie(&self, name: &str) -> Option<&str> {

@@ -24,10 +24,13 @@ struct State {
 pub struct Injection {
     /// Robots directives for the meta tag (e.g. `noai`, `noimageai`).
     pub robots: Vec<String>,
-    /// Add `<meta name="tdm-reservation" content="1">`.
-    pub tdm: bool,
+    /// Add `<meta name="tdm-reservation" content="1">` (`true`: rights
+    /// reserved, content `1`; `false`: not reserved, content `0`).
+    pub tdm: Option<bool>,
     /// `tdm-policy` URL.
     pub tdm_policy: Option<String>,
+    /// The RSL licence to announce with `<link rel="license">`.
+    pub license: Option<String>,
     /// Trap path for the hidden link.
     pub trap_path: Option<String>,
     /// The check script's tag, added to the head.
@@ -51,14 +54,26 @@ fn metas(inj: &Injection, st: &State) -> String {
             attr_escape(&inj.robots.join(", "))
         ));
     }
-    if inj.tdm && !st.tdm_seen {
-        s.push_str("<meta name=\"tdm-reservation\" content=\"1\">");
-        if let Some(p) = &inj.tdm_policy {
+    if let Some(reserved) = inj.tdm
+        && !st.tdm_seen
+    {
+        s.push_str(if reserved {
+            "<meta name=\"tdm-reservation\" content=\"1\">"
+        } else {
+            "<meta name=\"tdm-reservation\" content=\"0\">"
+        });
+        if let Some(p) = inj.tdm_policy.as_ref().filter(|_| reserved) {
             s.push_str(&format!(
                 "<meta name=\"tdm-policy\" content=\"{}\">",
                 attr_escape(p)
             ));
         }
+    }
+    if let Some(href) = &inj.license {
+        s.push_str(&format!(
+            "<link rel=\"license\" type=\"application/rsl+xml\" href=\"{}\">",
+            attr_escape(href)
+        ));
     }
     s
 }
@@ -254,8 +269,9 @@ mod tests {
     fn inj() -> Injection {
         Injection {
             robots: vec!["noai".into(), "noimageai".into()],
-            tdm: true,
+            tdm: Some(true),
             tdm_policy: None,
+            license: None,
             trap_path: Some("/trap/".into()),
             script: None,
         }
@@ -342,8 +358,9 @@ mod tests {
         fn injection() -> Injection {
             Injection {
                 robots: vec!["noai".into(), "noimageai".into()],
-                tdm: true,
+                tdm: Some(true),
                 tdm_policy: Some("https://example.test/policy".into()),
+                license: None,
                 trap_path: Some("/.well-known/fixative-trap".into()),
                 script: None,
             }

@@ -11,6 +11,7 @@ pub mod activity;
 pub mod admin;
 pub mod background;
 mod bodies;
+pub mod botauth;
 pub mod challenge;
 pub mod cloak;
 pub mod conn;
@@ -192,7 +193,7 @@ pub fn check(config: &Config) -> Result<(), String> {
         }
     }
     let mirror = Arc::new(fixative_rules::fleet::Fleet::new(config));
-    runtime::Runtime::build(config.clone(), metrics, mirror).map(|_| ())
+    runtime::Runtime::build(config.clone(), metrics, mirror, None).map(|_| ())
 }
 
 /// Whether this process may create files in `dir`.
@@ -212,7 +213,7 @@ pub fn run(config: Config) -> Result<(), String> {
     preflight(&config)?;
     let metrics = Arc::new(metrics::Metrics::new().map_err(|e| format!("metrics: {e}"))?);
     let link = fleet::FleetLink::start(&config, metrics.clone())?;
-    let first = runtime::Runtime::build(config.clone(), metrics.clone(), link.fleet.clone())?;
+    let first = runtime::Runtime::build(config.clone(), metrics.clone(), link.fleet.clone(), None)?;
     let ledger = config.evidence.as_ref().map(evidence::open).transpose()?;
     if let Some(e) = &config.evidence {
         tracing::info!("evidence ledger: {}", e.dir.display());

@@ -26,6 +26,9 @@ pub struct Metrics {
     pub reloads: IntCounterVec,
     /// `fixative_build_info{version}`, always 1.
     pub build_info: IntGaugeVec,
+    /// `fixative_web_bot_auth_fetches_total{outcome}`: key directories
+    /// fetched (ok, error).
+    pub bot_auth_fetches: IntCounterVec,
     /// `fixative_rule_matches_total{site,rule,action}`.
     pub rule_matches: IntCounterVec,
     /// `fixative_limiter_keys{policy,rule}`: live rate-limiter keys.
@@ -123,6 +126,13 @@ impl Metrics {
                 "Configuration reloads, by result (success, error).",
             ),
             &["result"],
+        )?;
+        let bot_auth_fetches = IntCounterVec::new(
+            Opts::new(
+                "fixative_web_bot_auth_fetches_total",
+                "Web Bot Auth key directories fetched, by outcome (ok, error).",
+            ),
+            &["outcome"],
         )?;
         let build_info = IntGaugeVec::new(
             Opts::new("fixative_build_info", "Build information; always 1."),
@@ -343,6 +353,9 @@ impl Metrics {
         registry.register(Box::new(upstream_errors.clone()))?;
         registry.register(Box::new(reloads.clone()))?;
         registry.register(Box::new(build_info.clone()))?;
+        registry.register(Box::new(bot_auth_fetches.clone()))?;
+        bot_auth_fetches.with_label_values(&["ok"]);
+        bot_auth_fetches.with_label_values(&["error"]);
         build_info
             .with_label_values(&[env!("CARGO_PKG_VERSION")])
             .set(1);
@@ -356,6 +369,7 @@ impl Metrics {
             upstream_errors,
             reloads,
             build_info,
+            bot_auth_fetches,
             rule_matches,
             limiter_keys,
             tracked_clients,

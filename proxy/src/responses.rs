@@ -74,26 +74,76 @@ pub(crate) async fn serve_well_known(
     };
     let origin_body = origin.as_ref().and_then(|d| d.body.as_deref());
     let body = match doc {
-        WellKnown::Robots => directives::merged_robots(origin_body, &site.robots_groups),
+        WellKnown::Robots => {
+            let license = site
+                .directives
+                .rsl
+                .then(|| license_url(session, &ctx.host, &rt.config.server.trusted_proxies));
+            directives::merged_robots(origin_body, &site.robots_groups, license.as_deref())
+        }
         WellKnown::Tdmrep => origin_body
             .map(str::to_string)
             .unwrap_or_else(|| directives::tdmrep_json(&site.directives)),
         WellKnown::AiTxt => origin_body
             .map(str::to_string)
-            .unwrap_or_else(|| directives::ai_txt().to_string()),
+            .unwrap_or_else(|| directives::ai_txt(&site.directives)),
+        WellKnown::License => origin_body
+            .map(str::to_string)
+            .unwrap_or_else(|| directives::license_xml(&site.directives)),
     };
     let mut resp = ResponseHeader::build(200, Some(8))?;
     resp.insert_header("content-type", doc.content_type())?;
     resp.insert_header("content-length", body.len().to_string())?;
     resp.insert_header("cache-control", "public, max-age=300")?;
     resp.insert_header("x-request-id", ctx.request_id.as_str())?;
-    directives::apply_headers(&mut resp, &site.directives)?;
+    directives::apply_headers(&mut resp, site.variant(ctx.pref).0)?;
     if rt.config.server.debug_headers {
         resp.insert_header("x-fixative-verdict", ctx.verdict.header_value())?;
     }
     let robots = (doc == WellKnown::Robots).then(|| body.clone());
     write_whole(session, resp, Bytes::from(body)).await?;
     Ok(robots)
+}
+
+/// The absolute URL of the site's RSL licence as this client reached it
+/// (robots.txt records take absolute URLs): its scheme and `Host`.
+fn license_url(session: &Session, host: &str, trusted: &[fixative_config::IpNet]) -> String {
+    let req = session.req_header();
+    // A trusted load balancer in front says how the client came in.
+    let peer_trusted = session
+        .client_addr()
+        .and_then(|a| a.as_inet())
+        .is_some_and(|a| crate::forwarding::is_trusted(a.ip(), trusted));
+    let forwarded = req
+        .headers
+        .get("x-forwarded-proto")
+        .and_then(|v| v.to_str().ok())
+        .filter(|_| peer_trusted);
+    let tls = match forwarded {
+        Some(p) => p.eq_ignore_ascii_case("https"),
+        None => session.digest().is_some_and(|d| d.ssl_digest.is_some()),
+    };
+    let authority = req
+        .uri
+        .authority()
+        .map(|a| a.as_str())
+        .or_else(|| {
+            req.headers
+                .get(http::header::HOST)
+                .and_then(|v| v.to_str().ok())
+        })
+        .filter(|a| {
+            !a.is_empty()
+                && a.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-.:[]".contains(&b))
+        })
+        .unwrap_or(host);
+    format!(
+        "{}://{}{}",
+        if tls { "https" } else { "http" },
+        authority.to_ascii_lowercase(),
+        directives::LICENSE_PATH
+    )
 }
 
 /// Writes a complete response; HEAD gets the headers only.
@@ -150,7 +200,7 @@ pub(crate) async fn serve_cloaked(
                     &path,
                     &site.name,
                     payload,
-                    &site.directives.data_mining,
+                    &site.variant(ctx.pref).0.data_mining,
                 )
                 .await
         }
@@ -216,7 +266,7 @@ pub(crate) async fn serve_cloaked(
         }
         resp.insert_header(k, v)?;
     }
-    directives::apply_headers(&mut resp, &site.directives)?;
+    directives::apply_headers(&mut resp, site.variant(ctx.pref).0)?;
     if rt.config.server.debug_headers {
         resp.insert_header("x-fixative-verdict", ctx.verdict.header_value())?;
     }

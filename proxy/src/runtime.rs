@@ -33,12 +33,29 @@ pub struct SiteRuntime {
     pub directives: fixative_config::Directives,
     /// Their header values, built once.
     pub prepared: crate::directives::Prepared,
+    /// The directives of each `[[site.preference]]` and their header
+    /// values, indexed like `directives.preferences`.
+    pub preferences: Vec<(fixative_config::Directives, crate::directives::Prepared)>,
     /// Generated robots.txt groups.
     pub robots_groups: String,
     /// Origin well-known documents, cached; the lock also makes concurrent
     /// refreshes wait for one fetch.
     pub docs:
         tokio::sync::Mutex<HashMap<crate::directives::WellKnown, crate::directives::OriginDoc>>,
+}
+
+impl SiteRuntime {
+    /// The directives of preference `pref` (`None`: the site's default)
+    /// and their prepared header values.
+    pub fn variant(
+        &self,
+        pref: Option<usize>,
+    ) -> (&fixative_config::Directives, &crate::directives::Prepared) {
+        match pref.and_then(|i| self.preferences.get(i)) {
+            Some((d, p)) => (d, p),
+            None => (&self.directives, &self.prepared),
+        }
+    }
 }
 
 pub use fixative_config::router::{Router, normalize_host};
@@ -71,6 +88,7 @@ impl Runtime {
         config: Config,
         metrics: Arc<crate::metrics::Metrics>,
         fleet: Arc<fixative_rules::fleet::Fleet>,
+        bot_auth: Option<Arc<fixative_rules::botauth::Directory>>,
     ) -> Result<Runtime, String> {
         let mut sites = Vec::with_capacity(config.sites.len());
         for site in &config.sites {
@@ -98,12 +116,35 @@ impl Runtime {
                 max_body_bytes: site.max_body_bytes,
                 directives: site.directives.clone(),
                 prepared: crate::directives::Prepared::new(&site.directives),
+                preferences: (0..site.directives.preferences.len())
+                    .map(|i| {
+                        let d = site.directives.variant(Some(i));
+                        let p = crate::directives::Prepared::new(&d);
+                        (d, p)
+                    })
+                    .collect(),
                 robots_groups: String::new(),
                 docs: tokio::sync::Mutex::new(HashMap::new()),
             });
         }
-        let engine = Engine::with_fleet(&config, fleet)
+        let mut engine = Engine::with_fleet(&config, fleet)
             .map_err(|e| config.error_at(&e.problems).to_string())?;
+        // The signed agents' keys outlive a reload (fetched ones are not
+        // fetched again); local directory files are read again.
+        let wba = &config.detection.web_bot_auth;
+        let problems = match bot_auth {
+            Some(d) => {
+                let p = d.reconfigure(wba, crate::challenge::unix_now());
+                engine = engine.with_bot_auth(d);
+                p
+            }
+            None => engine
+                .bot_auth()
+                .reconfigure(wba, crate::challenge::unix_now()),
+        };
+        for p in problems {
+            tracing::warn!("Web Bot Auth key directory skipped: {p}");
+        }
         for s in &mut sites {
             s.robots_groups = crate::directives::robots_groups(
                 &s.directives,

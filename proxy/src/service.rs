@@ -57,6 +57,26 @@ pub struct Ctx {
     /// The protected variant served (its source) and its watermark
     /// payload, for the evidence ledger.
     pub(crate) variant: Option<(&'static str, Option<u64>)>,
+    /// The `[[site.preference]]` that applies to this response (`None`:
+    /// the site's default): by path, or as the origin named it.
+    pub(crate) pref: Option<usize>,
+}
+
+/// The scheme the client used: `https` on the TLS listener, what a trusted
+/// load balancer says in `X-Forwarded-Proto`, else `http`.
+fn request_scheme(session: &Session, tls_listener: bool, peer_trusted: bool) -> &'static str {
+    if tls_listener {
+        return "https";
+    }
+    let forwarded = session
+        .req_header()
+        .headers
+        .get("x-forwarded-proto")
+        .and_then(|v| v.to_str().ok());
+    match forwarded {
+        Some(p) if peer_trusted && p.eq_ignore_ascii_case("https") => "https",
+        _ => "http",
+    }
 }
 
 /// The directives of the request's site; the default site's (or the first
@@ -65,7 +85,7 @@ pub struct Ctx {
 pub(crate) fn ctx_directives(ctx: &Ctx) -> Option<&fixative_config::Directives> {
     let rt = ctx.runtime.as_ref()?;
     let i = ctx.site.or(rt.config.default_site).unwrap_or(0);
-    rt.sites.get(i).map(|s| &s.directives)
+    rt.sites.get(i).map(|s| s.variant(ctx.pref).0)
 }
 
 /// A peer for one of the site's upstreams, with the configured timeouts.
@@ -299,8 +319,10 @@ impl FixativeProxy {
                 .as_ref()
                 .and_then(|s| s.outcome())
                 .filter(|o| *o == fixative_protector::xmp::Outcome::Inserted)
-                .map(|_| site.directives.data_mining.as_str())
-                .or(ctx.variant.map(|_| site.directives.data_mining.as_str()));
+                .map(|_| site.variant(ctx.pref).0.data_mining.as_str())
+                .or(ctx
+                    .variant
+                    .map(|_| site.variant(ctx.pref).0.data_mining.as_str()));
             let visit = crate::evidence::visit(
                 rt,
                 site,
@@ -353,6 +375,7 @@ impl ProxyHttp for FixativeProxy {
             max_body: None,
             body_bytes: 0,
             variant: None,
+            pref: None,
         }
     }
 
@@ -439,10 +462,14 @@ impl ProxyHttp for FixativeProxy {
             respond_html(session, 421, html, ctx).await?;
             return Ok(true);
         }
-        ctx.max_body = ctx
-            .site
-            .and_then(|i| rt.sites.get(i))
-            .and_then(|s| s.max_body_bytes);
+        let routed = ctx.site.and_then(|i| rt.sites.get(i));
+        ctx.max_body = routed.and_then(|s| s.max_body_bytes);
+        // The usage preference of this path (no work for sites without
+        // `[[site.preference]]`).
+        ctx.pref = routed.and_then(|s| {
+            let pq = session.req_header().uri.path_and_query();
+            s.directives.preference_for(pq.map_or("/", |p| p.as_str()))
+        });
         if let Some(max) = ctx.max_body
             && session
                 .req_header()
@@ -500,6 +527,19 @@ impl ProxyHttp for FixativeProxy {
                 } else {
                     None
                 },
+                request_scheme(session, self.tls_listener, peer_trusted),
+                session
+                    .req_header()
+                    .uri
+                    .authority()
+                    .map(|a| a.as_str())
+                    .or_else(|| {
+                        session
+                            .req_header()
+                            .headers
+                            .get(http::header::HOST)
+                            .and_then(|v| v.to_str().ok())
+                    }),
             );
             let facts = RequestFacts {
                 now: ctx.now,
@@ -520,6 +560,16 @@ impl ProxyHttp for FixativeProxy {
             };
             rt.engine.evaluate(&facts, policy)
         };
+        // A signed agent whose keys are not known yet: fetch them in the
+        // background (this request stays unverified).
+        if let Some(agent) = &ctx.verdict.signature_pending {
+            self.shared.bot_auth.request(
+                agent,
+                rt.engine.bot_auth(),
+                &cfg.detection.web_bot_auth,
+                &self.shared.metrics,
+            );
+        }
         // A limit rule allowed it here: the fleet's quota decides (one
         // round trip, bounded; the node's decision stands without it).
         if ctx.verdict.shared_limit.is_some() {
@@ -721,7 +771,22 @@ impl ProxyHttp for FixativeProxy {
                 .sites
                 .get(ctx.site.or(rt.config.default_site).unwrap_or(0))
         {
-            directives::apply_prepared(resp, &site.directives, &site.prepared)?;
+            // A CMS's per-post setting: the origin names the preference
+            // of this response (and the header goes no further).
+            if let Some(h) = &site.directives.preference_header
+                && let Some(named) = resp.headers.get(h.as_str())
+            {
+                if let Some(i) = named
+                    .to_str()
+                    .ok()
+                    .and_then(|n| site.directives.preference_named(n))
+                {
+                    ctx.pref = Some(i);
+                }
+                resp.remove_header(h.as_str());
+            }
+            let (d, p) = site.variant(ctx.pref);
+            directives::apply_prepared(resp, d, p)?;
         }
         crate::bodies::start_html_rewrite(session, resp, ctx)?;
         crate::bodies::start_image_metadata(session, resp, ctx)?;
@@ -810,6 +875,12 @@ impl ProxyHttp for FixativeProxy {
             bytes: session.body_bytes_sent() as u64,
             duration: elapsed,
             verdict: &ctx.verdict,
+            preference: ctx
+                .runtime
+                .as_ref()
+                .and_then(|rt| rt.sites.get(ctx.site?))
+                .filter(|s| !s.directives.preferences.is_empty())
+                .map(|s| s.directives.preference_name(ctx.pref)),
         };
         self.record_activity(session, ctx, &entry, unix);
         access_log::emit(&entry);

@@ -40,6 +40,9 @@ pub struct Shared {
     /// The last reload: when (unix seconds), whether it applied, and its
     /// message.
     pub last_reload: std::sync::Mutex<Option<(u64, bool, String)>>,
+    /// Web Bot Auth key-directory fetches (outlive reloads; the keys live
+    /// in the engine's directory, which every generation shares).
+    pub bot_auth: Arc<crate::botauth::Fetcher>,
     request_seed: u64,
     request_counter: AtomicU64,
 }
@@ -82,6 +85,7 @@ impl Shared {
             evidence,
             generation: AtomicU64::new(1),
             last_reload: std::sync::Mutex::new(None),
+            bot_auth: Arc::default(),
             request_seed: h.finish(),
             request_counter: AtomicU64::new(0),
         }
@@ -135,7 +139,12 @@ impl Shared {
         let old = self.runtime.load();
         let restart_needed = restart_only_changes(&old.config, &config);
         let summary = config.summary();
-        match Runtime::build(config, self.metrics.clone(), self.fleet.fleet.clone()) {
+        match Runtime::build(
+            config,
+            self.metrics.clone(),
+            self.fleet.fleet.clone(),
+            Some(old.engine.bot_auth().clone()),
+        ) {
             Ok(rt) => {
                 self.runtime.store(Arc::new(rt));
                 self.metrics.reloads.with_label_values(&["success"]).inc();

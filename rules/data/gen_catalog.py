@@ -135,6 +135,12 @@ for name, files in [("GPTBot", ["gptbot.json"]), ("OAI-SearchBot", ["searchbot.j
                     ("CCBot", ["ccbot.json"])]:
     entries[name.lower()]["ip_ranges"] = files
 
+# Web Bot Auth: the `Signature-Agent` hosts whose verified signatures name
+# this crawler (the agent's key directory is at
+# https://<host>/.well-known/http-message-signatures-directory).
+for name, hosts in [("ChatGPT Agent", ["chatgpt.com"])]:
+    entries[name.lower()]["signature_agents"] = hosts
+
 def q(s):
     return json.dumps(s, ensure_ascii=False)
 
@@ -153,6 +159,8 @@ for e in sorted(entries.values(), key=lambda e: (e["category"], e["name"].lower(
         out.write(f"rdns = [{', '.join(q(r) for r in e['rdns'])}]\n")
     if e.get("ip_ranges"):
         out.write(f"ip_ranges = [{', '.join(q(r) for r in e['ip_ranges'])}]\n")
+    if e.get("signature_agents"):
+        out.write(f"signature_agents = [{', '.join(q(r) for r in e['signature_agents'])}]\n")
     out.write(f"source = {q(e['source'])}\n\n")
 for f, op, url in SOURCES:
     out.write(f"[[ip_range_source]]\nfile = {q(f)}\noperator = {q(op)}\nurl = {q(url)}\n\n")

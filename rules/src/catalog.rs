@@ -50,6 +50,10 @@ pub struct Crawler {
     /// Published IP-range files that verify it.
     #[serde(default)]
     pub ip_ranges: Vec<String>,
+    /// Web Bot Auth `Signature-Agent` hosts whose verified signatures name
+    /// this crawler.
+    #[serde(default)]
+    pub signature_agents: Vec<String>,
     /// Where the entry comes from.
     #[serde(default)]
     pub source: String,

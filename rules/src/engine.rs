@@ -117,6 +117,23 @@ pub trait HeaderLookup {
     fn cookie(&self, name: &str) -> Option<&str> {
         crate::pass::cookie_value(self.get("cookie"), name)
     }
+
+    /// Every value of a header, in order (HTTP message signatures cover
+    /// all of them).
+    fn get_all(&self, name: &str) -> Vec<&str> {
+        self.get(name).into_iter().collect()
+    }
+
+    /// The scheme the client used (`http` / `https`), when known: the
+    /// `@scheme` and `@target-uri` components of a signature need it.
+    fn scheme(&self) -> Option<&str> {
+        None
+    }
+
+    /// `Host` / `:authority` as the client sent it (port included).
+    fn authority(&self) -> Option<&str> {
+        self.get("host")
+    }
 }
 
 /// No headers (logs without them).
@@ -250,6 +267,9 @@ pub struct Engine {
     rule_ban: Arc<str>,
     penalty_secs: u64,
     window_secs: u64,
+    bot_auth: Arc<crate::botauth::Directory>,
+    /// Catalog index by Web Bot Auth agent host.
+    signature_agents: HashMap<String, usize>,
 }
 
 impl std::fmt::Debug for Engine {
@@ -381,7 +401,24 @@ impl Engine {
             .iter()
             .map(|c| Arc::from(c.name.as_str()))
             .collect();
+        let signature_agents = catalog
+            .crawlers()
+            .iter()
+            .enumerate()
+            .flat_map(|(i, c)| {
+                c.signature_agents
+                    .iter()
+                    .map(move |h| (h.to_ascii_lowercase(), i))
+            })
+            .collect();
+        let unix_now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        let (bot_auth, _) = crate::botauth::Directory::new_with_files(&d.web_bot_auth, unix_now);
         Ok(Engine {
+            bot_auth: Arc::new(bot_auth),
+            signature_agents,
             catalog,
             ranges,
             policies,
@@ -424,6 +461,18 @@ impl Engine {
     pub fn with_default_config() -> Result<Engine, String> {
         let cfg = Config::embedded_default().map_err(|e| e.to_string())?;
         Engine::new(&cfg).map_err(|e| e.to_string())
+    }
+
+    /// Shares a Web Bot Auth key directory that outlives this engine (the
+    /// proxy keeps one across reloads and fills it in the background).
+    pub fn with_bot_auth(mut self, d: Arc<crate::botauth::Directory>) -> Engine {
+        self.bot_auth = d;
+        self
+    }
+
+    /// The Web Bot Auth key directory.
+    pub fn bot_auth(&self) -> &Arc<crate::botauth::Directory> {
+        &self.bot_auth
     }
 
     /// The catalog.
@@ -608,12 +657,72 @@ impl Engine {
             }
         };
 
-        // Identity: catalog match and verification.
+        // Identity: a Web Bot Auth signature first (a verified one
+        // overrides what the user agent claims), then catalog match and
+        // verification.
         let mut weak = false;
         let mut verified = false;
         let mut spoofed = false;
         let ua = f.user_agent.filter(|u| !u.trim().is_empty());
-        match ua {
+        let signed = if f.headers_known && f.header.get("signature-input").is_some() {
+            let m = crate::botauth::Message {
+                header: f.header,
+                method: f.method,
+                authority: f.header.authority().unwrap_or(f.host),
+                path: f.path,
+                scheme: f.header.scheme().unwrap_or("https"),
+            };
+            self.bot_auth.check(&m, f.unix_time)
+        } else {
+            crate::botauth::Check::Absent
+        };
+        match &signed {
+            crate::botauth::Check::Verified { agent, keyid } => {
+                v.signed_agent = Some(Arc::from(agent.as_str()));
+                add(
+                    &mut v,
+                    "signature.verified",
+                    0,
+                    &format!("{agent} (key {keyid})"),
+                );
+                verified = true;
+                match self
+                    .signature_agents
+                    .get(agent.as_str())
+                    .and_then(|i| Some((*i, self.catalog.crawlers().get(*i)?)))
+                {
+                    Some((i, c)) => {
+                        v.category = Some(c.category);
+                        v.crawler = self.crawler_names.get(i).cloned();
+                        add(&mut v, "crawler.verified", 0, "Web Bot Auth signature");
+                    }
+                    None => {
+                        // A bot that proves who it is, unknown to the catalog.
+                        v.category = Some(Category::UnknownBot);
+                        v.crawler = v.signed_agent.clone();
+                    }
+                }
+            }
+            crate::botauth::Check::Invalid(why) => {
+                add(
+                    &mut v,
+                    "signature.invalid",
+                    self.w(Signal::SignatureInvalid),
+                    why,
+                );
+            }
+            crate::botauth::Check::Pending { agent } => {
+                add(&mut v, "signature.pending", 0, agent);
+                v.signature_pending = Some(agent.clone());
+            }
+            crate::botauth::Check::Unverifiable(why) => {
+                add(&mut v, "signature.unverifiable", 0, why);
+            }
+            crate::botauth::Check::Absent => {}
+        }
+        let claims = if v.signed_agent.is_some() { None } else { ua };
+        match claims {
+            None if v.signed_agent.is_some() => {}
             None => add(
                 &mut v,
                 "ua.missing",
@@ -971,6 +1080,7 @@ impl Engine {
             image,
             pass: v.pass,
             in_grace,
+            signed_agent: v.signed_agent.as_deref(),
         };
         // A pass (from the script, or the no-JS path) satisfies a challenge:
         // the rule is skipped.

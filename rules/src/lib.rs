@@ -5,6 +5,7 @@
 //! does I/O, so the same engine runs in the proxy, in `fixative explain`
 //! and in tests.
 
+pub mod botauth;
 pub mod browsers;
 pub mod catalog;
 mod engine;

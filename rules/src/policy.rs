@@ -32,6 +32,8 @@ pub struct MatchInput<'a> {
     /// An image request without a valid pass that the client's grace
     /// budget still covers.
     pub in_grace: bool,
+    /// The agent a verified Web Bot Auth signature names.
+    pub signed_agent: Option<&'a str>,
 }
 
 struct CompiledMatch {
@@ -51,6 +53,7 @@ struct CompiledMatch {
     image: Option<bool>,
     pass: Option<bool>,
     automation: Option<bool>,
+    signed_agent: Vec<String>,
 }
 
 /// Translates a path glob into an anchored regex: `**` spans segments,
@@ -110,6 +113,7 @@ impl CompiledMatch {
             image: m.image,
             pass: m.pass,
             automation: m.automation,
+            signed_agent: m.signed_agent.clone(),
         })
     }
 
@@ -154,6 +158,15 @@ impl CompiledMatch {
             && !i
                 .crawler
                 .is_some_and(|c| self.crawler.iter().any(|n| n.eq_ignore_ascii_case(c)))
+        {
+            return false;
+        }
+        if !self.signed_agent.is_empty()
+            && !i.signed_agent.is_some_and(|a| {
+                self.signed_agent
+                    .iter()
+                    .any(|n| n == "*" || n.eq_ignore_ascii_case(a))
+            })
         {
             return false;
         }

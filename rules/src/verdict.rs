@@ -83,6 +83,14 @@ pub struct Verdict {
     /// Image requests left in the client's grace budget, when this request
     /// (an image without a valid pass) spent from it.
     pub grace_left: Option<u32>,
+    /// The agent a verified Web Bot Auth signature names (host of its
+    /// `Signature-Agent`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub signed_agent: Option<Arc<str>>,
+    /// A signed agent whose key directory is not known yet: the proxy
+    /// fetches it in the background.
+    #[serde(skip)]
+    pub signature_pending: Option<String>,
     /// A request a `limit` rule allowed on this node, still to be counted
     /// against the fleet's quota (only with a shared state backend).
     #[serde(skip)]
@@ -118,6 +126,8 @@ impl Verdict {
             limit: None,
             pass: crate::pass::PassState::None,
             grace_left: None,
+            signed_agent: None,
+            signature_pending: None,
             shared_limit: None,
         }
     }
