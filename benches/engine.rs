@@ -217,5 +217,54 @@ fn bench_pass(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, bench, bench_pass);
+/// What a Web Bot Auth signature costs: the published vector
+/// (draft-meunier-web-bot-auth-architecture, RFC 9421 Ed25519 test key)
+/// verified by the key directory (parse, freshness, key lookup, Ed25519),
+/// against a request with no signature.
+fn bench_bot_auth(c: &mut Criterion) {
+    use fixative_rules::botauth::{Directory, Message};
+    let mut cfg = fixative_config::WebBotAuth::default();
+    // Nonces not remembered: every iteration verifies in full.
+    cfg.max_nonces = 0;
+    let d = Directory::new(&cfg);
+    d.insert(
+        "signer.example",
+        br#"{"keys":[{"kty":"OKP","crv":"Ed25519","x":"JrQLj5P_89iXES9-vFgrIy29clF9CC_oPPsw3c5D0bs"}]}"#,
+        1_735_689_700,
+        true,
+    )
+    .expect("jwks");
+    let signed: [(&str, &str); 2] = [
+        (
+            "signature-input",
+            r#"sig1=("@authority");created=1735689600;keyid="poqkLGiymh_W0uP6PZFw-dvez3QJT5SolqXBCW38r0U";alg="ed25519";expires=1735693200;nonce="gubxywVx7hzbYKatLgzuKDllDAIXAkz41PydU7aOY7vT+Mb3GJNxW0qD4zJ+IOQ1NVtg+BNbTCRUMt1Ojr5BgA==";tag="web-bot-auth""#,
+        ),
+        (
+            "signature",
+            "sig1=:uz2SAv+VIemw+Oo890bhYh6Xf5qZdLUgv6/PbiQfCFXcX/vt1A8Pf7OcgL2yUDUYXFtffNpkEr5W6dldqFrkDg==:",
+        ),
+    ];
+    let unsigned: [(&str, &str); 0] = [];
+    let m = |h: &'static dyn fixative_rules::HeaderLookup| Message {
+        header: h,
+        method: "GET",
+        authority: "example.com",
+        path: "/",
+        scheme: "https",
+    };
+    let signed: &'static [(&str, &str); 2] = Box::leak(Box::new(signed));
+    let unsigned: &'static [(&str, &str); 0] = Box::leak(Box::new(unsigned));
+    assert!(matches!(
+        d.check(&m(signed), 1_735_689_700),
+        fixative_rules::botauth::Check::Verified { .. }
+    ));
+    c.bench_function("botauth/check (no signature)", |b| {
+        b.iter(|| black_box(d.check(black_box(&m(unsigned)), 1_735_689_700)))
+    });
+    c.bench_function("botauth/check (published vector, verified)", |b| {
+        b.iter(|| black_box(d.check(black_box(&m(signed)), 1_735_689_700)))
+    });
+}
+
+criterion_group!(benches, bench, bench_pass, bench_bot_auth);
 criterion_main!(benches);

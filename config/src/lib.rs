@@ -119,10 +119,30 @@ pub struct Protector {
     pub transform_timeout: std::time::Duration,
     /// The profile cloak verdicts get.
     pub profile: Profile,
+    /// The C2PA signing credential (`c2pa_cert`, `c2pa_key`, `c2pa_alg`),
+    /// for sites with `directives.c2pa`.
+    pub c2pa: Option<C2paCredential>,
     /// Every profile by name (built-in `watermark`, `preview`, `cloak`, and
     /// the configuration's own).
     pub profiles: std::collections::BTreeMap<String, Profile>,
 }
+
+/// Where the C2PA signing certificate chain and key are, and the algorithm.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct C2paCredential {
+    /// PEM certificate chain, signing certificate first.
+    pub cert: PathBuf,
+    /// PEM private key (PKCS#8).
+    pub key: PathBuf,
+    /// `ed25519`, `es256`, `es384`, `es512`, `ps256`, `ps384` or `ps512`.
+    pub alg: String,
+}
+
+/// C2PA signing algorithms accepted in `protector.c2pa_alg`.
+pub const C2PA_ALGS: &[&str] = &[
+    "ed25519", "es256", "es384", "es512", "ps256", "ps384", "ps512",
+];
 
 /// `[profile.NAME]`: how a protected variant is made.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -299,6 +319,9 @@ pub struct Directives {
     /// Serve an RSL licence at `/license.xml` (the origin's own when it has
     /// one) and announce it in robots.txt, `Link` headers and HTML.
     pub rsl: bool,
+    /// Sign served images with a C2PA manifest carrying the CAWG
+    /// training-and-data-mining assertion (needs `protector.c2pa_cert`).
+    pub c2pa: bool,
     /// `X-Robots-Tag` values added to every response (empty: none).
     pub x_robots_tag: Vec<String>,
     /// Send `tdm-reservation: 1`.

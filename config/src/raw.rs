@@ -72,6 +72,14 @@ pub struct RawProtector {
     pub transform_timeout: String,
     #[serde(default = "default_cloak_profile")]
     pub profile: String,
+    pub c2pa_cert: Option<String>,
+    pub c2pa_key: Option<String>,
+    #[serde(default = "default_c2pa_alg")]
+    pub c2pa_alg: String,
+}
+
+fn default_c2pa_alg() -> String {
+    "ed25519".into()
 }
 
 fn default_cloak_profile() -> String {
@@ -93,6 +101,9 @@ impl Default for RawProtector {
             variant_suffix: default_variant_suffix(),
             jpeg_quality: default_jpeg_quality(),
             transform_timeout: default_transform_timeout(),
+            c2pa_cert: None,
+            c2pa_key: None,
+            c2pa_alg: default_c2pa_alg(),
             profile: default_cloak_profile(),
         }
     }
@@ -314,6 +325,8 @@ pub struct RawDirectives {
     pub preference_header: Option<String>,
     #[serde(default = "default_true")]
     pub rsl: bool,
+    #[serde(default)]
+    pub c2pa: bool,
     pub x_robots_tag: Option<Vec<String>>,
     #[serde(default = "default_true")]
     pub tdm_reservation: bool,
@@ -360,6 +373,7 @@ impl Default for RawDirectives {
             ai_input: None,
             preference_header: None,
             rsl: true,
+            c2pa: false,
             x_robots_tag: None,
             tdm_reservation: true,
             tdm_policy: None,

@@ -578,7 +578,57 @@ fn validate_protector(
             builtin("cloak", true, Some(preview_max_side))
         }
     };
+    let c2pa = match (&p.c2pa_cert, &p.c2pa_key) {
+        (None, None) => None,
+        (Some(_), None) => {
+            ctx.err(
+                &pp.key("c2pa_key"),
+                "c2pa_cert is set: give its private key too",
+            );
+            None
+        }
+        (None, Some(_)) => {
+            ctx.err(
+                &pp.key("c2pa_cert"),
+                "c2pa_key is set: give its certificate chain too",
+            );
+            None
+        }
+        (Some(c), Some(k)) => {
+            let mut ok = true;
+            let mut file = |key: &str, f: &str| {
+                let pb = ctx.resolve_path(f);
+                if !pb.is_file() {
+                    ctx.err(
+                        &pp.key(key),
+                        format!("{} is not a readable file", pb.display()),
+                    );
+                    ok = false;
+                }
+                pb
+            };
+            let cert = file("c2pa_cert", c);
+            let key = file("c2pa_key", k);
+            if !crate::C2PA_ALGS.contains(&p.c2pa_alg.as_str()) {
+                ctx.err(
+                    &pp.key("c2pa_alg"),
+                    format!(
+                        "{:?} is not one of {}",
+                        p.c2pa_alg,
+                        crate::C2PA_ALGS.join(", ")
+                    ),
+                );
+                ok = false;
+            }
+            ok.then(|| crate::C2paCredential {
+                cert,
+                key,
+                alg: p.c2pa_alg.clone(),
+            })
+        }
+    };
     crate::Protector {
+        c2pa,
         profile,
         profiles,
         preview_max_side,
@@ -940,6 +990,12 @@ fn validate(ctx: &mut Ctx<'_>, raw: RawConfig, source_name: &str) -> Config {
                 usage,
             });
         }
+        if d.c2pa && protector.c2pa.is_none() {
+            ctx.err(
+                &dp.key("c2pa"),
+                "signing images needs a credential: set protector.c2pa_cert and protector.c2pa_key",
+            );
+        }
         let preference_header = d.preference_header.as_ref().and_then(|h| {
             let lower = h.to_ascii_lowercase();
             if http_token(&lower) {
@@ -1064,6 +1120,7 @@ fn validate(ctx: &mut Ctx<'_>, raw: RawConfig, source_name: &str) -> Config {
                 preferences,
                 preference_header,
                 rsl: d.rsl,
+                c2pa: d.c2pa,
                 x_robots_tag,
                 tdm_reservation: d.tdm_reservation,
                 tdm_policy: d.tdm_policy.clone(),
@@ -1114,6 +1171,26 @@ fn validate(ctx: &mut Ctx<'_>, raw: RawConfig, source_name: &str) -> Config {
     };
     require_secret(ctx, &mut cfg, &root.key("protector").key("secret"));
     cfg
+}
+
+/// `allow` / `deny` (absent: `default`).
+fn usage_value(ctx: &mut Ctx, path: &KeyPath, v: Option<&str>, default: bool) -> bool {
+    match v {
+        None => default,
+        Some("allow") => true,
+        Some("deny") => false,
+        Some(other) => {
+            ctx.err(path, format!("{other:?} is not \"allow\" or \"deny\""));
+            default
+        }
+    }
+}
+
+/// An HTTP field name (RFC 9110 token).
+fn http_token(s: &str) -> bool {
+    !s.is_empty()
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
 }
 
 #[cfg(test)]
@@ -1344,24 +1421,4 @@ secret = "unit-test-watermark-key-0123"
             }
         }
     }
-}
-
-/// `allow` / `deny` (absent: `default`).
-fn usage_value(ctx: &mut Ctx, path: &KeyPath, v: Option<&str>, default: bool) -> bool {
-    match v {
-        None => default,
-        Some("allow") => true,
-        Some("deny") => false,
-        Some(other) => {
-            ctx.err(path, format!("{other:?} is not \"allow\" or \"deny\""));
-            default
-        }
-    }
-}
-
-/// An HTTP field name (RFC 9110 token).
-fn http_token(s: &str) -> bool {
-    !s.is_empty()
-        && s.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
 }

@@ -4,6 +4,7 @@
 //! IPTC `plus:DataMining` XMP packet into JPEG, PNG and WebP files without
 //! re-encoding them.
 
+pub mod c2pa;
 pub mod pipeline;
 pub mod watermark;
 pub mod xmp;

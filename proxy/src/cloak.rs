@@ -15,6 +15,7 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use fixative_config::Protector as ProtectorConfig;
+use fixative_protector::c2pa::{Signer as C2paSigner, TrainingMining};
 use fixative_protector::pipeline::{self, Job, Limits, Transform};
 use fixative_protector::watermark::{self, Payload};
 use pingora::prelude::HttpPeer;
@@ -137,6 +138,31 @@ pub struct Cloaker {
     thumbs: Mutex<VariantCache>,
     inflight: Mutex<HashMap<String, Inflight>>,
     metrics: Arc<crate::metrics::Metrics>,
+    /// The C2PA signer (`protector.c2pa_cert`), for sites with
+    /// `directives.c2pa`.
+    signer: Option<Arc<C2paSigner>>,
+}
+
+/// The C2PA assertion of a usage: training and generative training follow
+/// `train_ai`, inference `ai_input`, data mining `train_ai`.
+pub fn training_mining(u: &fixative_config::Usage) -> TrainingMining {
+    TrainingMining {
+        ai_training: u.train_ai,
+        ai_generative_training: u.train_ai,
+        ai_inference: u.ai_input,
+        data_mining: u.train_ai,
+    }
+}
+
+fn mime_of(ctype: &str) -> &'static str {
+    let c = ctype.trim_start().to_ascii_lowercase();
+    if c.starts_with("image/png") {
+        "image/png"
+    } else if c.starts_with("image/webp") {
+        "image/webp"
+    } else {
+        "image/jpeg"
+    }
 }
 
 /// Fetches `path` from the origin: status, content type, validator, body
@@ -208,8 +234,13 @@ pub fn hour_now() -> u32 {
 
 impl Cloaker {
     /// A protector for one configuration generation.
-    pub fn new(cfg: ProtectorConfig, metrics: Arc<crate::metrics::Metrics>) -> Cloaker {
+    pub fn new(
+        cfg: ProtectorConfig,
+        metrics: Arc<crate::metrics::Metrics>,
+        signer: Option<Arc<C2paSigner>>,
+    ) -> Cloaker {
         Cloaker {
+            signer,
             key: watermark::key_from_secret(&cfg.secret),
             workers: Arc::new(Semaphore::new(cfg.workers)),
             slots: Arc::new(Semaphore::new(cfg.workers + cfg.queue)),
@@ -242,20 +273,38 @@ impl Cloaker {
         site: &str,
         payload: Payload,
         data_mining: &str,
+        c2pa: Option<TrainingMining>,
     ) -> Outcome {
         let cap = self.cfg.max_input_bytes;
         let profile = &self.cfg.profile;
+        let c2pa = c2pa.filter(|_| self.signer.is_some());
         // 1. A variant the artist prepared.
         if profile.variant
             && let Some(vp) = variant_path(path, &self.cfg.variant_suffix)
-            && let Ok((200, ctype, _, Some(body))) = fetch(connector, peer, host, &vp, cap).await
+            && let Ok((200, ctype, validator, Some(body))) =
+                fetch(connector, peer, host, &vp, cap).await
             && is_image(ctype.as_deref())
         {
+            let ctype = ctype.unwrap_or_default();
+            if let Some(tm) = c2pa {
+                return self
+                    .signed(
+                        site,
+                        &vp,
+                        validator,
+                        body,
+                        &ctype,
+                        data_mining,
+                        tm,
+                        "prepared",
+                    )
+                    .await;
+            }
             let bytes = fixative_protector::xmp::insert(&body, data_mining).unwrap_or(body);
             return Outcome::Variant(
                 Variant {
                     bytes: Bytes::from(bytes),
-                    content_type: ctype.unwrap_or_default(),
+                    content_type: ctype,
                     source: "prepared",
                 },
                 false,
@@ -280,7 +329,7 @@ impl Cloaker {
             validator.unwrap_or_else(|| format!("len{}-{:08x}", body.len(), crc(&body)));
         let base = format!("{site}\u{1}{path}\u{1}{validator}");
         let key = format!(
-            "{base}\u{1}preview{}\u{1}{:016x}",
+            "{base}\u{1}preview{}\u{1}{:016x}\u{1}{c2pa:?}",
             self.cfg.preview_max_side,
             payload.to_bits()
         );
@@ -305,7 +354,7 @@ impl Cloaker {
                 .clone()
         };
         let result = cell
-            .get_or_init(|| self.transform(body, payload.to_bits(), data_mining.to_string()))
+            .get_or_init(|| self.transform(body, payload.to_bits(), data_mining.to_string(), c2pa))
             .await
             .clone();
         if let Ok(mut map) = self.inflight.lock() {
@@ -343,6 +392,7 @@ impl Cloaker {
         body: Vec<u8>,
         payload: u64,
         data_mining: String,
+        c2pa: Option<TrainingMining>,
     ) -> Result<(Variant, Option<Variant>), FallbackReason> {
         // A slot in the bounded queue, or the fallback at once.
         let Ok(slot) = self.slots.clone().try_acquire_owned() else {
@@ -356,6 +406,7 @@ impl Cloaker {
         };
         let cfg = self.cfg.clone();
         let key = self.key;
+        let signer = c2pa.and(self.signer.clone());
         let started = Instant::now();
         // The permits go with the work: a transform that outlives its
         // timeout keeps its worker and queue slot until it really ends, so
@@ -367,7 +418,7 @@ impl Cloaker {
                 visible_mark: cfg.profile.visible_mark,
                 watermark: cfg.profile.watermark.then_some(watermark::DEFAULT_STRENGTH),
             };
-            let out = pipeline::protect(&Job {
+            let mut out = pipeline::protect(&Job {
                 data: &body,
                 transform,
                 payload,
@@ -379,6 +430,13 @@ impl Cloaker {
                     ..Limits::default()
                 },
             })?;
+            // The signed assertion covers the variant's final bytes.
+            if let (Some(s), Some(tm)) = (&signer, c2pa) {
+                match s.sign(&out.bytes, out.content_type, tm) {
+                    Ok(b) => out.bytes = b,
+                    Err(e) => tracing::warn!("protector: C2PA signing failed: {e}"),
+                }
+            }
             // For the degraded fallback: a 256 px unmarked copy of the variant.
             let thumb = if cfg.fallback == fixative_config::Fallback::Degraded {
                 pipeline::protect(&Job {
@@ -423,6 +481,123 @@ impl Cloaker {
                     source: "degraded-fallback",
                 }),
             )),
+        }
+    }
+
+    /// Whether images can be signed (a C2PA credential is configured).
+    pub fn can_sign(&self) -> bool {
+        self.signer.is_some()
+    }
+
+    /// The original image, XMP inserted and C2PA-signed, for a site with
+    /// `directives.c2pa`: fetched whole (up to `max_input_bytes`), signed
+    /// once per image version (cached like variants). Over the cap or on
+    /// an origin error: [`Outcome::Fallback`], and the caller proxies the
+    /// image as usual (unsigned).
+    #[allow(clippy::too_many_arguments)]
+    pub async fn original(
+        &self,
+        connector: &pingora::connectors::http::Connector,
+        peer: &HttpPeer,
+        host: &str,
+        path: &str,
+        site: &str,
+        data_mining: &str,
+        tm: TrainingMining,
+    ) -> Outcome {
+        let (status, ctype, validator, body) =
+            match fetch(connector, peer, host, path, self.cfg.max_input_bytes).await {
+                Ok(r) => r,
+                Err(_) => return Outcome::Fallback(FallbackReason::Origin),
+            };
+        let Some(body) = body else {
+            return Outcome::Fallback(FallbackReason::TooLarge);
+        };
+        if status != 200 || !is_image(ctype.as_deref()) {
+            return Outcome::Relay(status, ctype, Bytes::from(body));
+        }
+        let ctype = ctype.unwrap_or_default();
+        self.signed(
+            site,
+            path,
+            validator,
+            body,
+            &ctype,
+            data_mining,
+            tm,
+            "signed",
+        )
+        .await
+    }
+
+    /// XMP + C2PA over `body` on the worker pool, cached by site, path,
+    /// validator and assertion.
+    #[allow(clippy::too_many_arguments)]
+    async fn signed(
+        &self,
+        site: &str,
+        path: &str,
+        validator: Option<String>,
+        body: Vec<u8>,
+        ctype: &str,
+        data_mining: &str,
+        tm: TrainingMining,
+        source: &'static str,
+    ) -> Outcome {
+        let Some(signer) = self.signer.clone() else {
+            return Outcome::Fallback(FallbackReason::Undecodable);
+        };
+        let validator =
+            validator.unwrap_or_else(|| format!("len{}-{:08x}", body.len(), crc(&body)));
+        let key =
+            format!("{site}\u{1}{path}\u{1}{validator}\u{1}c2pa\u{1}{tm:?}\u{1}{data_mining}");
+        if let Some(v) = self.cache.lock().ok().and_then(|mut c| c.get(&key)) {
+            self.metrics
+                .protector_cache
+                .with_label_values(&["hit"])
+                .inc();
+            return Outcome::Variant(v, true);
+        }
+        self.metrics
+            .protector_cache
+            .with_label_values(&["miss"])
+            .inc();
+        let Ok(slot) = self.slots.clone().try_acquire_owned() else {
+            return Outcome::Fallback(FallbackReason::QueueFull);
+        };
+        let Ok(worker) = self.workers.clone().acquire_owned().await else {
+            return Outcome::Fallback(FallbackReason::QueueFull);
+        };
+        let mime = mime_of(ctype);
+        let dm = data_mining.to_string();
+        let started = Instant::now();
+        let job = tokio::task::spawn_blocking(move || {
+            let _permits = (slot, worker);
+            let with_xmp = fixative_protector::xmp::insert(&body, &dm).unwrap_or(body);
+            signer.sign(&with_xmp, mime, tm)
+        });
+        let out = tokio::time::timeout(self.cfg.transform_timeout, job).await;
+        self.metrics
+            .c2pa_sign_seconds
+            .observe(started.elapsed().as_secs_f64());
+        match out {
+            Ok(Ok(Ok(bytes))) => {
+                let v = Variant {
+                    bytes: Bytes::from(bytes),
+                    content_type: ctype.to_string(),
+                    source,
+                };
+                if let Ok(mut c) = self.cache.lock() {
+                    c.put(key, v.clone());
+                }
+                Outcome::Variant(v, false)
+            }
+            Ok(Ok(Err(e))) => {
+                tracing::warn!("protector: C2PA signing of {path} failed: {e}");
+                Outcome::Fallback(FallbackReason::Undecodable)
+            }
+            Ok(Err(_)) => Outcome::Fallback(FallbackReason::Undecodable),
+            Err(_) => Outcome::Fallback(FallbackReason::Timeout),
         }
     }
 

@@ -26,6 +26,9 @@ pub struct Metrics {
     pub reloads: IntCounterVec,
     /// `fixative_build_info{version}`, always 1.
     pub build_info: IntGaugeVec,
+    /// `fixative_c2pa_sign_seconds`: time to sign one image (XMP + C2PA
+    /// manifest), queue wait included.
+    pub c2pa_sign_seconds: prometheus::Histogram,
     /// `fixative_web_bot_auth_fetches_total{outcome}`: key directories
     /// fetched (ok, error).
     pub bot_auth_fetches: IntCounterVec,
@@ -126,6 +129,15 @@ impl Metrics {
                 "Configuration reloads, by result (success, error).",
             ),
             &["result"],
+        )?;
+        let c2pa_sign_seconds = prometheus::Histogram::with_opts(
+            prometheus::HistogramOpts::new(
+                "fixative_c2pa_sign_seconds",
+                "Time to sign one image with a C2PA manifest (XMP included, queue wait included).",
+            )
+            .buckets(vec![
+                0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0,
+            ]),
         )?;
         let bot_auth_fetches = IntCounterVec::new(
             Opts::new(
@@ -354,6 +366,7 @@ impl Metrics {
         registry.register(Box::new(reloads.clone()))?;
         registry.register(Box::new(build_info.clone()))?;
         registry.register(Box::new(bot_auth_fetches.clone()))?;
+        registry.register(Box::new(c2pa_sign_seconds.clone()))?;
         bot_auth_fetches.with_label_values(&["ok"]);
         bot_auth_fetches.with_label_values(&["error"]);
         build_info
@@ -370,6 +383,7 @@ impl Metrics {
             reloads,
             build_info,
             bot_auth_fetches,
+            c2pa_sign_seconds,
             rule_matches,
             limiter_keys,
             tracked_clients,

@@ -105,6 +105,75 @@ pub(crate) async fn serve_well_known(
     Ok(robots)
 }
 
+/// Serves an original image signed with a C2PA manifest (site with
+/// `directives.c2pa`). Returns `false` when it could not (too large, origin
+/// error, queue full…): the request then goes to the origin as usual and
+/// the image is served unsigned.
+pub(crate) async fn serve_signed(
+    session: &mut Session,
+    ctx: &mut Ctx,
+    rt: &Runtime,
+    i: usize,
+    metrics: &crate::metrics::Metrics,
+) -> Result<bool> {
+    let Some(site) = rt.sites.get(i) else {
+        return Ok(false);
+    };
+    let Ok(peer) = site_peer(rt, i) else {
+        return Ok(false);
+    };
+    let path = session
+        .req_header()
+        .uri
+        .path_and_query()
+        .map(|p| p.as_str().to_string())
+        .unwrap_or_else(|| "/".into());
+    let (d, _) = site.variant(ctx.pref);
+    let outcome = rt
+        .cloaker
+        .original(
+            &rt.connector,
+            &peer,
+            &ctx.host,
+            &path,
+            &site.name,
+            &d.data_mining,
+            crate::cloak::training_mining(&d.usage),
+        )
+        .await;
+    let (status, ctype, body, hit) = match outcome {
+        crate::cloak::Outcome::Variant(v, hit) => (200, v.content_type, v.bytes, Some(hit)),
+        crate::cloak::Outcome::Relay(status, ctype, body) => (
+            status,
+            ctype.unwrap_or_else(|| "application/octet-stream".into()),
+            body,
+            None,
+        ),
+        crate::cloak::Outcome::Fallback(reason) => {
+            metrics
+                .protector_fallbacks
+                .with_label_values(&[reason.as_str()])
+                .inc();
+            return Ok(false);
+        }
+    };
+    let mut resp = ResponseHeader::build(status, Some(8))?;
+    resp.insert_header("content-type", ctype)?;
+    resp.insert_header("content-length", body.len().to_string())?;
+    resp.insert_header("x-request-id", ctx.request_id.as_str())?;
+    if let Some(hit) = hit
+        && rt.config.server.debug_headers
+    {
+        resp.insert_header("x-fixative-c2pa", if hit { "hit" } else { "signed" })?;
+    }
+    directives::apply_headers(&mut resp, d)?;
+    if rt.config.server.debug_headers {
+        resp.insert_header("x-fixative-verdict", ctx.verdict.header_value())?;
+    }
+    write_whole(session, resp, body).await?;
+    Ok(true)
+}
+
 /// The absolute URL of the site's RSL licence as this client reached it
 /// (robots.txt records take absolute URLs): its scheme and `Host`.
 fn license_url(session: &Session, host: &str, trusted: &[fixative_config::IpNet]) -> String {
@@ -201,6 +270,10 @@ pub(crate) async fn serve_cloaked(
                     &site.name,
                     payload,
                     &site.variant(ctx.pref).0.data_mining,
+                    site.variant(ctx.pref)
+                        .0
+                        .c2pa
+                        .then(|| crate::cloak::training_mining(&site.variant(ctx.pref).0.usage)),
                 )
                 .await
         }

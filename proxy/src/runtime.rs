@@ -127,6 +127,28 @@ impl Runtime {
                 docs: tokio::sync::Mutex::new(HashMap::new()),
             });
         }
+        // The C2PA credential, checked now (a test signature): `check`
+        // and a reload refuse one readers would reject.
+        let c2pa_signer = match &config.protector.c2pa {
+            None => None,
+            Some(c) => {
+                let read = |p: &std::path::Path, key: &str| {
+                    std::fs::read(p).map_err(|e| format!("protector.{key}: {}: {e}", p.display()))
+                };
+                let chain = read(&c.cert, "c2pa_cert")?;
+                let key = read(&c.key, "c2pa_key")?;
+                let s =
+                    fixative_protector::c2pa::Signer::from_pem(&chain, &key, &c.alg, "Fixative")
+                        .map_err(|e| {
+                            format!(
+                                "protector.c2pa_cert / c2pa_key ({}, {}): {e}",
+                                c.cert.display(),
+                                c.key.display()
+                            )
+                        })?;
+                Some(Arc::new(s))
+            }
+        };
         let mut engine = Engine::with_fleet(&config, fleet)
             .map_err(|e| config.error_at(&e.problems).to_string())?;
         // The signed agents' keys outlive a reload (fetched ones are not
@@ -156,7 +178,7 @@ impl Runtime {
             router: Router::new(&config),
             sites,
             rdns_suffixes: Arc::new(engine.rdns_suffixes()),
-            cloaker: crate::cloak::Cloaker::new(config.protector.clone(), metrics),
+            cloaker: crate::cloak::Cloaker::new(config.protector.clone(), metrics, c2pa_signer),
             connector: pingora::connectors::http::Connector::new(None),
             engine,
             epoch: std::time::Instant::now(),

@@ -20,7 +20,7 @@ use crate::forwarding;
 use crate::pages;
 use crate::responses::{
     frame_for_client, ratelimit_headers, respond_html, respond_limited, serve_cloaked,
-    serve_well_known,
+    serve_signed, serve_well_known,
 };
 use crate::runtime::{Runtime, normalize_host};
 use crate::state::Shared;
@@ -615,6 +615,21 @@ impl ProxyHttp for FixativeProxy {
                 }
                 None => false,
             },
+            // Images of sites that sign them (C2PA): served signed, or
+            // to the origin as usual when that cannot be done.
+            Action::Allow | Action::Observe | Action::Limit
+                if image_get
+                    && rt.cloaker.can_sign()
+                    && ctx
+                        .site
+                        .and_then(|i| rt.sites.get(i))
+                        .is_some_and(|s| s.variant(ctx.pref).0.c2pa) =>
+            {
+                match ctx.site {
+                    Some(i) => serve_signed(session, ctx, &rt, i, &self.shared.metrics).await?,
+                    None => false,
+                }
+            }
             // Allow, observe, limit (within quota), cloak of a non-image:
             // to the origin.
             _ => false,
