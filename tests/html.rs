@@ -8,7 +8,7 @@ use std::time::Duration;
 use common::{Fixative, Origin, client, site};
 use futures_util::StreamExt;
 
-const META: &str = "<meta name=\"robots\" content=\"noai, noimageai\"><meta name=\"tdm-reservation\" content=\"1\">";
+const META: &str = "<meta name=\"robots\" content=\"noai, noimageai\"><meta name=\"tdm-reservation\" content=\"1\"><link rel=\"license\" type=\"application/rsl+xml\" href=\"/license.xml\">";
 const BROWSER: &str = "Mozilla/5.0 (X11; Linux x86_64; rv:133.0) Gecko/20100101 Firefox/133.0";
 
 fn page(c: &reqwest::Client, url: String) -> reqwest::RequestBuilder {

@@ -497,3 +497,46 @@ async fn bad_preferences_are_named_with_key_and_line() {
     }
     assert!(err.contains("(line "), "{err}");
 }
+
+/// An origin's own RSL licence is served as it is, and a page that already
+/// announces a licence gets no second `Link`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_origins_own_licence_is_kept() {
+    const OWN: &str = "<rsl xmlns=\"https://rslstandard.org/rsl\"><content url=\"/\" server=\"https://license.example/\"><license><permits type=\"usage\">ai-train</permits><payment type=\"purchase\"><amount currency=\"USD\">10</amount></payment></license></content></rsl>";
+    let app = axum::Router::new().fallback(|req: axum::extract::Request| async move {
+        let mut h = HeaderMap::new();
+        if req.uri().path() == "/license.xml" {
+            h.insert("content-type", "application/rsl+xml".parse().unwrap());
+            return (h, OWN).into_response();
+        }
+        h.insert("content-type", "text/plain".parse().unwrap());
+        h.insert(
+            "link",
+            "<https://license.example/terms>; rel=\"license\""
+                .parse()
+                .unwrap(),
+        );
+        (h, "hello").into_response()
+    });
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(l, app).await.unwrap() });
+    let fx = Fixative::start("", &site("own", &["own.test"], &[addr], ""));
+    let c = client();
+    let r = c
+        .get(fx.url("/license.xml"))
+        .header("host", "own.test")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.text().await.unwrap(), OWN);
+    let r = c
+        .get(fx.url("/page"))
+        .header("host", "own.test")
+        .send()
+        .await
+        .unwrap();
+    let links: Vec<_> = r.headers().get_all("link").iter().collect();
+    assert_eq!(links.len(), 1, "{links:?}");
+}

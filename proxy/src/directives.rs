@@ -93,11 +93,14 @@ fn tdm_value(d: &Directives) -> &'static str {
 
 /// Whether a response already announces a licence.
 fn has_license_link(resp: &ResponseHeader) -> bool {
+    let has = |v: &[u8], needle: &[u8]| {
+        v.windows(needle.len())
+            .any(|w| w.eq_ignore_ascii_case(needle))
+    };
     resp.headers
         .get_all(http::header::LINK)
         .iter()
-        .filter_map(|v| v.to_str().ok())
-        .any(|v| v.to_ascii_lowercase().contains("rel=\"license\""))
+        .any(|v| has(v.as_bytes(), b"rel=\"license\"") || has(v.as_bytes(), b"rel=license"))
 }
 
 fn shared_value(s: String) -> Option<http::HeaderValue> {
@@ -141,8 +144,7 @@ pub fn apply_prepared(
     let untouched = h.get("x-robots-tag").is_none()
         && h.get("content-usage").is_none()
         && h.get("tdm-reservation").is_none()
-        && h.get("tdm-policy").is_none()
-        && h.get(http::header::LINK).is_none();
+        && h.get("tdm-policy").is_none();
     if !untouched {
         return apply_headers(resp, d);
     }
@@ -161,7 +163,7 @@ pub fn apply_prepared(
     if let Some(v) = &p.usage {
         resp.insert_header("content-usage", v.clone())?;
     }
-    if d.rsl {
+    if d.rsl && !has_license_link(resp) {
         resp.append_header(
             http::header::LINK,
             http::HeaderValue::from_static(LICENSE_LINK),
