@@ -259,3 +259,35 @@ fn check_refuses_a_credential_readers_would_reject() {
         "{err}"
     );
 }
+
+/// An image over `protector.max_input_bytes` is served as usual: streamed
+/// with its XMP packet, unsigned, and the fallback counted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_image_too_large_to_sign_is_served_unsigned() {
+    let (origin, _) = origin().await;
+    let dir = tempfile::tempdir().unwrap();
+    common::c2pa_credential(dir.path());
+    let rest = format!(
+        "[[site]]\nname = \"art\"\nhosts = [\"art.test\"]\nupstreams = [\"{origin}\"]\npolicy = \"off\"\ndirectives = {{ c2pa = true }}\n\n[protector]\nsecret = \"{}\"\nc2pa_cert = \"c2pa-chain.pem\"\nc2pa_key = \"c2pa-key.pem\"\nmax_input_bytes = 1024\n",
+        common::TEST_SECRET
+    );
+    let fx = Fixative::start_in(dir, "", &rest);
+    let r = client()
+        .get(fx.url("/art/big.jpg"))
+        .header("host", "art.test")
+        .header("user-agent", PERSON)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let body = r.bytes().await.unwrap();
+    assert!(exiftool(&body, "-JUMDLabel").is_empty());
+    assert!(exiftool(&body, "-XMP-plus:DataMining").ends_with("DMI-PROHIBITED-AIMLTRAINING"));
+    assert_eq!(
+        fx.metric_eventually(
+            "fixative_protector_fallbacks_total{reason=\"too_large\"}",
+            1.0
+        ),
+        1.0
+    );
+}

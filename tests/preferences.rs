@@ -74,7 +74,7 @@ async fn origin() -> SocketAddr {
             return StatusCode::NOT_FOUND.into_response();
         }
         // A CMS's per-post setting: post 7 is licensed.
-        if path == "/posts/7.html" {
+        if path == "/posts/7.html" || path == "/posts/7.jpg" {
             h.insert("x-ai-preference", "licensed".parse().unwrap());
         }
         if path.ends_with(".jpg") {
@@ -289,6 +289,7 @@ async fn every_format_agrees_with_the_preference_of_each_path() {
     }
     // The origin names post 7's preference: its response carries it.
     check_response(&c, &fx, "/posts/7.html", LICENSED).await;
+    check_response(&c, &fx, "/posts/7.jpg", LICENSED).await;
     check_response(&c, &fx, "/posts/8.html", DEFAULT).await;
 
     // robots.txt: AI-training tokens follow train_ai, AI search and
@@ -413,7 +414,7 @@ async fn every_format_agrees_with_the_preference_of_each_path() {
     }
 
     // The access log names the preference that applied.
-    let log = fx.access_log_lines(PATHS.len() + 6);
+    let log = fx.access_log_lines(PATHS.len() + 7);
     let pref_of = |path: &str| {
         log.iter()
             .find(|l| l["path"] == path)
@@ -480,7 +481,7 @@ async fn bad_preferences_are_named_with_key_and_line() {
             "art",
             &["art.test"],
             &[origin],
-            "[[site.preference]]\nname = \"a\"\npaths = [\"gallery/\"]\ntrain_ai = \"maybe\"\n\n[[site.preference]]\nname = \"a\"\npaths = [\"/\"]\n"
+            "[[site.preference]]\nname = \"a\"\npaths = [\"gallery/\", \"/x/\"]\ntrain_ai = \"maybe\"\n\n[[site.preference]]\nname = \"a\"\npaths = [\"/\", \"/x/\"]\n"
         ),
         common::TEST_SECRET
     );
@@ -492,6 +493,7 @@ async fn bad_preferences_are_named_with_key_and_line() {
         "site[0].preference[0].train_ai: \"maybe\" is not \"allow\" or \"deny\"",
         "site[0].preference[1].name: \"a\" is already the name of another preference",
         "site[0].preference[1].paths[0]: \"/\" covers the whole site",
+        "site[0].preference[1].paths[1]: \"/x/\" is already a path of preference[0]",
     ] {
         assert!(err.contains(want), "missing {want:?} in\n{err}");
     }

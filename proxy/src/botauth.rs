@@ -149,3 +149,47 @@ pub async fn fetch(agent: &str, ca_file: Option<&std::path::Path>) -> Result<Vec
     }
     Ok(body)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A failing agent is fetched once, then not again for RETRY_AFTER;
+    /// a known, fresh agent is never fetched.
+    #[tokio::test]
+    async fn failed_agents_wait_and_known_agents_are_not_fetched() {
+        let metrics = Arc::new(crate::metrics::Metrics::new().expect("metrics"));
+        let cfg = fixative_config::WebBotAuth::default();
+        let dir = Arc::new(Directory::new(&cfg));
+        let f = Arc::new(Fetcher::default());
+        // Nothing listens on port 1: the fetch fails at once.
+        for _ in 0..5 {
+            f.request("127.0.0.1:1", &dir, &cfg, &metrics);
+        }
+        let errors = || metrics.bot_auth_fetches.with_label_values(&["error"]).get();
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while errors() == 0 && std::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert_eq!(errors(), 1, "one fetch for five requests");
+        f.request("127.0.0.1:1", &dir, &cfg, &metrics);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert_eq!(errors(), 1, "retried before RETRY_AFTER");
+        // Known and fresh: nothing to fetch.
+        let jwks = r#"{"keys":[{"kty":"OKP","crv":"Ed25519","x":"JrQLj5P_89iXES9-vFgrIy29clF9CC_oPPsw3c5D0bs"}]}"#;
+        dir.insert(
+            "known.example",
+            jwks.as_bytes(),
+            crate::challenge::unix_now(),
+            false,
+        )
+        .expect("insert");
+        f.request("known.example", &dir, &cfg, &metrics);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert_eq!(
+            errors() + metrics.bot_auth_fetches.with_label_values(&["ok"]).get(),
+            1
+        );
+        assert!(f.in_flight.lock().map(|s| s.is_empty()).unwrap_or(false));
+    }
+}

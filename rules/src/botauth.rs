@@ -847,6 +847,58 @@ mod tests {
     }
 
     #[test]
+    fn rotation_and_inline_directories() {
+        let d = Directory::new(&fixative_config::WebBotAuth::default());
+        let old = jwks_of(&[2u8; 32]);
+        d.insert("crawler.example", old.as_bytes(), 1_000, false)
+            .expect("insert");
+        let fresh = [4u8; 32];
+        let kid = parse_jwks(jwks_of(&fresh).as_bytes()).expect("jwks")[0]
+            .0
+            .clone();
+        let h = signed(&fresh, &kid, r#""https://crawler.example""#, None, "r1");
+        let m = Message {
+            header: &h,
+            method: "GET",
+            authority: "artist.example",
+            path: "/",
+            scheme: "https",
+        };
+        // The copy here is older than five minutes: the agent may have
+        // rotated; fetch again before calling the key forged.
+        assert_eq!(
+            d.check(&m, now()),
+            Check::Pending {
+                agent: "crawler.example".into()
+            }
+        );
+        assert!(d.needs_fetch("crawler.example", now()));
+        // Just fetched and still without the key: forged.
+        d.insert("crawler.example", old.as_bytes(), now(), false)
+            .expect("insert");
+        assert!(matches!(d.check(&m, now()), Check::Invalid(w) if w.contains("is not in")));
+        // An inline directory (data: URL) names no one.
+        use base64::Engine as _;
+        let inline = format!(
+            "\"data:application/http-message-signatures-directory;base64,{}\"",
+            base64::engine::general_purpose::STANDARD.encode(jwks_of(&fresh))
+        );
+        let h = signed(&fresh, &kid, &inline, None, "r2");
+        let m = Message {
+            header: &h,
+            method: "GET",
+            authority: "artist.example",
+            path: "/",
+            scheme: "https",
+        };
+        let got = d.check(&m, now());
+        assert!(
+            matches!(&got, Check::Unverifiable(w) if w.contains("inline")),
+            "{got:?}"
+        );
+    }
+
+    #[test]
     fn agents_and_nonces_are_capped() {
         let mut cfg = fixative_config::WebBotAuth::default();
         cfg.max_agents = 2;
