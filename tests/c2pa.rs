@@ -222,36 +222,28 @@ fn check_refuses_a_credential_readers_would_reject() {
     std::fs::write(dir.path().join("c.pem"), cert.pem()).unwrap();
     std::fs::write(dir.path().join("k.pem"), k.serialize_pem()).unwrap();
     let cfg = dir.path().join("f.toml");
-    std::fs::write(
-        &cfg,
-        format!(
-            "[[site]]\nname = \"a\"\nhosts = [\"a.test\"]\nupstreams = [\"127.0.0.1:9\"]\ndirectives = {{ c2pa = true }}\n\n[protector]\nsecret = \"{}\"\nc2pa_cert = \"c.pem\"\nc2pa_key = \"k.pem\"\n",
-            common::TEST_SECRET
-        ),
-    )
-    .unwrap();
-    let out = Command::new(common::bin())
-        .args(["check", "--config"])
-        .arg(&cfg)
-        .output()
+    // `fixative check` on a site signing images, with `protector` lines.
+    let check = |protector: &str| {
+        std::fs::write(
+            &cfg,
+            format!(
+                "[[site]]\nname = \"a\"\nhosts = [\"a.test\"]\nupstreams = [\"127.0.0.1:9\"]\ndirectives = {{ c2pa = true }}\n\n[protector]\nsecret = \"{}\"\n{protector}",
+                common::TEST_SECRET
+            ),
+        )
         .unwrap();
+        Command::new(common::bin())
+            .args(["check", "--config"])
+            .arg(&cfg)
+            .output()
+            .unwrap()
+    };
+    let out = check("c2pa_cert = \"c.pem\"\nc2pa_key = \"k.pem\"\n");
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
     assert!(err.contains("protector.c2pa_cert"), "{err}");
     // c2pa on a site without a credential: named with key and line.
-    std::fs::write(
-        &cfg,
-        format!(
-            "[[site]]\nname = \"a\"\nhosts = [\"a.test\"]\nupstreams = [\"127.0.0.1:9\"]\ndirectives = {{ c2pa = true }}\n\n[protector]\nsecret = \"{}\"\n",
-            common::TEST_SECRET
-        ),
-    )
-    .unwrap();
-    let out = Command::new(common::bin())
-        .args(["check", "--config"])
-        .arg(&cfg)
-        .output()
-        .unwrap();
+    let out = check("");
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
         err.contains("site[0].directives.c2pa: signing images needs a credential")

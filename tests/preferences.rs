@@ -73,8 +73,9 @@ async fn origin() -> SocketAddr {
         ) {
             return StatusCode::NOT_FOUND.into_response();
         }
-        // A CMS's per-post setting: post 7 is licensed.
-        if path == "/posts/7.html" || path == "/posts/7.jpg" {
+        // A CMS's per-post setting: post 7 (its page, its image and the
+        // image's prepared variant) is licensed.
+        if path.starts_with("/posts/7.") {
             h.insert("x-ai-preference", "licensed".parse().unwrap());
         }
         if path.ends_with(".jpg") {
@@ -178,10 +179,13 @@ async fn check_response(c: &reqwest::Client, fx: &Fixative, path: &str, u: Usage
         .iter()
         .flat_map(|v| tokens(v.to_str().unwrap()))
         .collect();
+    let verdict = h
+        .get("x-fixative-verdict")
+        .map(|v| v.to_str().unwrap_or("").to_string());
     assert_eq!(
         xrt.contains(&"noai".into()),
         !u.0,
-        "{path}: X-Robots-Tag {xrt:?}"
+        "{path}: X-Robots-Tag {xrt:?} ({verdict:?})"
     );
     assert_eq!(
         xrt.contains(&"noimageai".into()),
@@ -280,7 +284,10 @@ async fn get_text(c: &reqwest::Client, fx: &Fixative, path: &str) -> (String, St
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_format_agrees_with_the_preference_of_each_path() {
     let origin = origin().await;
-    let fx = Fixative::start("", &site("art", &["art.test"], &[origin], PREFS));
+    let fx = Fixative::start(
+        "debug_headers = true",
+        &site("art", &["art.test"], &[origin], PREFS),
+    );
     let c = client();
 
     // Response-level formats, path by path.
@@ -428,41 +435,31 @@ async fn every_format_agrees_with_the_preference_of_each_path() {
     assert_eq!(pref_of("/posts/8.html"), "default");
 
     // explain says the same.
-    let out = Command::new(common::bin())
-        .args(["explain", "--config"])
-        .arg(&fx.config_path)
-        .args([
-            "--ua",
-            "GPTBot/1.2",
-            "--ip",
-            "192.0.2.1",
-            "--host",
-            "art.test",
-            "--path",
-            "/gallery/licensed/drafts/x.jpg",
-            "--json",
-        ])
-        .output()
-        .unwrap();
+    let explain = |path: &str, json: bool| {
+        let mut cmd = Command::new(common::bin());
+        cmd.args(["explain", "--config"])
+            .arg(&fx.config_path)
+            .args([
+                "--ua",
+                "GPTBot/1.2",
+                "--ip",
+                "192.0.2.1",
+                "--host",
+                "art.test",
+                "--path",
+                path,
+            ]);
+        if json {
+            cmd.arg("--json");
+        }
+        cmd.output().unwrap()
+    };
+    let out = explain("/gallery/licensed/drafts/x.jpg", true);
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["preference"]["name"], "private");
     assert_eq!(v["preference"]["train_ai"], "deny");
     assert_eq!(v["preference"]["search"], "deny");
-    let out = Command::new(common::bin())
-        .args(["explain", "--config"])
-        .arg(&fx.config_path)
-        .args([
-            "--ua",
-            "GPTBot/1.2",
-            "--ip",
-            "192.0.2.1",
-            "--host",
-            "art.test",
-            "--path",
-            "/press/q.html",
-        ])
-        .output()
-        .unwrap();
+    let out = explain("/press/q.html", false);
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(
         text.contains("usage:    preference quotes: train_ai deny, search allow, ai_input allow"),

@@ -25,6 +25,7 @@ fn bench(c: &mut Criterion) {
                 bytes: body.clone(),
                 content_type: "image/jpeg".into(),
                 source: "preview",
+                pref: None,
             },
         );
     }

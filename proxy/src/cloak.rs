@@ -30,6 +30,63 @@ pub struct Variant {
     pub content_type: String,
     /// `prepared` (artist's file) or the profile name.
     pub source: &'static str,
+    /// The preference the origin named for this file (its preference
+    /// header), when it named one the site has.
+    pub pref: Option<usize>,
+}
+
+/// What a served file says about its use: the XMP term and, on sites that
+/// sign, the C2PA assertion.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Terms {
+    /// The PLUS `DataMining` term.
+    pub data_mining: String,
+    /// The C2PA assertion (`None`: not signed).
+    pub c2pa: Option<TrainingMining>,
+}
+
+impl Terms {
+    /// The terms of a site's directives (one preference's).
+    pub fn of(d: &fixative_config::Directives) -> Terms {
+        Terms {
+            data_mining: d.data_mining.clone(),
+            c2pa: d.c2pa.then(|| training_mining(&d.usage)),
+        }
+    }
+}
+
+/// How the protector learns a file's terms: the path's, unless the origin
+/// names one of the site's preferences in its preference header.
+pub struct Prefs<'a> {
+    /// The path's terms.
+    pub path: Terms,
+    /// The site's preference header (lower-case), if it has one.
+    pub header: Option<&'a str>,
+    /// A preference name → its index and terms.
+    pub named: &'a (dyn Fn(&str) -> Option<(usize, Terms)> + Sync),
+}
+
+impl Prefs<'_> {
+    fn resolve(&self, named: Option<&str>) -> (Option<usize>, Terms) {
+        match named.and_then(|n| (self.named)(n)) {
+            Some((i, t)) => (Some(i), t),
+            None => (None, self.path.clone()),
+        }
+    }
+}
+
+/// What the origin answered to one of the protector's fetches.
+pub struct Fetched {
+    /// Status.
+    pub status: u16,
+    /// Content type.
+    pub ctype: Option<String>,
+    /// `ETag`, else `Last-Modified`.
+    pub validator: Option<String>,
+    /// The body, `None` when over the cap.
+    pub body: Option<Vec<u8>>,
+    /// The value of the site's preference header, if sent.
+    pub named: Option<String>,
 }
 
 /// Why the fallback answered.
@@ -166,36 +223,43 @@ fn mime_of(ctype: &str) -> &'static str {
 }
 
 /// Fetches `path` from the origin: status, content type, validator, body
-/// (`None` when over `cap`).
+/// (`None` when over `cap`) and the value of `pref_header`.
 pub async fn fetch(
     connector: &pingora::connectors::http::Connector,
     peer: &HttpPeer,
     host: &str,
     path: &str,
     cap: usize,
-) -> pingora::Result<(u16, Option<String>, Option<String>, Option<Vec<u8>>)> {
+    pref_header: Option<&str>,
+) -> pingora::Result<Fetched> {
     let mut http =
         crate::origin::get(connector, peer, host, path, "Fixative (protector)", &[]).await?;
     let status = http
         .response_header()
         .map(|h| h.status.as_u16())
         .unwrap_or(502);
-    let ctype = crate::origin::header(&http, "content-type");
-    let validator = crate::origin::header(&http, "etag")
-        .or_else(|| crate::origin::header(&http, "last-modified"));
+    let mut f = Fetched {
+        status,
+        ctype: crate::origin::header(&http, "content-type"),
+        validator: crate::origin::header(&http, "etag")
+            .or_else(|| crate::origin::header(&http, "last-modified")),
+        body: None,
+        named: pref_header.and_then(|h| crate::origin::header(&http, h)),
+    };
     let length =
         crate::origin::header(&http, "content-length").and_then(|v| v.parse::<usize>().ok());
     if length.is_some_and(|l| l > cap) {
-        return Ok((status, ctype, validator, None));
+        return Ok(f);
     }
     let mut body = Vec::with_capacity(length.unwrap_or(0).min(cap));
     while let Some(chunk) = http.read_response_body().await? {
         if body.len() + chunk.len() > cap {
-            return Ok((status, ctype, validator, None));
+            return Ok(f);
         }
         body.extend_from_slice(&chunk);
     }
-    Ok((status, ctype, validator, Some(body)))
+    f.body = Some(body);
+    Ok(f)
 }
 
 /// `x.jpg` → `x{suffix}.jpg` (query dropped); `None` without an extension.
@@ -272,64 +336,70 @@ impl Cloaker {
         path: &str,
         site: &str,
         payload: Payload,
-        data_mining: &str,
-        c2pa: Option<TrainingMining>,
+        prefs: &Prefs<'_>,
     ) -> Outcome {
         let cap = self.cfg.max_input_bytes;
         let profile = &self.cfg.profile;
-        let c2pa = c2pa.filter(|_| self.signer.is_some());
         // 1. A variant the artist prepared.
         if profile.variant
             && let Some(vp) = variant_path(path, &self.cfg.variant_suffix)
-            && let Ok((200, ctype, validator, Some(body))) =
-                fetch(connector, peer, host, &vp, cap).await
-            && is_image(ctype.as_deref())
+            && let Ok(f) = fetch(connector, peer, host, &vp, cap, prefs.header).await
+            && f.status == 200
+            && is_image(f.ctype.as_deref())
+            && let Some(body) = f.body
         {
-            let ctype = ctype.unwrap_or_default();
-            if let Some(tm) = c2pa {
+            let (named, terms) = prefs.resolve(f.named.as_deref());
+            let ctype = f.ctype.unwrap_or_default();
+            if let Some(tm) = terms.c2pa.filter(|_| self.signer.is_some()) {
                 return self
                     .signed(
                         site,
                         &vp,
-                        validator,
+                        f.validator,
                         body,
                         &ctype,
-                        data_mining,
+                        (named, &terms.data_mining),
                         tm,
                         "prepared",
                     )
                     .await;
             }
-            let bytes = fixative_protector::xmp::insert(&body, data_mining).unwrap_or(body);
+            let bytes = fixative_protector::xmp::insert(&body, &terms.data_mining).unwrap_or(body);
             return Outcome::Variant(
                 Variant {
                     bytes: Bytes::from(bytes),
                     content_type: ctype,
                     source: "prepared",
+                    pref: named,
                 },
                 false,
             );
         }
         // 2. The original.
-        let (status, ctype, validator, body) = match fetch(connector, peer, host, path, cap).await {
+        let f = match fetch(connector, peer, host, path, cap, prefs.header).await {
             Ok(r) => r,
             Err(e) => {
                 tracing::warn!("protector: cannot fetch {path} from {site}'s origin: {e}");
                 return Outcome::Fallback(FallbackReason::Origin);
             }
         };
-        let Some(body) = body else {
+        let Some(body) = f.body else {
             return Outcome::Fallback(FallbackReason::TooLarge);
         };
-        if status != 200 || !is_image(ctype.as_deref()) {
-            return Outcome::Relay(status, ctype, Bytes::from(body));
+        if f.status != 200 || !is_image(f.ctype.as_deref()) {
+            return Outcome::Relay(f.status, f.ctype, Bytes::from(body));
         }
-        // 3. Cache, keyed by site, URL, validator, profile and payload class.
-        let validator =
-            validator.unwrap_or_else(|| format!("len{}-{:08x}", body.len(), crc(&body)));
+        let (named, terms) = prefs.resolve(f.named.as_deref());
+        let c2pa = terms.c2pa.filter(|_| self.signer.is_some());
+        let data_mining = terms.data_mining.as_str();
+        // 3. Cache, keyed by site, URL, validator, profile, payload class
+        // and the file's terms.
+        let validator = f
+            .validator
+            .unwrap_or_else(|| format!("len{}-{:08x}", body.len(), crc(&body)));
         let base = format!("{site}\u{1}{path}\u{1}{validator}");
         let key = format!(
-            "{base}\u{1}preview{}\u{1}{:016x}\u{1}{c2pa:?}",
+            "{base}\u{1}preview{}\u{1}{:016x}\u{1}{named:?}\u{1}{data_mining}\u{1}{c2pa:?}",
             self.cfg.preview_max_side,
             payload.to_bits()
         );
@@ -361,7 +431,8 @@ impl Cloaker {
             map.remove(&key);
         }
         match result {
-            Ok((v, thumb)) => {
+            Ok((mut v, thumb)) => {
+                v.pref = named;
                 if let Ok(mut c) = self.cache.lock() {
                     c.put(key, v.clone());
                 }
@@ -394,7 +465,93 @@ impl Cloaker {
         data_mining: String,
         c2pa: Option<TrainingMining>,
     ) -> Result<(Variant, Option<Variant>), FallbackReason> {
-        // A slot in the bounded queue, or the fallback at once.
+        let cfg = self.cfg.clone();
+        let key = self.key;
+        let signer = c2pa.and(self.signer.clone());
+        let timer = self.metrics.protector_transform_seconds.clone();
+        let out = self
+            .on_pool(&timer, move || {
+                let transform = Transform {
+                    max_side: cfg.profile.max_side,
+                    visible_mark: cfg.profile.visible_mark,
+                    watermark: cfg.profile.watermark.then_some(watermark::DEFAULT_STRENGTH),
+                };
+                let mut out = pipeline::protect(&Job {
+                    data: &body,
+                    transform,
+                    payload,
+                    key,
+                    data_mining: &data_mining,
+                    jpeg_quality: cfg.jpeg_quality,
+                    limits: Limits {
+                        max_bytes: cfg.max_input_bytes,
+                        ..Limits::default()
+                    },
+                })?;
+                // The signed assertion covers the variant's final bytes.
+                if let (Some(s), Some(tm)) = (&signer, c2pa) {
+                    match s.sign(&out.bytes, out.content_type, tm) {
+                        Ok(b) => out.bytes = b,
+                        Err(e) => tracing::warn!("protector: C2PA signing failed: {e}"),
+                    }
+                }
+                // For the degraded fallback: a 256 px unmarked copy of the variant.
+                let thumb = if cfg.fallback == fixative_config::Fallback::Degraded {
+                    pipeline::protect(&Job {
+                        data: &out.bytes,
+                        transform: Transform {
+                            max_side: Some(256),
+                            visible_mark: false,
+                            watermark: None,
+                        },
+                        payload: 0,
+                        key,
+                        data_mining: &data_mining,
+                        jpeg_quality: cfg.jpeg_quality,
+                        limits: Limits::default(),
+                    })
+                    .ok()
+                } else {
+                    None
+                };
+                Ok::<_, pipeline::ProtectError>((out, thumb))
+            })
+            .await;
+        match out? {
+            Err(e) => {
+                tracing::debug!("protector: {e}");
+                Err(FallbackReason::Undecodable)
+            }
+            Ok((o, thumb)) => Ok((
+                Variant {
+                    bytes: Bytes::from(o.bytes),
+                    content_type: o.content_type.to_string(),
+                    source: "transformed",
+                    pref: None,
+                },
+                thumb.map(|t| Variant {
+                    bytes: Bytes::from(t.bytes),
+                    content_type: t.content_type.to_string(),
+                    source: "degraded-fallback",
+                    pref: None,
+                }),
+            )),
+        }
+    }
+
+    /// Runs `f` on the bounded worker pool: a queue slot now (else
+    /// [`FallbackReason::QueueFull`] at once), then a worker, off the async
+    /// reactor, within `transform_timeout`. The permits go with the work: a
+    /// job that outlives its timeout keeps its worker and queue slot until
+    /// it really ends, so `workers` and `queue` bound the CPU actually in
+    /// use.
+    /// `timer` observes the time from the worker's start to the end (or
+    /// the timeout), queue wait excluded.
+    async fn on_pool<T: Send + 'static>(
+        &self,
+        timer: &prometheus::Histogram,
+        f: impl FnOnce() -> T + Send + 'static,
+    ) -> Result<T, FallbackReason> {
         let Ok(slot) = self.slots.clone().try_acquire_owned() else {
             return Err(FallbackReason::QueueFull);
         };
@@ -404,83 +561,17 @@ impl Cloaker {
         let Ok(worker) = self.workers.clone().acquire_owned().await else {
             return Err(FallbackReason::QueueFull);
         };
-        let cfg = self.cfg.clone();
-        let key = self.key;
-        let signer = c2pa.and(self.signer.clone());
         let started = Instant::now();
-        // The permits go with the work: a transform that outlives its
-        // timeout keeps its worker and queue slot until it really ends, so
-        // `workers` and `queue` bound the CPU actually in use.
         let job = tokio::task::spawn_blocking(move || {
             let _permits = (slot, worker);
-            let transform = Transform {
-                max_side: cfg.profile.max_side,
-                visible_mark: cfg.profile.visible_mark,
-                watermark: cfg.profile.watermark.then_some(watermark::DEFAULT_STRENGTH),
-            };
-            let mut out = pipeline::protect(&Job {
-                data: &body,
-                transform,
-                payload,
-                key,
-                data_mining: &data_mining,
-                jpeg_quality: cfg.jpeg_quality,
-                limits: Limits {
-                    max_bytes: cfg.max_input_bytes,
-                    ..Limits::default()
-                },
-            })?;
-            // The signed assertion covers the variant's final bytes.
-            if let (Some(s), Some(tm)) = (&signer, c2pa) {
-                match s.sign(&out.bytes, out.content_type, tm) {
-                    Ok(b) => out.bytes = b,
-                    Err(e) => tracing::warn!("protector: C2PA signing failed: {e}"),
-                }
-            }
-            // For the degraded fallback: a 256 px unmarked copy of the variant.
-            let thumb = if cfg.fallback == fixative_config::Fallback::Degraded {
-                pipeline::protect(&Job {
-                    data: &out.bytes,
-                    transform: Transform {
-                        max_side: Some(256),
-                        visible_mark: false,
-                        watermark: None,
-                    },
-                    payload: 0,
-                    key,
-                    data_mining: &data_mining,
-                    jpeg_quality: cfg.jpeg_quality,
-                    limits: Limits::default(),
-                })
-                .ok()
-            } else {
-                None
-            };
-            Ok::<_, pipeline::ProtectError>((out, thumb))
+            f()
         });
         let out = tokio::time::timeout(self.cfg.transform_timeout, job).await;
-        self.metrics
-            .protector_transform_seconds
-            .observe(started.elapsed().as_secs_f64());
+        timer.observe(started.elapsed().as_secs_f64());
         match out {
             Err(_) => Err(FallbackReason::Timeout),
             Ok(Err(_)) => Err(FallbackReason::Undecodable),
-            Ok(Ok(Err(e))) => {
-                tracing::debug!("protector: {e}");
-                Err(FallbackReason::Undecodable)
-            }
-            Ok(Ok(Ok((o, thumb)))) => Ok((
-                Variant {
-                    bytes: Bytes::from(o.bytes),
-                    content_type: o.content_type.to_string(),
-                    source: "transformed",
-                },
-                thumb.map(|t| Variant {
-                    bytes: Bytes::from(t.bytes),
-                    content_type: t.content_type.to_string(),
-                    source: "degraded-fallback",
-                }),
-            )),
+            Ok(Ok(v)) => Ok(v),
         }
     }
 
@@ -502,28 +593,41 @@ impl Cloaker {
         host: &str,
         path: &str,
         site: &str,
-        data_mining: &str,
-        tm: TrainingMining,
+        prefs: &Prefs<'_>,
     ) -> Outcome {
-        let (status, ctype, validator, body) =
-            match fetch(connector, peer, host, path, self.cfg.max_input_bytes).await {
-                Ok(r) => r,
-                Err(_) => return Outcome::Fallback(FallbackReason::Origin),
-            };
-        let Some(body) = body else {
+        let f = match fetch(
+            connector,
+            peer,
+            host,
+            path,
+            self.cfg.max_input_bytes,
+            prefs.header,
+        )
+        .await
+        {
+            Ok(r) => r,
+            Err(_) => return Outcome::Fallback(FallbackReason::Origin),
+        };
+        let Some(body) = f.body else {
             return Outcome::Fallback(FallbackReason::TooLarge);
         };
-        if status != 200 || !is_image(ctype.as_deref()) {
-            return Outcome::Relay(status, ctype, Bytes::from(body));
+        if f.status != 200 || !is_image(f.ctype.as_deref()) {
+            return Outcome::Relay(f.status, f.ctype, Bytes::from(body));
         }
-        let ctype = ctype.unwrap_or_default();
+        let (named, terms) = prefs.resolve(f.named.as_deref());
+        // The origin named a preference that does not sign: as usual.
+        let Some(tm) = terms.c2pa else {
+            return Outcome::Fallback(FallbackReason::Undecodable);
+        };
+        let ctype = f.ctype.unwrap_or_default();
+        let (validator, data_mining) = (f.validator, terms.data_mining.as_str());
         self.signed(
             site,
             path,
             validator,
             body,
             &ctype,
-            data_mining,
+            (named, data_mining),
             tm,
             "signed",
         )
@@ -540,7 +644,7 @@ impl Cloaker {
         validator: Option<String>,
         body: Vec<u8>,
         ctype: &str,
-        data_mining: &str,
+        (named, data_mining): (Option<usize>, &str),
         tm: TrainingMining,
         source: &'static str,
     ) -> Outcome {
@@ -549,8 +653,9 @@ impl Cloaker {
         };
         let validator =
             validator.unwrap_or_else(|| format!("len{}-{:08x}", body.len(), crc(&body)));
-        let key =
-            format!("{site}\u{1}{path}\u{1}{validator}\u{1}c2pa\u{1}{tm:?}\u{1}{data_mining}");
+        let key = format!(
+            "{site}\u{1}{path}\u{1}{validator}\u{1}c2pa\u{1}{named:?}\u{1}{tm:?}\u{1}{data_mining}"
+        );
         if let Some(v) = self.cache.lock().ok().and_then(|mut c| c.get(&key)) {
             self.metrics
                 .protector_cache
@@ -562,42 +667,33 @@ impl Cloaker {
             .protector_cache
             .with_label_values(&["miss"])
             .inc();
-        let Ok(slot) = self.slots.clone().try_acquire_owned() else {
-            return Outcome::Fallback(FallbackReason::QueueFull);
-        };
-        let Ok(worker) = self.workers.clone().acquire_owned().await else {
-            return Outcome::Fallback(FallbackReason::QueueFull);
-        };
         let mime = mime_of(ctype);
         let dm = data_mining.to_string();
-        let started = Instant::now();
-        let job = tokio::task::spawn_blocking(move || {
-            let _permits = (slot, worker);
-            let with_xmp = fixative_protector::xmp::insert(&body, &dm).unwrap_or(body);
-            signer.sign(&with_xmp, mime, tm)
-        });
-        let out = tokio::time::timeout(self.cfg.transform_timeout, job).await;
-        self.metrics
-            .c2pa_sign_seconds
-            .observe(started.elapsed().as_secs_f64());
+        let timer = self.metrics.c2pa_sign_seconds.clone();
+        let out = self
+            .on_pool(&timer, move || {
+                let with_xmp = fixative_protector::xmp::insert(&body, &dm).unwrap_or(body);
+                signer.sign(&with_xmp, mime, tm)
+            })
+            .await;
         match out {
-            Ok(Ok(Ok(bytes))) => {
+            Ok(Ok(bytes)) => {
                 let v = Variant {
                     bytes: Bytes::from(bytes),
                     content_type: ctype.to_string(),
                     source,
+                    pref: named,
                 };
                 if let Ok(mut c) = self.cache.lock() {
                     c.put(key, v.clone());
                 }
                 Outcome::Variant(v, false)
             }
-            Ok(Ok(Err(e))) => {
+            Ok(Err(e)) => {
                 tracing::warn!("protector: C2PA signing of {path} failed: {e}");
                 Outcome::Fallback(FallbackReason::Undecodable)
             }
-            Ok(Err(_)) => Outcome::Fallback(FallbackReason::Undecodable),
-            Err(_) => Outcome::Fallback(FallbackReason::Timeout),
+            Err(reason) => Outcome::Fallback(reason),
         }
     }
 

@@ -27,7 +27,7 @@ pub struct Metrics {
     /// `fixative_build_info{version}`, always 1.
     pub build_info: IntGaugeVec,
     /// `fixative_c2pa_sign_seconds`: time to sign one image (XMP + C2PA
-    /// manifest), queue wait included.
+    /// manifest) on a worker.
     pub c2pa_sign_seconds: prometheus::Histogram,
     /// `fixative_web_bot_auth_fetches_total{outcome}`: key directories
     /// fetched (ok, error).
@@ -133,7 +133,7 @@ impl Metrics {
         let c2pa_sign_seconds = prometheus::Histogram::with_opts(
             prometheus::HistogramOpts::new(
                 "fixative_c2pa_sign_seconds",
-                "Time to sign one image with a C2PA manifest (XMP included, queue wait included).",
+                "Time to sign one image with a C2PA manifest (XMP included) on a worker.",
             )
             .buckets(vec![
                 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0,

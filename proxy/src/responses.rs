@@ -122,13 +122,8 @@ pub(crate) async fn serve_signed(
     let Ok(peer) = site_peer(rt, i) else {
         return Ok(false);
     };
-    let path = session
-        .req_header()
-        .uri
-        .path_and_query()
-        .map(|p| p.as_str().to_string())
-        .unwrap_or_else(|| "/".into());
-    let (d, _) = site.variant(ctx.pref);
+    let path = request_path(session);
+    let named = |n: &str| named_terms(site, n);
     let outcome = rt
         .cloaker
         .original(
@@ -137,12 +132,16 @@ pub(crate) async fn serve_signed(
             &ctx.host,
             &path,
             &site.name,
-            &d.data_mining,
-            crate::cloak::training_mining(&d.usage),
+            &prefs(site, ctx.pref, &named),
         )
         .await;
     let (status, ctype, body, hit) = match outcome {
-        crate::cloak::Outcome::Variant(v, hit) => (200, v.content_type, v.bytes, Some(hit)),
+        crate::cloak::Outcome::Variant(v, hit) => {
+            if v.pref.is_some() {
+                ctx.pref = v.pref;
+            }
+            (200, v.content_type, v.bytes, Some(hit))
+        }
         crate::cloak::Outcome::Relay(status, ctype, body) => (
             status,
             ctype.unwrap_or_else(|| "application/octet-stream".into()),
@@ -166,12 +165,45 @@ pub(crate) async fn serve_signed(
     {
         resp.insert_header("x-fixative-c2pa", if hit { "hit" } else { "signed" })?;
     }
-    directives::apply_headers(&mut resp, d)?;
+    directives::apply_headers(&mut resp, site.variant(ctx.pref).0)?;
     if rt.config.server.debug_headers {
         resp.insert_header("x-fixative-verdict", ctx.verdict.header_value())?;
     }
     write_whole(session, resp, body).await?;
     Ok(true)
+}
+
+/// The protector's view of a site's preferences for one request: the
+/// path's terms, and the origin's preference header with its resolver.
+fn prefs<'a>(
+    site: &'a crate::runtime::SiteRuntime,
+    pref: Option<usize>,
+    named: &'a (dyn Fn(&str) -> Option<(usize, crate::cloak::Terms)> + Sync),
+) -> crate::cloak::Prefs<'a> {
+    crate::cloak::Prefs {
+        path: crate::cloak::Terms::of(site.variant(pref).0),
+        header: site.directives.preference_header.as_deref(),
+        named,
+    }
+}
+
+/// A preference an origin named, with its terms.
+fn named_terms(
+    site: &crate::runtime::SiteRuntime,
+    name: &str,
+) -> Option<(usize, crate::cloak::Terms)> {
+    let i = site.directives.preference_named(name)?;
+    Some((i, crate::cloak::Terms::of(site.variant(Some(i)).0)))
+}
+
+/// The request's path and query (`/` when absent).
+fn request_path(session: &Session) -> String {
+    session
+        .req_header()
+        .uri
+        .path_and_query()
+        .map(|p| p.as_str().to_string())
+        .unwrap_or_else(|| "/".into())
 }
 
 /// The absolute URL of the site's RSL licence as this client reached it
@@ -246,12 +278,7 @@ pub(crate) async fn serve_cloaked(
             "site index out of range",
         ));
     };
-    let path = session
-        .req_header()
-        .uri
-        .path_and_query()
-        .map(|p| p.as_str().to_string())
-        .unwrap_or_else(|| "/".into());
+    let path = request_path(session);
     let class = ctx
         .verdict
         .crawler
@@ -259,6 +286,7 @@ pub(crate) async fn serve_cloaked(
         .unwrap_or_else(|| ctx.verdict.category_label())
         .to_string();
     let payload = crate::cloak::Cloaker::payload(&site.name, ctx.client_ip, &class);
+    let named = |n: &str| named_terms(site, n);
     let outcome = match site_peer(rt, i) {
         Ok(peer) => {
             rt.cloaker
@@ -269,11 +297,7 @@ pub(crate) async fn serve_cloaked(
                     &path,
                     &site.name,
                     payload,
-                    &site.variant(ctx.pref).0.data_mining,
-                    site.variant(ctx.pref)
-                        .0
-                        .c2pa
-                        .then(|| crate::cloak::training_mining(&site.variant(ctx.pref).0.usage)),
+                    &prefs(site, ctx.pref, &named),
                 )
                 .await
         }
@@ -281,6 +305,10 @@ pub(crate) async fn serve_cloaked(
     };
     let (status, ctype, body, extra): (u16, String, Bytes, Vec<(&str, String)>) = match outcome {
         crate::cloak::Outcome::Variant(v, hit) => {
+            // The origin named this file's preference.
+            if v.pref.is_some() {
+                ctx.pref = v.pref;
+            }
             let marked = v.source != "prepared";
             ctx.variant = Some((v.source, marked.then(|| payload.to_bits())));
             (

@@ -801,13 +801,7 @@ mod tests {
             Some("agent1"),
             "n2",
         );
-        let m = |h| Message {
-            header: h,
-            method: "GET",
-            authority: "artist.example",
-            path: "/",
-            scheme: "https",
-        };
+        let m = |h| msg(h, "artist.example");
         assert_eq!(
             d.check(&m(&item), now()),
             Check::Pending {
@@ -857,13 +851,7 @@ mod tests {
             .0
             .clone();
         let h = signed(&fresh, &kid, r#""https://crawler.example""#, None, "r1");
-        let m = Message {
-            header: &h,
-            method: "GET",
-            authority: "artist.example",
-            path: "/",
-            scheme: "https",
-        };
+        let m = msg(&h, "artist.example");
         // The copy here is older than five minutes: the agent may have
         // rotated; fetch again before calling the key forged.
         assert_eq!(
@@ -884,13 +872,7 @@ mod tests {
             base64::engine::general_purpose::STANDARD.encode(jwks_of(&fresh))
         );
         let h = signed(&fresh, &kid, &inline, None, "r2");
-        let m = Message {
-            header: &h,
-            method: "GET",
-            authority: "artist.example",
-            path: "/",
-            scheme: "https",
-        };
+        let m = msg(&h, "artist.example");
         let got = d.check(&m, now());
         assert!(
             matches!(&got, Check::Unverifiable(w) if w.contains("inline")),
@@ -932,13 +914,7 @@ mod tests {
                 None,
                 &format!("n{i}"),
             );
-            let m = Message {
-                header: &h,
-                method: "GET",
-                authority: "artist.example",
-                path: "/",
-                scheme: "https",
-            };
+            let m = msg(&h, "artist.example");
             assert!(matches!(d.check(&m, now()), Check::Verified { .. }));
         }
         assert_eq!(d.nonces(), 3);

@@ -757,41 +757,16 @@ pub fn huge_jpeg() -> Vec<u8> {
     .clone()
 }
 
-/// An Ed25519 test CA and a C2PA signing certificate under it (end entity,
-/// digitalSignature, emailProtection EKU, authority key identifier),
-/// written as `c2pa-chain.pem` and `c2pa-key.pem` into `dir`; returns the
-/// CA's PEM (what a reader must trust).
+#[path = "../../protector/tests/support/credential.rs"]
+mod c2pa_support;
+
+/// An Ed25519 test CA and a C2PA signing certificate under it (the
+/// protector tests' credential), written as `c2pa-chain.pem` and
+/// `c2pa-key.pem` into `dir`; returns the CA's PEM (what a reader must
+/// trust).
 pub fn c2pa_credential(dir: &Path) -> String {
-    let ca_key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ED25519).expect("key");
-    let mut ca = rcgen::CertificateParams::new(Vec::<String>::new()).expect("params");
-    ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-    ca.distinguished_name
-        .push(rcgen::DnType::CommonName, "Fixative test CA");
-    ca.distinguished_name
-        .push(rcgen::DnType::OrganizationName, "Fixative tests");
-    ca.key_usages = vec![
-        rcgen::KeyUsagePurpose::KeyCertSign,
-        rcgen::KeyUsagePurpose::CrlSign,
-        rcgen::KeyUsagePurpose::DigitalSignature,
-    ];
-    let ca_cert = ca.self_signed(&ca_key).expect("CA");
-    let issuer = rcgen::Issuer::from_params(&ca, &ca_key);
-    let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ED25519).expect("key");
-    let mut leaf = rcgen::CertificateParams::new(Vec::<String>::new()).expect("params");
-    leaf.distinguished_name
-        .push(rcgen::DnType::CommonName, "artist.example");
-    // Readers name the signer by its organization.
-    leaf.distinguished_name
-        .push(rcgen::DnType::OrganizationName, "Artist");
-    leaf.key_usages = vec![rcgen::KeyUsagePurpose::DigitalSignature];
-    leaf.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::EmailProtection];
-    leaf.use_authority_key_identifier_extension = true;
-    let leaf_cert = leaf.signed_by(&key, &issuer).expect("leaf");
-    std::fs::write(
-        dir.join("c2pa-chain.pem"),
-        format!("{}{}", leaf_cert.pem(), ca_cert.pem()),
-    )
-    .expect("write chain");
-    std::fs::write(dir.join("c2pa-key.pem"), key.serialize_pem()).expect("write key");
-    ca_cert.pem()
+    let (chain, key, ca) = c2pa_support::credential();
+    std::fs::write(dir.join("c2pa-chain.pem"), chain).expect("write chain");
+    std::fs::write(dir.join("c2pa-key.pem"), key).expect("write key");
+    ca
 }
