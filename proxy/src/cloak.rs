@@ -403,17 +403,9 @@ impl Cloaker {
             self.cfg.preview_max_side,
             payload.to_bits()
         );
-        if let Some(v) = self.cache.lock().ok().and_then(|mut c| c.get(&key)) {
-            self.metrics
-                .protector_cache
-                .with_label_values(&["hit"])
-                .inc();
+        if let Some(v) = self.cached(&key) {
             return Outcome::Variant(v, true);
         }
-        self.metrics
-            .protector_cache
-            .with_label_values(&["miss"])
-            .inc();
         // 4. One transform per key; others wait for it.
         let cell = {
             let Ok(mut map) = self.inflight.lock() else {
@@ -656,17 +648,9 @@ impl Cloaker {
         let key = format!(
             "{site}\u{1}{path}\u{1}{validator}\u{1}c2pa\u{1}{named:?}\u{1}{tm:?}\u{1}{data_mining}"
         );
-        if let Some(v) = self.cache.lock().ok().and_then(|mut c| c.get(&key)) {
-            self.metrics
-                .protector_cache
-                .with_label_values(&["hit"])
-                .inc();
+        if let Some(v) = self.cached(&key) {
             return Outcome::Variant(v, true);
         }
-        self.metrics
-            .protector_cache
-            .with_label_values(&["miss"])
-            .inc();
         let mime = mime_of(ctype);
         let dm = data_mining.to_string();
         let timer = self.metrics.c2pa_sign_seconds.clone();
@@ -695,6 +679,17 @@ impl Cloaker {
             }
             Err(reason) => Outcome::Fallback(reason),
         }
+    }
+
+    /// The cached variant under `key`, counted as a hit or a miss.
+    fn cached(&self, key: &str) -> Option<Variant> {
+        let v = self.cache.lock().ok().and_then(|mut c| c.get(key));
+        let result = if v.is_some() { "hit" } else { "miss" };
+        self.metrics
+            .protector_cache
+            .with_label_values(&[result])
+            .inc();
+        v
     }
 
     /// Bytes held by the cache.
