@@ -92,6 +92,25 @@ fn bench(c: &mut Criterion) {
             b.iter(|| protect(&data, transform))
         });
     }
+    // The full-size watermark's parts: decode, then encode (as the
+    // pipeline does: the source's quality and subsampling).
+    let limits = fixative_protector::pipeline::Limits::default();
+    g.bench_function("jpeg/decode (12 MP)", |b| {
+        b.iter(|| fixative_protector::pipeline::decode(&data, &limits).map(|(i, _)| i.width()))
+    });
+    if let Ok((img, _)) = fixative_protector::pipeline::decode(&data, &limits) {
+        g.bench_function("jpeg/encode q90 4:2:0 (12 MP)", |b| {
+            b.iter(|| {
+                fixative_protector::pipeline::encode_sampled(
+                    &img,
+                    ImageFormat::Jpeg,
+                    90,
+                    Some((2, 2)),
+                )
+                .map(|v| v.len())
+            })
+        });
+    }
     g.finish();
 }
 
