@@ -2,11 +2,12 @@
 //! trap link, injected chunk by chunk with lol_html. The page is never
 //! buffered whole; an existing robots meta is merged, not duplicated.
 
-use std::sync::{Arc, Mutex};
+use std::borrow::Cow;
+use std::sync::{Arc, LazyLock, Mutex};
 
 use lol_html::html_content::ContentType;
-use lol_html::send::{HtmlRewriter, Settings};
-use lol_html::{AsciiCompatibleEncoding, MemorySettings, element, end};
+use lol_html::send::{ElementContentHandlers, HtmlRewriter, Settings};
+use lol_html::{AsciiCompatibleEncoding, MemorySettings, Selector, end};
 
 /// Parser memory cap per response (lol_html buffers only partial tokens).
 pub const MAX_REWRITER_MEMORY: usize = 4 * 1024 * 1024;
@@ -93,6 +94,16 @@ style=\"position:absolute;left:-10000px;top:auto;width:1px;height:1px;overflow:h
 
 type Sink = Box<dyn FnMut(&[u8]) + Send>;
 
+/// The selectors, parsed once (lol_html's `element!` parses its selector
+/// for every rewriter, i.e. every response).
+static SELECTORS: LazyLock<Option<[Selector; 3]>> = LazyLock::new(|| {
+    Some([
+        "meta[name]".parse().ok()?,
+        "head".parse().ok()?,
+        "body".parse().ok()?,
+    ])
+});
+
 /// One response's rewriter.
 pub struct HtmlInjector {
     rewriter: Option<HtmlRewriter<'static, Sink>>,
@@ -109,6 +120,7 @@ impl HtmlInjector {
             None => encoding_rs::UTF_8,
         };
         let encoding = AsciiCompatibleEncoding::new(encoding)?;
+        let [meta_sel, head_sel, body_sel] = SELECTORS.as_ref()?;
         let out = Arc::new(Mutex::new(Vec::new()));
         let state = Arc::new(Mutex::new(State::default()));
         let inj = Arc::new(inj);
@@ -124,71 +136,86 @@ impl HtmlInjector {
                     .with_max_allowed_memory_usage(MAX_REWRITER_MEMORY)
                     .with_graceful_bail_out_on_memory_limit_exceeded(true),
             )
-            .append_element_content_handler(element!("meta[name]", move |el| {
-                let name = el
-                    .get_attribute("name")
-                    .unwrap_or_default()
-                    .to_ascii_lowercase();
-                let Ok(mut st) = s1.lock() else { return Ok(()) };
-                if name == "robots" {
-                    st.robots_seen = true;
-                    let content = el.get_attribute("content").unwrap_or_default();
-                    let have: Vec<String> = content
-                        .split(',')
-                        .map(|t| t.trim().to_ascii_lowercase())
-                        .collect();
-                    let missing: Vec<&str> = robots_tokens
-                        .iter()
-                        .filter(|t| !have.contains(&t.to_ascii_lowercase()))
-                        .map(String::as_str)
-                        .collect();
-                    if !missing.is_empty() {
-                        let merged = if content.trim().is_empty() {
-                            missing.join(", ")
-                        } else {
-                            format!("{}, {}", content.trim(), missing.join(", "))
-                        };
-                        el.set_attribute("content", &merged)?;
-                    }
-                } else if name == "tdm-reservation" {
-                    st.tdm_seen = true;
-                }
-                Ok(())
-            }))
-            .append_element_content_handler(element!("head", move |el| {
-                let st2 = s2.clone();
-                let inj = i2.clone();
-                // Before </head>, once every existing meta has been seen.
-                if let Some(handlers) = el.end_tag_handlers() {
-                    let h: lol_html::send::EndTagHandler<'static> =
-                        Box::new(move |end: &mut lol_html::html_content::EndTag<'_>| {
-                            let Ok(mut st) = st2.lock() else {
-                                return Ok(());
-                            };
-                            if !st.metas_done {
-                                end.before(&metas(&inj, &st), ContentType::Html);
-                                st.metas_done = true;
+            .append_element_content_handler((
+                Cow::Borrowed(meta_sel),
+                ElementContentHandlers::default().element(
+                    move |el: &mut lol_html::send::Element<'_, '_>| {
+                        let name = el
+                            .get_attribute("name")
+                            .unwrap_or_default()
+                            .to_ascii_lowercase();
+                        let Ok(mut st) = s1.lock() else { return Ok(()) };
+                        if name == "robots" {
+                            st.robots_seen = true;
+                            let content = el.get_attribute("content").unwrap_or_default();
+                            let have: Vec<String> = content
+                                .split(',')
+                                .map(|t| t.trim().to_ascii_lowercase())
+                                .collect();
+                            let missing: Vec<&str> = robots_tokens
+                                .iter()
+                                .filter(|t| !have.contains(&t.to_ascii_lowercase()))
+                                .map(String::as_str)
+                                .collect();
+                            if !missing.is_empty() {
+                                let merged = if content.trim().is_empty() {
+                                    missing.join(", ")
+                                } else {
+                                    format!("{}, {}", content.trim(), missing.join(", "))
+                                };
+                                el.set_attribute("content", &merged)?;
                             }
-                            Ok(())
-                        });
-                    handlers.push(h);
-                }
-                Ok(())
-            }))
-            .append_element_content_handler(element!("body", move |el| {
-                let Ok(mut st) = s3.lock() else { return Ok(()) };
-                if !st.metas_done {
-                    // No </head> seen: the metas go just before <body>,
-                    // which parsers place in the (implied) head.
-                    el.before(&metas(&i3, &st), ContentType::Html);
-                    st.metas_done = true;
-                }
-                if !st.link_done {
-                    el.prepend(&trap_link(&i3), ContentType::Html);
-                    st.link_done = true;
-                }
-                Ok(())
-            }))
+                        } else if name == "tdm-reservation" {
+                            st.tdm_seen = true;
+                        }
+                        Ok(())
+                    },
+                ),
+            ))
+            .append_element_content_handler((
+                Cow::Borrowed(head_sel),
+                ElementContentHandlers::default().element(
+                    move |el: &mut lol_html::send::Element<'_, '_>| {
+                        let st2 = s2.clone();
+                        let inj = i2.clone();
+                        // Before </head>, once every existing meta has been seen.
+                        if let Some(handlers) = el.end_tag_handlers() {
+                            let h: lol_html::send::EndTagHandler<'static> =
+                                Box::new(move |end: &mut lol_html::html_content::EndTag<'_>| {
+                                    let Ok(mut st) = st2.lock() else {
+                                        return Ok(());
+                                    };
+                                    if !st.metas_done {
+                                        end.before(&metas(&inj, &st), ContentType::Html);
+                                        st.metas_done = true;
+                                    }
+                                    Ok(())
+                                });
+                            handlers.push(h);
+                        }
+                        Ok(())
+                    },
+                ),
+            ))
+            .append_element_content_handler((
+                Cow::Borrowed(body_sel),
+                ElementContentHandlers::default().element(
+                    move |el: &mut lol_html::send::Element<'_, '_>| {
+                        let Ok(mut st) = s3.lock() else { return Ok(()) };
+                        if !st.metas_done {
+                            // No </head> seen: the metas go just before <body>,
+                            // which parsers place in the (implied) head.
+                            el.before(&metas(&i3, &st), ContentType::Html);
+                            st.metas_done = true;
+                        }
+                        if !st.link_done {
+                            el.prepend(&trap_link(&i3), ContentType::Html);
+                            st.link_done = true;
+                        }
+                        Ok(())
+                    },
+                ),
+            ))
             .append_document_content_handler(end!(move |end| {
                 let Ok(mut st) = s4.lock() else { return Ok(()) };
                 let mut tail = String::new();

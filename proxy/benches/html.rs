@@ -1,0 +1,67 @@
+//! Criterion bench: the HTML rewrite of one page as `benches/load.sh`
+//! serves it (a portfolio page of ~2.6 KB), per document: a new rewriter,
+//! the page in one chunk, the end. The copy of the page is the floor a
+//! proxy that does not rewrite pays.
+
+use std::hint::black_box;
+
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use fixative_proxy::html::{HtmlInjector, Injection};
+
+fn page() -> Vec<u8> {
+    let mut p = String::from(
+        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>Portfolio</title></head><body><h1>Portfolio</h1>\n",
+    );
+    for b in [
+        "astronaut.png",
+        "brick.png",
+        "chelsea.png",
+        "coffee.png",
+        "rocket.jpg",
+    ] {
+        p.push_str(&format!(
+            "<figure><img src=\"/art/{b}\" alt=\"{b}\"><figcaption>{b}, a study in light and texture</figcaption></figure>\n"
+        ));
+    }
+    for _ in 0..12 {
+        p.push_str("<p>Photographs and studies. All rights reserved; not for AI training.</p>\n");
+    }
+    p.push_str("</body></html>\n");
+    p.into_bytes()
+}
+
+fn injection() -> Injection {
+    Injection {
+        robots: vec!["noai".into(), "noimageai".into()],
+        tdm: Some(true),
+        tdm_policy: None,
+        license: Some("https://art.example/license.xml".into()),
+        trap_path: Some("/.fixative/trap/".into()),
+        script: None,
+    }
+}
+
+fn bench(c: &mut Criterion) {
+    let page = page();
+    let mut g = c.benchmark_group("html");
+    g.throughput(Throughput::Bytes(page.len() as u64));
+    g.bench_function("copy (no rewrite)", |b| {
+        b.iter(|| black_box(page.clone()).len())
+    });
+    g.bench_function("new rewriter only", |b| {
+        b.iter(|| HtmlInjector::new(injection(), Some("utf-8")).map(|mut r| r.finish().len()))
+    });
+    g.bench_function("rewrite page", |b| {
+        b.iter(|| {
+            let Some(mut r) = HtmlInjector::new(injection(), Some("utf-8")) else {
+                return 0;
+            };
+            let n = r.write(black_box(&page)).len();
+            n + r.finish().len()
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);
