@@ -159,13 +159,13 @@ pub fn pattern_matches(pattern: &str, path: &str) -> bool {
     let Some(mut rest) = path.strip_prefix(first) else {
         return false;
     };
-    let parts: Vec<&str> = parts.collect();
-    if parts.is_empty() {
+    // No allocation: this runs per request and pattern.
+    let mut parts = parts.peekable();
+    if parts.peek().is_none() {
         return !anchored || rest.is_empty();
     }
-    let last = parts.len() - 1;
-    for (i, part) in parts.iter().enumerate() {
-        if i == last && anchored {
+    while let Some(part) = parts.next() {
+        if anchored && parts.peek().is_none() {
             return rest.ends_with(part);
         }
         if part.is_empty() {

@@ -83,13 +83,13 @@ pub(crate) async fn serve_well_known(
         }
         WellKnown::Tdmrep => origin_body
             .map(str::to_string)
-            .unwrap_or_else(|| directives::tdmrep_json(&site.directives)),
+            .unwrap_or_else(|| site.tdmrep.clone()),
         WellKnown::AiTxt => origin_body
             .map(str::to_string)
-            .unwrap_or_else(|| directives::ai_txt(&site.directives)),
+            .unwrap_or_else(|| site.ai_txt.clone()),
         WellKnown::License => origin_body
             .map(str::to_string)
-            .unwrap_or_else(|| directives::license_xml(&site.directives)),
+            .unwrap_or_else(|| site.license_xml.clone()),
     };
     let mut resp = ResponseHeader::build(200, Some(8))?;
     resp.insert_header("content-type", doc.content_type())?;

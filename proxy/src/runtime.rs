@@ -38,6 +38,13 @@ pub struct SiteRuntime {
     pub preferences: Vec<(fixative_config::Directives, crate::directives::Prepared)>,
     /// Generated robots.txt groups.
     pub robots_groups: String,
+    /// Generated `tdmrep.json`, `ai.txt` and `license.xml` (served when
+    /// the origin has none), built once per configuration.
+    pub tdmrep: String,
+    /// See `tdmrep`.
+    pub ai_txt: String,
+    /// See `tdmrep`.
+    pub license_xml: String,
     /// Origin well-known documents, cached; the lock also makes concurrent
     /// refreshes wait for one fetch.
     pub docs:
@@ -124,6 +131,9 @@ impl Runtime {
                     })
                     .collect(),
                 robots_groups: String::new(),
+                tdmrep: crate::directives::tdmrep_json(&site.directives),
+                ai_txt: crate::directives::ai_txt(&site.directives),
+                license_xml: crate::directives::license_xml(&site.directives),
                 docs: tokio::sync::Mutex::new(HashMap::new()),
             });
         }
