@@ -8,6 +8,11 @@
 #
 #   benches/load.sh [ROUNDS] [DURATION] [CONNECTIONS]
 #
+# PERF=DIR records a CPU profile of bare Pingora and Fixative (perf,
+# cpu-clock, call graphs) during each of their runs into
+# DIR/perf-<target>-<path>-<round>.data; read it with
+# `perf report -i FILE --no-children`.
+#
 # ALLOCS=1 also counts heap allocations per request on each path, with a
 # second Fixative built with `--features count-allocs` (its own target
 # directory; its throughput is not reported).
@@ -64,6 +69,7 @@ pids+=($!)
 ./target/release/examples/bare_pingora "127.0.0.1:$BARE_PORT" "127.0.0.1:$ORIGIN_PORT" "$THREADS" \
   >"$work/bare.out" 2>"$work/bare.err" &
 pids+=($!)
+BARE_PID=$!
 
 cat > "$work/fixative.toml" <<TOML
 [server]
@@ -87,6 +93,7 @@ grace_images = 10000
 TOML
 ./target/release/fixative run --config "$work/fixative.toml" >"$work/fixative.out" 2>"$work/fixative.err" &
 pids+=($!)
+FIXATIVE_PID=$!
 
 # Browser-like requests from 10,000 addresses.
 cat > "$work/browser.lua" <<'LUA'
@@ -127,15 +134,31 @@ grep -aq 'DataMining' "$work/photo.jpg" || { echo "load.sh: the JPEG carries no 
 
 
 echo "origin nginx; wrk -t$THREADS -c$CONNS -d$DURATION, 10,000 client addresses; $ROUNDS interleaved rounds; $(nproc) cores"
-printf "%-12s %-6s %-9s %10s %10s %10s %8s\n" path round target req/s p50 p99 non-2xx
+# cpu/req: the proxy's own CPU time (user + system, /proc) per request served,
+# a figure that does not depend on how much of the machine wrk takes.
+cpu_ticks() { [ -n "$1" ] && awk '{print $14 + $15}' "/proc/$1/stat" || echo 0; }
+TICK_US=$((1000000 / $(getconf CLK_TCK)))
+printf "%-12s %-6s %-9s %10s %10s %10s %8s %9s\n" path round target req/s p50 p99 non-2xx cpu/req
 : > "$work/results"
 for p in "${PATHS[@]}"; do
   for r in $(seq "$ROUNDS"); do
     for t in direct bare fixative; do
       case $t in direct) port=$ORIGIN_PORT ;; bare) port=$BARE_PORT ;; fixative) port=$PROXY_PORT ;; esac
+      case $t in direct) tpid="" ;; bare) tpid=$BARE_PID ;; fixative) tpid=$FIXATIVE_PID ;; esac
+      c0=$(cpu_ticks "$tpid")
+      perf_pid=""
+      if [ -n "${PERF:-}" ] && [ -n "$tpid" ]; then
+        mkdir -p "$PERF"
+        perf record -q -F 999 -g -p "$tpid" -o "$PERF/perf-$t-$(basename "$p")-$r.data" >/dev/null 2>&1 &
+        perf_pid=$!
+      fi
       read -r rps p50 p99 bad <<<"$(run_wrk "http://127.0.0.1:$port$p" "$work/browser.lua")"
-      printf "%-12s %-6s %-9s %10s %10s %10s %8s\n" "$p" "$r" "$t" "$rps" "$p50" "$p99" "$bad"
-      echo "$p $t $rps $p50 $p99" >> "$work/results"
+      if [ -n "$perf_pid" ]; then kill -INT "$perf_pid"; wait "$perf_pid" || true; fi
+      c1=$(cpu_ticks "$tpid")
+      nreq=$(awk '/requests in/ {print $1}' "$work/wrk.out")
+      cpu="-"; [ -n "$tpid" ] && [ "${nreq:-0}" -gt 0 ] && cpu="$(( (c1 - c0) * TICK_US / nreq ))us"
+      printf "%-12s %-6s %-9s %10s %10s %10s %8s %9s\n" "$p" "$r" "$t" "$rps" "$p50" "$p99" "$bad" "$cpu"
+      echo "$p $t $rps $p50 $p99 ${cpu%us}" >> "$work/results"
     done
   done
 done
@@ -149,17 +172,18 @@ def ms(s):
     return float(s)
 rows = collections.defaultdict(list)
 for line in open(sys.argv[1]):
-    p, t, rps, p50, p99 = line.split()
-    rows[(p, t)].append((float(rps), ms(p50), ms(p99)))
+    p, t, rps, p50, p99, cpu = line.split()
+    rows[(p, t)].append((float(rps), ms(p50), ms(p99), float(cpu) if cpu != "-" else 0.0))
 print()
-print(f"{'path':<12} {'target':<9} {'req/s':>10} {'p50 ms':>8} {'p99 ms':>8} {'vs bare':>8} {'p99-bare':>9}")
+print(f"{'path':<12} {'target':<9} {'req/s':>10} {'p50 ms':>8} {'p99 ms':>8} {'vs bare':>8} {'p99-bare':>9} {'cpu/req':>8}")
 for p in dict.fromkeys(k[0] for k in rows):
     mean = {t: [sum(x) / len(x) for x in zip(*rows[(p, t)])] for t in ("direct", "bare", "fixative")}
     for t in ("direct", "bare", "fixative"):
-        rps, p50, p99 = mean[t]
+        rps, p50, p99, cpu = mean[t]
         ratio = rps / mean["bare"][0]
         dp99 = (p99 - mean["bare"][2]) * 1000
-        print(f"{p:<12} {t:<9} {rps:>10.0f} {p50:>8.2f} {p99:>8.2f} {ratio:>7.2f}x {dp99:>+7.0f}us")
+        cpus = f"{cpu:>6.0f}us" if cpu else f"{'-':>8}"
+        print(f"{p:<12} {t:<9} {rps:>10.0f} {p50:>8.2f} {p99:>8.2f} {ratio:>7.2f}x {dp99:>+7.0f}us {cpus}")
 PY
 
 if [ -n "${ALLOCS:-}" ]; then
