@@ -5,6 +5,7 @@
 //! re-encoding them.
 
 pub mod c2pa;
+pub mod dct;
 pub mod pipeline;
 pub mod watermark;
 pub mod xmp;

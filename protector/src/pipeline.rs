@@ -237,7 +237,7 @@ pub fn jpeg_sampling(data: &[u8]) -> Option<(u8, u8)> {
 /// Walks a JPEG's marker segments up to the first scan, calling
 /// `f(marker, payload)` until it returns `false`. Bounded by the data:
 /// every read is checked.
-fn jpeg_headers(data: &[u8], mut f: impl FnMut(u8, &[u8]) -> bool) {
+pub(crate) fn jpeg_headers(data: &[u8], mut f: impl FnMut(u8, &[u8]) -> bool) {
     if data.get(..2) != Some(&[0xFF, 0xD8][..]) {
         return;
     }
@@ -436,6 +436,26 @@ fn visible_mark(img: &mut RgbImage) {
 /// Runs a job: decode (limited), transform, encode in the same format,
 /// insert the no-train XMP packet.
 pub fn protect(job: &Job<'_>) -> Result<Output, ProtectError> {
+    // A full-size JPEG watermark: in the DCT domain (no decode, no
+    // re-encode, no generation loss) when the file allows it.
+    if let (None, Some(strength), true) = (
+        job.transform.max_side,
+        job.transform.watermark,
+        job.data.starts_with(&[0xFF, 0xD8, 0xFF]),
+    ) {
+        probe(job.data, &job.limits)?;
+        if let Some((marked, width, height)) =
+            crate::dct::embed_jpeg(job.data, job.payload, job.key, strength, &job.limits)
+        {
+            let bytes = xmp::insert(&marked, job.data_mining).unwrap_or(marked);
+            return Ok(Output {
+                bytes,
+                content_type: mime(ImageFormat::Jpeg),
+                width,
+                height,
+            });
+        }
+    }
     let (img, format) = match job.transform.max_side {
         // A JPEG preview: decoded at about its final size.
         Some(s) if job.data.starts_with(&[0xFF, 0xD8, 0xFF]) => {

@@ -171,11 +171,23 @@ fn floor_i16(x: f32) -> i16 {
     if f32::from(t) > x { t - 1 } else { t }
 }
 
-/// Adds the mark in place. `strength` is the bump amplitude in grey levels.
-pub fn embed(img: &mut RgbImage, payload: u64, key: u64, strength: f32) {
-    let (w, h) = img.dimensions();
+/// The mark as a separable field over a `w` × `h` image: the change at
+/// pixel (x, y) is `amp[row[y].0 * GRID + col[x].0] * col[x].1 * row[y].1`
+/// grey levels (before rounding). Shared by the pixel embedder below and
+/// the DCT-domain one ([`crate::dct`]), so both add the same mark.
+pub(crate) struct Field {
+    /// Per column: its cell column and window value.
+    pub col: Vec<(usize, f32)>,
+    /// Per row: its cell row and window value.
+    pub row: Vec<(usize, f32)>,
+    /// Per cell (row-major): the signed amplitude.
+    pub amp: Vec<f32>,
+}
+
+/// The mark's field, or `None` for an image smaller than the grid.
+pub(crate) fn field(w: u32, h: u32, payload: u64, key: u64, strength: f32) -> Option<Field> {
     if w < GRID as u32 || h < GRID as u32 {
-        return;
+        return None;
     }
     let lay = layout(key);
     let bits = code_bits(payload);
@@ -201,6 +213,15 @@ pub fn embed(img: &mut RgbImage, payload: u64, key: u64, strength: f32) {
             b * lay.sign[c] * strength
         })
         .collect();
+    Some(Field { col, row, amp })
+}
+
+/// Adds the mark in place. `strength` is the bump amplitude in grey levels.
+pub fn embed(img: &mut RgbImage, payload: u64, key: u64, strength: f32) {
+    let (w, h) = img.dimensions();
+    let Some(Field { col, row, amp }) = field(w, h, payload, key, strength) else {
+        return;
+    };
     let stride = w as usize * 3;
     let raw: &mut [u8] = img.as_mut();
     // Per row, the whole-number change of each column, then one integer

@@ -109,7 +109,7 @@ pub(crate) fn start_html_rewrite(
     else {
         return Ok(());
     };
-    ctx.html = Some(std::sync::Mutex::new(inj));
+    ctx.html = Some(Box::new(std::sync::Mutex::new(inj)));
     // The body changes: its length, validators and ranges no longer hold.
     mark_body_rewritten(resp)?;
     Ok(())

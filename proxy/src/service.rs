@@ -47,8 +47,10 @@ pub struct Ctx {
     pub(crate) now: std::time::Duration,
     /// A GET for an HTML page (by path and Accept).
     pub(crate) page_request: bool,
-    /// The streaming HTML rewriter of this response, when active.
-    pub(crate) html: Option<std::sync::Mutex<crate::html::HtmlInjector>>,
+    /// The streaming HTML rewriter of this response, when active (boxed:
+    /// the rewriter is ~1 KiB, which every request's context and the
+    /// futures holding it would otherwise carry and copy).
+    pub(crate) html: Option<Box<std::sync::Mutex<crate::html::HtmlInjector>>>,
     /// XMP metadata being inserted into a streaming image, when active.
     pub(crate) image: Option<fixative_protector::xmp::XmpStream>,
     /// The routed site's request body cap, and the body bytes seen so far.
