@@ -36,7 +36,7 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 
 use turbojpeg_sys as tj;
 
-use crate::pipeline::{Limits, jpeg_headers};
+use crate::pipeline::{Limits, dqt_tables, jpeg_headers};
 use crate::watermark::{self, GRID};
 
 /// `cos((2i + 1)π/16)` for i in 0..8: the first AC basis function of the
@@ -249,28 +249,11 @@ fn luma_quantizer(data: &[u8]) -> Option<([f32; 3], bool)> {
     jpeg_headers(data, |marker, payload| {
         match marker {
             0xDB => {
-                let mut t = payload;
-                while let Some((&pq_tq, rest)) = t.split_first() {
-                    let wide = pq_tq >> 4 == 1;
-                    let n = if wide { 128 } else { 64 };
-                    let Some(table) = rest.get(..n) else {
-                        return false;
-                    };
-                    // Zigzag order: DC, then (0,1) horizontal, (1,0) vertical.
-                    let at = |k: usize| -> u16 {
-                        if wide {
-                            u16::from_be_bytes([table[2 * k], table[2 * k + 1]])
-                        } else {
-                            u16::from(table[k])
-                        }
-                    };
-                    if let Some(slot) = tables.get_mut(usize::from(pq_tq & 0x0F)) {
-                        *slot = Some([at(0), at(1), at(2)]);
+                for (id, table) in dqt_tables(payload) {
+                    if let Some(slot) = tables.get_mut(usize::from(id)) {
+                        // Zigzag order: DC, (0,1) horizontal, (1,0) vertical.
+                        *slot = Some([table[0], table[1], table[2]]);
                     }
-                    let Some(next) = rest.get(n..) else {
-                        return false;
-                    };
-                    t = next;
                 }
                 true
             }

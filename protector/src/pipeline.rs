@@ -177,40 +177,51 @@ pub fn jpeg_quality(data: &[u8]) -> Option<u8> {
         if marker != 0xDB {
             return true;
         }
-        let mut t = payload;
-        while let Some((&pq_tq, rest)) = t.split_first() {
-            let wide = pq_tq >> 4 == 1;
-            let n = if wide { 128 } else { 64 };
-            let Some(table) = rest.get(..n) else {
-                return false;
-            };
-            if pq_tq & 0x0F == 0 {
-                let sum: u32 = if wide {
-                    table
-                        .chunks_exact(2)
-                        .map(|b| u32::from(u16::from_be_bytes([b[0], b[1]])))
-                        .sum()
-                } else {
-                    table.iter().map(|b| u32::from(*b)).sum()
-                };
-                let std: u32 = STD_LUMA.iter().map(|v| u32::from(*v)).sum();
-                let scale = f64::from(sum) * 100.0 / f64::from(std);
-                let q = if scale <= 100.0 {
-                    (200.0 - scale) / 2.0
-                } else {
-                    5000.0 / scale
-                };
-                found = Some(q.round().clamp(1.0, 100.0) as u8);
-                return false;
-            }
-            let Some(next) = rest.get(n..) else {
-                return false;
-            };
-            t = next;
-        }
-        true
+        let Some((_, table)) = dqt_tables(payload).into_iter().find(|(id, _)| *id == 0) else {
+            return true;
+        };
+        let sum: u32 = table.iter().map(|v| u32::from(*v)).sum();
+        let std: u32 = STD_LUMA.iter().map(|v| u32::from(*v)).sum();
+        let scale = f64::from(sum) * 100.0 / f64::from(std);
+        let q = if scale <= 100.0 {
+            (200.0 - scale) / 2.0
+        } else {
+            5000.0 / scale
+        };
+        found = Some(q.round().clamp(1.0, 100.0) as u8);
+        false
     });
     found
+}
+
+/// The quantization tables of one `DQT` segment's payload: (table id,
+/// 64 steps in zigzag order), 8- or 16-bit; a truncated table ends it.
+pub(crate) fn dqt_tables(payload: &[u8]) -> Vec<(u8, [u16; 64])> {
+    let mut out = Vec::new();
+    let mut t = payload;
+    while let Some((&pq_tq, rest)) = t.split_first() {
+        let wide = pq_tq >> 4 == 1;
+        let n = if wide { 128 } else { 64 };
+        let Some(raw) = rest.get(..n) else {
+            break;
+        };
+        let mut table = [0u16; 64];
+        if wide {
+            for (v, b) in table.iter_mut().zip(raw.chunks_exact(2)) {
+                *v = u16::from_be_bytes([b[0], b[1]]);
+            }
+        } else {
+            for (v, b) in table.iter_mut().zip(raw) {
+                *v = u16::from(*b);
+            }
+        }
+        out.push((pq_tq & 0x0F, table));
+        let Some(next) = rest.get(n..) else {
+            break;
+        };
+        t = next;
+    }
+    out
 }
 
 /// The luma (first component's) sampling factors of a colour JPEG, from
