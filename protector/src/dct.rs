@@ -488,7 +488,11 @@ mod tests {
                 let (a, b) = (before.to_rgb8(), after.to_rgb8());
                 let mut changed = 0usize;
                 for (p, q) in a.pixels().zip(b.pixels()) {
-                    if p.0.iter().chain(q.0.iter()).any(|&v| v < 2 || v > 253) {
+                    if p.0
+                        .iter()
+                        .chain(q.0.iter())
+                        .any(|&v| !(2..=253).contains(&v))
+                    {
                         continue;
                     }
                     let d: Vec<i32> = (0..3)
