@@ -92,8 +92,9 @@ fn bench(c: &mut Criterion) {
             b.iter(|| protect(&data, transform))
         });
     }
-    // The full-size watermark's parts: decode, then encode (as the
-    // pipeline does: the source's quality and subsampling).
+    // For comparison with the full-size watermark (DCT domain: no decode,
+    // no encode): what the pixel path would pay, a decode and an encode at
+    // the source's quality and subsampling.
     let limits = fixative_protector::pipeline::Limits::default();
     g.bench_function("jpeg/decode (12 MP)", |b| {
         b.iter(|| fixative_protector::pipeline::decode(&data, &limits).map(|(i, _)| i.width()))

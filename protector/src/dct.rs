@@ -102,15 +102,14 @@ struct State {
     amp: Vec<f32>,
     /// Quantizer steps of the luma DC, first horizontal and first vertical
     /// AC coefficients.
-    q_dc: f32,
-    q_h: f32,
-    q_v: f32,
+    q: [f32; 3],
+    /// The largest quantized magnitude 8-bit JPEG codes for each of them.
+    lim: [f32; 3],
 }
 
 impl State {
     /// The change of one block's DC, horizontal and vertical first AC
-    /// coefficients (unquantized), and whether the block is whole (AC
-    /// terms apply only to whole blocks).
+    /// coefficients, unquantized (AC terms only for whole blocks).
     fn block(&self, col: &Span, row: &Span) -> (f32, f32, f32) {
         let (mut s0, mut sx, mut sy) = (0.0f32, 0.0f32, 0.0f32);
         for j in 0..usize::from(row.len) {
@@ -144,18 +143,17 @@ impl State {
         let Some(row) = self.rows.get(by) else {
             return; // padding rows below the image
         };
-        let lim_dc = (1023.0 / self.q_dc).floor();
-        let lim_h = (1023.0 / self.q_h).floor();
-        let lim_v = (1023.0 / self.q_v).floor();
+        let [q_dc, q_h, q_v] = self.q;
+        let [lim_dc, lim_h, lim_v] = self.lim;
         let mut carry = 0.0f32;
         for (block, col) in blocks.chunks_exact_mut(64).zip(self.cols.iter()) {
             let (dc, h, v) = self.block(col, row);
             let want = dc + carry;
-            let step = (want / self.q_dc).round();
-            carry = want - step * self.q_dc;
+            let step = (want / q_dc).round();
+            carry = want - step * q_dc;
             add(block, 0, step, lim_dc);
-            add(block, 1, (h / self.q_h).round(), lim_h);
-            add(block, 8, (v / self.q_v).round(), lim_v);
+            add(block, 1, (h / q_h).round(), lim_h);
+            add(block, 8, (v / q_v).round(), lim_v);
         }
     }
 }
@@ -322,9 +320,8 @@ pub fn embed_jpeg(
         cols: spans(&field.col),
         rows: spans(&field.row),
         amp: field.amp,
-        q_dc: q[0],
-        q_h: q[1],
-        q_v: q[2],
+        q,
+        lim: q.map(|step| (1023.0 / step).floor()),
     };
     // Optimized Huffman tables: the output is about the source's size
     // (standard tables made it ~6 % larger) for ~2× the transform's time.

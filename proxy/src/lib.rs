@@ -132,20 +132,21 @@ pub fn preflight(config: &Config) -> Result<(), String> {
     Ok(())
 }
 
+/// The client write buffer: 4 KiB instead of Pingora's 1,460 bytes. The
+/// response header Fixative sends carries its no-train and rate-limit
+/// headers (~500 bytes instead of the origin's ~250), which pushed a
+/// header plus a 1 KiB body past 1,460 bytes and cost a second `sendto`
+/// per response; a chunked (rewritten) page cost five (header, chunk
+/// size, data, CRLF, last chunk). With 4 KiB a small response leaves in
+/// one write and a rewritten page in three (Pingora flushes the header of
+/// a response without Content-Length, each chunk, and the last chunk).
+/// `benches/load.sh` shows the effect (`cpu/req`); `tests/hardening.rs`
+/// the per-connection memory bound.
+const WRITE_BUFFER: usize = 4 * 1024;
+
 /// Client socket buffers: a 16 KiB read buffer (one TLS record) instead
 /// of Pingora's 64 KiB, so that many idle or half-open connections cost
-/// little memory; large reads bypass it anyway.
-///
-/// A 4 KiB write buffer instead of Pingora's 1,460 bytes: the response
-/// header Fixative sends carries its no-train and rate-limit headers
-/// (~500 bytes instead of the origin's ~250), which pushed a header plus
-/// a 1 KiB body past 1,460 bytes and cost a second `sendto` per response;
-/// a chunked (rewritten) page cost five (header, chunk size, data, CRLF,
-/// last chunk). With 4 KiB, a small response leaves in one write, and a
-/// rewritten page in two (`benches/load.sh`: `cpu/req`, and
-/// `tests/hardening.rs` for the per-connection memory bound).
-pub const WRITE_BUFFER: usize = 4 * 1024;
-
+/// little memory; large reads bypass it anyway. Writes: [`WRITE_BUFFER`].
 fn l4_buffer() -> L4BufferSettings {
     L4BufferSettings::new(16 * 1024, WRITE_BUFFER)
 }
