@@ -572,6 +572,34 @@ impl AsyncRead for Guarded {
     }
 }
 
+impl Guarded {
+    /// Before Fixative's first hook, a write that starts with a status
+    /// line is Pingora's own error reply: swap in Fixative's page. While
+    /// replacing, writes are swallowed (`Some`: reported as written, or the
+    /// drain's error or `Pending`); `None`: write through.
+    fn poll_replaced(
+        &mut self,
+        cx: &mut Context<'_>,
+        first: &[u8],
+        len: usize,
+    ) -> Option<Poll<std::io::Result<usize>>> {
+        if self.http1 && !self.replacing && !self.hooked.load(Ordering::Acquire) {
+            if let Some(status) = status_of(first) {
+                self.replacing = true;
+                self.replacement = canned_response(&self.shared, status, None);
+            }
+        }
+        if !self.replacing {
+            return None;
+        }
+        Some(match self.poll_drain(cx) {
+            Poll::Ready(Ok(())) => Poll::Ready(Ok(len)),
+            Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+            Poll::Pending => Poll::Pending,
+        })
+    }
+}
+
 impl AsyncWrite for Guarded {
     fn poll_write(
         self: Pin<&mut Self>,
@@ -579,21 +607,35 @@ impl AsyncWrite for Guarded {
         buf: &[u8],
     ) -> Poll<std::io::Result<usize>> {
         let this = self.get_mut();
-        if this.http1 && !this.replacing && !this.hooked.load(Ordering::Acquire) {
-            // Pingora answers before any hook ran: its own error reply.
-            if let Some(status) = status_of(buf) {
-                this.replacing = true;
-                this.replacement = canned_response(&this.shared, status, None);
-            }
-        }
-        if this.replacing {
-            return match this.poll_drain(cx) {
-                Poll::Ready(Ok(())) => Poll::Ready(Ok(buf.len())),
-                Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
-                Poll::Pending => Poll::Pending,
-            };
+        if let Some(done) = this.poll_replaced(cx, buf, buf.len()) {
+            return done;
         }
         Pin::new(&mut this.inner).poll_write(cx, buf)
+    }
+
+    /// Forwarded, so that Pingora's chunked writer sends a chunk's size
+    /// line, data and CRLF in one `writev` as it does on a bare stream
+    /// (without this, tokio falls back to one write per part: a 64 KiB
+    /// chunk left in two or three sends).
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        let this = self.get_mut();
+        let first = bufs
+            .iter()
+            .find(|b| !b.is_empty())
+            .map_or(&[][..], |b| &b[..]);
+        let len = bufs.iter().map(|b| b.len()).sum();
+        if let Some(done) = this.poll_replaced(cx, first, len) {
+            return done;
+        }
+        Pin::new(&mut this.inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
@@ -749,6 +791,79 @@ mod tests {
         assert_eq!(t.open(), 4);
         assert_eq!(t.held_by(a), 1);
         assert!(t.acquire(Some(a), &l).is_ok());
+    }
+
+    /// A `Guarded` over one end of a loopback TCP pair; the other end.
+    async fn guarded_pair() -> (Guarded, tokio::net::TcpStream) {
+        let config = fixative_config::Config::load_or_default(None).unwrap();
+        let metrics = Arc::new(crate::metrics::Metrics::new().unwrap());
+        let link = crate::fleet::FleetLink::start(&config, metrics.clone()).unwrap();
+        let rt = crate::runtime::Runtime::build(config, metrics.clone(), link.fleet.clone(), None)
+            .unwrap();
+        let shared = Arc::new(Shared::new(rt, metrics, None, link, None));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let client = tokio::net::TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let (server, _) = listener.accept().await.unwrap();
+        let stream: Stream = Box::new(pingora::protocols::l4::stream::Stream::from(server));
+        (
+            Guarded::new(stream, shared, Limits::default(), true),
+            client,
+        )
+    }
+
+    /// Pingora writes a chunk as size line + data + CRLF with one
+    /// `write_vectored`: the guard takes all of it at once (the default
+    /// `AsyncWrite` would take the first slice only, one send per part).
+    #[tokio::test]
+    async fn vectored_writes_pass_through_whole() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let (mut g, mut client) = guarded_pair().await;
+        g.mark_hooked();
+        assert!(g.is_write_vectored());
+        let data = vec![b'x'; 70_000];
+        let parts = [
+            std::io::IoSlice::new(b"11170\r\n"),
+            std::io::IoSlice::new(&data),
+            std::io::IoSlice::new(b"\r\n"),
+        ];
+        let n = g.write_vectored(&parts).await.unwrap();
+        assert!(n > 7, "only the size line was taken: {n}");
+        let mut want = b"11170\r\n".to_vec();
+        want.extend_from_slice(&data);
+        want.extend_from_slice(b"\r\n");
+        // The rest as a caller would send it, then compare the bytes.
+        g.write_all(want.get(n..).unwrap()).await.unwrap();
+        g.flush().await.unwrap();
+        let mut got = vec![0u8; want.len()];
+        client.read_exact(&mut got).await.unwrap();
+        assert!(got == want);
+    }
+
+    /// Pingora's own error reply, written vectored before any hook ran,
+    /// is replaced by Fixative's page all the same.
+    #[tokio::test]
+    async fn a_vectored_pingora_reply_is_replaced() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let (mut g, mut client) = guarded_pair().await;
+        let parts = [
+            std::io::IoSlice::new(b""),
+            std::io::IoSlice::new(b"HTTP/1.1 400 Bad Request\r\n"),
+            std::io::IoSlice::new(b"Content-Length: 0\r\n\r\n"),
+        ];
+        let n = g.write_vectored(&parts).await.unwrap();
+        assert_eq!(n, 26 + 21, "the whole reply is reported as written");
+        AsyncWriteExt::shutdown(&mut g).await.unwrap();
+        let mut got = Vec::new();
+        client.read_to_end(&mut got).await.unwrap();
+        let text = String::from_utf8_lossy(&got);
+        assert!(text.starts_with("HTTP/1.1 400"), "{text}");
+        assert!(
+            text.contains("<html") || text.contains("<!doctype"),
+            "{text}"
+        );
+        assert!(!text.contains("Content-Length: 0\r\n"), "{text}");
     }
 
     #[test]
