@@ -583,11 +583,13 @@ impl Guarded {
         first: &[u8],
         len: usize,
     ) -> Option<Poll<std::io::Result<usize>>> {
-        if self.http1 && !self.replacing && !self.hooked.load(Ordering::Acquire) {
-            if let Some(status) = status_of(first) {
-                self.replacing = true;
-                self.replacement = canned_response(&self.shared, status, None);
-            }
+        if self.http1
+            && !self.replacing
+            && !self.hooked.load(Ordering::Acquire)
+            && let Some(status) = status_of(first)
+        {
+            self.replacing = true;
+            self.replacement = canned_response(&self.shared, status, None);
         }
         if !self.replacing {
             return None;
