@@ -17,6 +17,12 @@
 # second Fixative built with `--features count-allocs` (its own target
 # directory; its throughput is not reported).
 #
+# ABLATE=1 then measures the 1 KiB path again against Fixative with one
+# feature switched off at a time by configuration (access log off; policy
+# `off`: verdicts computed, nothing enforced, no rate-limit headers; no
+# directive headers), interleaved with bare Pingora: how much of the gap
+# each feature is.
+#
 # Traffic looks like browsers: a Firefox user agent and headers, from
 # 10,000 client addresses given in X-Forwarded-For (127.0.0.1 is a trusted
 # proxy). Origin: nginx (installed when missing). Everything runs on
@@ -204,4 +210,59 @@ if [ -n "${ALLOCS:-}" ]; then
     a1=$(metric fixative_debug_allocations_total); r1=$(metric fixative_requests_total)
     python3 -c "print(f'{\"$p\":<12} {($a1-$a0)/max(1,$r1-$r0):8.1f} allocations/request over {int($r1-$r0)} requests')"
   done
+fi
+
+if [ -n "${ABLATE:-}" ]; then
+  # Fixative with one feature off; PORT/PID per variant.
+  declare -A VPORT VPID
+  variant() {
+    local name=$1 port admin
+    port=$(free_port); admin=$(free_port)
+    sed -e "s/127.0.0.1:$PROXY_PORT/127.0.0.1:$port/" -e "s/127.0.0.1:$ADMIN_PORT/127.0.0.1:$admin/" \
+        -e "s#$work/access.log#$work/access-$name.log#" "$work/fixative.toml" > "$work/$name.toml"
+    case $name in
+      log-off) sed -i "s#^access = .*#access = \"off\"#" "$work/$name.toml" ;;
+      policy-off) sed -i '/^default = true/a policy = "off"' "$work/$name.toml" ;;
+      no-directives) sed -i '/^default = true/a directives = { x_robots_tag = [], tdm_reservation = false, content_usage = "", rsl = false }' "$work/$name.toml" ;;
+    esac
+    ./target/release/fixative run --config "$work/$name.toml" >"$work/$name.out" 2>"$work/$name.err" &
+    pids+=($!); VPID[$name]=$!; VPORT[$name]=$port
+    local up=""
+    for _ in $(seq 100); do curl -fs "http://127.0.0.1:$port/small.txt" -o /dev/null 2>/dev/null && up=1 && break; sleep 0.1; done
+    [ -n "$up" ] || { echo "load.sh: the $name variant did not start" >&2; cat "$work/$name.err" >&2; exit 1; }
+    # Refuse a variant that does not have its feature off.
+    local head; head=$(curl -s -D- -o /dev/null -H 'User-Agent: Mozilla/5.0 (X11; Linux x86_64; rv:145.0) Gecko/20100101 Firefox/145.0' \
+      -H 'Accept-Language: en' -H 'Sec-Fetch-Mode: navigate' -H 'Accept: */*' "http://127.0.0.1:$port/small.txt" | tr 'A-Z' 'a-z')
+    case $name in
+      log-off) [ ! -s "$work/access-$name.log" ] ;;
+      policy-off) ! grep -q '^ratelimit:' <<<"$head" ;;
+      no-directives) ! grep -q '^x-robots-tag:' <<<"$head" ;;
+    esac || { echo "load.sh: the $name variant still has its feature on" >&2; exit 1; }
+  }
+  VARIANTS="log-off policy-off no-directives"
+  for v in $VARIANTS; do variant "$v"; done
+  VPORT[bare]=$BARE_PORT; VPID[bare]=$BARE_PID; VPORT[fixative]=$PROXY_PORT; VPID[fixative]=$FIXATIVE_PID
+  echo
+  echo "ablation, /small.txt: Fixative with one feature off (req/s, cpu/req; ${ROUNDS} interleaved rounds)"
+  : > "$work/ablate"
+  for r in $(seq "$ROUNDS"); do
+    for t in bare fixative $VARIANTS; do
+      c0=$(cpu_ticks "${VPID[$t]}")
+      read -r rps _ _ _ <<<"$(run_wrk "http://127.0.0.1:${VPORT[$t]}/small.txt" "$work/browser.lua")"
+      c1=$(cpu_ticks "${VPID[$t]}")
+      nreq=$(awk '/requests in/ {print $1}' "$work/wrk.out")
+      echo "$t $rps $(( (c1 - c0) * TICK_US / ${nreq:-1} ))" >> "$work/ablate"
+    done
+  done
+  python3 - "$work/ablate" <<'PY'
+import sys, collections
+rows = collections.defaultdict(list)
+for line in open(sys.argv[1]):
+    t, rps, cpu = line.split()
+    rows[t].append((float(rps), float(cpu)))
+mean = {t: [sum(x) / len(x) for x in zip(*v)] for t, v in rows.items()}
+print(f"{'target':<14} {'req/s':>8} {'vs bare':>8} {'cpu/req':>8} {'vs full':>8}")
+for t, (rps, cpu) in mean.items():
+    print(f"{t:<14} {rps:>8.0f} {rps / mean['bare'][0]:>7.2f}x {cpu:>6.0f}us {cpu - mean['fixative'][1]:>+6.0f}us")
+PY
 fi
