@@ -14,8 +14,9 @@
 # `perf report -i FILE --no-children`.
 #
 # ALLOCS=1 also counts heap allocations per request on each path, with a
-# second Fixative built with `--features count-allocs` (its own target
-# directory; its throughput is not reported).
+# second Fixative and a second bare Pingora built with `--features
+# count-allocs` (the system allocator with a counter; their own target
+# directory; their throughput is not reported).
 #
 # ABLATE=1 then measures the 1 KiB path again against Fixative with one
 # feature switched off at a time by configuration (access log off; policy
@@ -41,6 +42,7 @@ cargo build --release -q -p fixative-proxy --example bare_pingora
 cargo build --release -q -p fixative-protector --example bench_jpeg
 if [ -n "${ALLOCS:-}" ]; then
   CARGO_TARGET_DIR=target/allocs cargo build --release -q --features count-allocs --bin fixative
+  CARGO_TARGET_DIR=target/allocs cargo build --release -q -p fixative-proxy --features count-allocs --example bare_pingora
 fi
 
 ORIGIN_PORT=$(free_port); BARE_PORT=$(free_port); PROXY_PORT=$(free_port); ADMIN_PORT=$(free_port)
@@ -199,16 +201,30 @@ if [ -n "${ALLOCS:-}" ]; then
   ./target/allocs/release/fixative run --config "$work/count.toml" >"$work/count.out" 2>"$work/count.err" &
   pids+=($!)
   for _ in $(seq 100); do curl -fs "http://127.0.0.1:$COUNT_PORT/small.txt" -o /dev/null 2>/dev/null && break; sleep 0.1; done
+  # Bare Pingora with the same counting allocator: its count on stderr
+  # every 100 ms, requests from wrk.
+  BARE_COUNT_PORT=$(free_port)
+  ./target/allocs/release/examples/bare_pingora "127.0.0.1:$BARE_COUNT_PORT" "127.0.0.1:$ORIGIN_PORT" "$THREADS" \
+    >/dev/null 2>"$work/bare-count.err" &
+  pids+=($!)
+  for _ in $(seq 100); do curl -fs "http://127.0.0.1:$BARE_COUNT_PORT/small.txt" -o /dev/null 2>/dev/null && break; sleep 0.1; done
   metric() { curl -fs "http://127.0.0.1:$COUNT_ADMIN/metrics" | awk -v m="$1" 'index($0, m) == 1 {s += $NF} END {print s + 0}'; }
+  bare_allocs() { awk '/^allocations / {n = $2} END {print n + 0}' "$work/bare-count.err"; }
   echo
-  echo "heap allocations per request (counting build; background tasks included)"
+  echo "heap allocations per request (counting builds, system allocator; background tasks included)"
+  printf "%-12s %10s %10s\n" path bare fixative
   for p in "${PATHS[@]}"; do
     wrk -t1 -c4 -d1s -s "$work/browser.lua" "http://127.0.0.1:$COUNT_PORT$p" >/dev/null 2>&1 || true
     a0=$(metric fixative_debug_allocations_total); r0=$(metric fixative_requests_total)
     wrk -t"$THREADS" -c"$CONNS" -d3s -s "$work/browser.lua" "http://127.0.0.1:$COUNT_PORT$p" >/dev/null 2>&1 || true
     sleep 0.2
     a1=$(metric fixative_debug_allocations_total); r1=$(metric fixative_requests_total)
-    python3 -c "print(f'{\"$p\":<12} {($a1-$a0)/max(1,$r1-$r0):8.1f} allocations/request over {int($r1-$r0)} requests')"
+    wrk -t1 -c4 -d1s -s "$work/browser.lua" "http://127.0.0.1:$BARE_COUNT_PORT$p" >/dev/null 2>&1 || true
+    sleep 0.3; b0=$(bare_allocs)
+    wrk -t"$THREADS" -c"$CONNS" -d3s -s "$work/browser.lua" "http://127.0.0.1:$BARE_COUNT_PORT$p" > "$work/wrk-count.out" 2>&1 || true
+    sleep 0.3; b1=$(bare_allocs)
+    n=$(awk '/requests in/ {print $1}' "$work/wrk-count.out")
+    python3 -c "print(f'{\"$p\":<12} {($b1-$b0)/max(1,${n:-0}):10.1f} {($a1-$a0)/max(1,$r1-$r0):10.1f}')"
   done
 fi
 
