@@ -18,38 +18,11 @@ use clap::{Parser, Subcommand};
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 /// For `ALLOCS=1 benches/load.sh` only (`--features count-allocs`): the
-/// system allocator (so that valgrind's DHAT sees every call site), counting
-/// every allocation into `fixative_debug_allocations_total`.
+/// system allocator, counting every allocation into
+/// `fixative_debug_allocations_total`.
 #[cfg(feature = "count-allocs")]
 #[global_allocator]
-static GLOBAL: Counting = Counting;
-
-#[cfg(feature = "count-allocs")]
-struct Counting;
-
-#[cfg(feature = "count-allocs")]
-// SAFETY: forwards every call to the system allocator unchanged; only counts.
-unsafe impl std::alloc::GlobalAlloc for Counting {
-    unsafe fn alloc(&self, l: std::alloc::Layout) -> *mut u8 {
-        fixative_proxy::metrics::ALLOCATIONS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        // SAFETY: the caller's contract is the system allocator's.
-        unsafe { std::alloc::System.alloc(l) }
-    }
-    unsafe fn dealloc(&self, p: *mut u8, l: std::alloc::Layout) {
-        // SAFETY: `p` came from `alloc` above.
-        unsafe { std::alloc::System.dealloc(p, l) }
-    }
-    unsafe fn alloc_zeroed(&self, l: std::alloc::Layout) -> *mut u8 {
-        fixative_proxy::metrics::ALLOCATIONS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        // SAFETY: as `alloc`.
-        unsafe { std::alloc::System.alloc_zeroed(l) }
-    }
-    unsafe fn realloc(&self, p: *mut u8, l: std::alloc::Layout, n: usize) -> *mut u8 {
-        fixative_proxy::metrics::ALLOCATIONS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        // SAFETY: as `dealloc` and `alloc`.
-        unsafe { std::alloc::System.realloc(p, l, n) }
-    }
-}
+static GLOBAL: fixative_proxy::metrics::CountingAlloc = fixative_proxy::metrics::CountingAlloc;
 use fixative_config::{Config, DEFAULT_TOML};
 
 #[derive(Parser)]

@@ -15,42 +15,12 @@ use pingora::server::configuration::ServerConf;
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-/// With `--features count-allocs` (`ALLOCS=1 benches/load.sh`): the system
-/// allocator with a counter, as Fixative's counting build, so that the two
+/// With `--features count-allocs` (`ALLOCS=1 benches/load.sh`): the same
+/// counting system allocator as Fixative's counting build, so that the two
 /// figures compare; the count goes to standard error every 100 ms.
 #[cfg(feature = "count-allocs")]
 #[global_allocator]
-static GLOBAL: Counting = Counting;
-
-#[cfg(feature = "count-allocs")]
-static ALLOCATIONS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-
-#[cfg(feature = "count-allocs")]
-struct Counting;
-
-#[cfg(feature = "count-allocs")]
-// SAFETY: forwards every call to the system allocator unchanged; only counts.
-unsafe impl std::alloc::GlobalAlloc for Counting {
-    unsafe fn alloc(&self, l: std::alloc::Layout) -> *mut u8 {
-        ALLOCATIONS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        // SAFETY: the caller's contract is the system allocator's.
-        unsafe { std::alloc::System.alloc(l) }
-    }
-    unsafe fn dealloc(&self, p: *mut u8, l: std::alloc::Layout) {
-        // SAFETY: `p` came from `alloc` above.
-        unsafe { std::alloc::System.dealloc(p, l) }
-    }
-    unsafe fn alloc_zeroed(&self, l: std::alloc::Layout) -> *mut u8 {
-        ALLOCATIONS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        // SAFETY: as `alloc`.
-        unsafe { std::alloc::System.alloc_zeroed(l) }
-    }
-    unsafe fn realloc(&self, p: *mut u8, l: std::alloc::Layout, n: usize) -> *mut u8 {
-        ALLOCATIONS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        // SAFETY: as `dealloc` and `alloc`.
-        unsafe { std::alloc::System.realloc(p, l, n) }
-    }
-}
+static GLOBAL: fixative_proxy::metrics::CountingAlloc = fixative_proxy::metrics::CountingAlloc;
 
 struct Bare {
     upstream: String,
@@ -83,7 +53,7 @@ fn main() {
     std::thread::spawn(|| {
         loop {
             std::thread::sleep(std::time::Duration::from_millis(100));
-            let n = ALLOCATIONS.load(std::sync::atomic::Ordering::Relaxed);
+            let n = fixative_proxy::metrics::ALLOCATIONS.load(std::sync::atomic::Ordering::Relaxed);
             eprintln!("allocations {n}");
         }
     });

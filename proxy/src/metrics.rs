@@ -8,10 +8,39 @@ use prometheus::{
     Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
-/// Allocations since start, counted only by a binary built with the
-/// `count-allocs` feature (`benches/allocs.sh`); 0 otherwise, and then not
-/// exported.
+/// Allocations since start, counted only by a binary that installs
+/// [`CountingAlloc`] (the `count-allocs` builds of `ALLOCS=1
+/// benches/load.sh`); 0 otherwise, and then not exported.
 pub static ALLOCATIONS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// The system allocator, counting every allocation into [`ALLOCATIONS`]:
+/// the global allocator of the `count-allocs` builds of Fixative and of
+/// the bare Pingora baseline, so that their figures compare (and valgrind's
+/// DHAT sees every call site). Never installed in a release build.
+pub struct CountingAlloc;
+
+// SAFETY: forwards every call to the system allocator unchanged; only counts.
+unsafe impl std::alloc::GlobalAlloc for CountingAlloc {
+    unsafe fn alloc(&self, l: std::alloc::Layout) -> *mut u8 {
+        ALLOCATIONS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        // SAFETY: the caller's contract is the system allocator's.
+        unsafe { std::alloc::System.alloc(l) }
+    }
+    unsafe fn dealloc(&self, p: *mut u8, l: std::alloc::Layout) {
+        // SAFETY: `p` came from `alloc` above.
+        unsafe { std::alloc::System.dealloc(p, l) }
+    }
+    unsafe fn alloc_zeroed(&self, l: std::alloc::Layout) -> *mut u8 {
+        ALLOCATIONS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        // SAFETY: as `alloc`.
+        unsafe { std::alloc::System.alloc_zeroed(l) }
+    }
+    unsafe fn realloc(&self, p: *mut u8, l: std::alloc::Layout, n: usize) -> *mut u8 {
+        ALLOCATIONS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        // SAFETY: as `dealloc` and `alloc`.
+        unsafe { std::alloc::System.realloc(p, l, n) }
+    }
+}
 
 /// All of Fixative's metrics.
 pub struct Metrics {
