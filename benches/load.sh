@@ -194,10 +194,17 @@ for p in dict.fromkeys(k[0] for k in rows):
         print(f"{p:<12} {t:<9} {rps:>10.0f} {p50:>8.2f} {p99:>8.2f} {ratio:>7.2f}x {dp99:>+7.0f}us {cpus}")
 PY
 
+# config_copy NAME PORT ADMIN: $work/NAME.toml, the benchmark's Fixative
+# configuration listening on PORT (admin on ADMIN), logging to
+# $work/access-NAME.log.
+config_copy() {
+  sed -e "s/127.0.0.1:$PROXY_PORT/127.0.0.1:$2/" -e "s/127.0.0.1:$ADMIN_PORT/127.0.0.1:$3/" \
+      -e "s#$work/access.log#$work/access-$1.log#" "$work/fixative.toml" > "$work/$1.toml"
+}
+
 if [ -n "${ALLOCS:-}" ]; then
   COUNT_PORT=$(free_port); COUNT_ADMIN=$(free_port)
-  sed -e "s/127.0.0.1:$PROXY_PORT/127.0.0.1:$COUNT_PORT/" -e "s/127.0.0.1:$ADMIN_PORT/127.0.0.1:$COUNT_ADMIN/" \
-      -e "s#$work/access.log#$work/access-count.log#" "$work/fixative.toml" > "$work/count.toml"
+  config_copy count "$COUNT_PORT" "$COUNT_ADMIN"
   ./target/allocs/release/fixative run --config "$work/count.toml" >"$work/count.out" 2>"$work/count.err" &
   pids+=($!)
   for _ in $(seq 100); do curl -fs "http://127.0.0.1:$COUNT_PORT/small.txt" -o /dev/null 2>/dev/null && break; sleep 0.1; done
@@ -234,8 +241,7 @@ if [ -n "${ABLATE:-}" ]; then
   variant() {
     local name=$1 port admin
     port=$(free_port); admin=$(free_port)
-    sed -e "s/127.0.0.1:$PROXY_PORT/127.0.0.1:$port/" -e "s/127.0.0.1:$ADMIN_PORT/127.0.0.1:$admin/" \
-        -e "s#$work/access.log#$work/access-$name.log#" "$work/fixative.toml" > "$work/$name.toml"
+    config_copy "$name" "$port" "$admin"
     case $name in
       log-off) sed -i "s#^access = .*#access = \"off\"#" "$work/$name.toml" ;;
       policy-off) sed -i '/^default = true/a policy = "off"' "$work/$name.toml" ;;

@@ -136,10 +136,11 @@ pub fn preflight(config: &Config) -> Result<(), String> {
 /// response header Fixative sends carries its no-train and rate-limit
 /// headers (~500 bytes instead of the origin's ~250), which pushed a
 /// header plus a 1 KiB body past 1,460 bytes and cost a second `sendto`
-/// per response; a chunked (rewritten) page cost five (header, chunk
-/// size, data, CRLF, last chunk). With 4 KiB a small response leaves in
-/// one write and a rewritten page in three (Pingora flushes the header of
-/// a response without Content-Length, each chunk, and the last chunk).
+/// per response. With 4 KiB a small response leaves in one write; a
+/// rewritten (chunked) page in three, as Pingora flushes the header of a
+/// response without Content-Length, each chunk (size line, data and CRLF
+/// in one `writev`, which [`conn::Guarded`] passes through) and the last
+/// chunk.
 /// `benches/load.sh` shows the effect (`cpu/req`); `tests/hardening.rs`
 /// the per-connection memory bound.
 const WRITE_BUFFER: usize = 4 * 1024;
