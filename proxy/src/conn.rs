@@ -352,7 +352,19 @@ pub struct Guarded {
     /// to send, and whether the rest of Pingora's reply is swallowed.
     replacement: Vec<u8>,
     replacing: bool,
+    /// Set by the proxy while the current response's flushes are held
+    /// back ([`Guarded::hold_flushes`]).
+    holding: AtomicBool,
+    /// Response bytes held back, at most [`HOLD_CAP`]; allocated only
+    /// while a response is held.
+    held: Vec<u8>,
 }
+
+/// Most response bytes a held response keeps back before they are sent.
+pub const HOLD_CAP: usize = 16 * 1024;
+
+/// What Pingora writes to end a chunked body.
+const LAST_CHUNK: &[u8] = b"0\r\n\r\n";
 
 impl std::fmt::Debug for Guarded {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -384,6 +396,8 @@ impl Guarded {
             signal: AtomicU8::new(SIGNAL_NONE),
             replacement: Vec::new(),
             replacing: false,
+            holding: AtomicBool::new(false),
+            held: Vec::new(),
         }
     }
 
@@ -396,26 +410,130 @@ impl Guarded {
     /// The request is over: the next read waits for a new request under
     /// the keep-alive idle timeout.
     pub fn request_done(&self) {
+        self.holding.store(false, Ordering::Release);
         self.signal.store(SIGNAL_DONE, Ordering::Release);
+    }
+
+    /// Coalesces the current response's writes: Pingora flushes the
+    /// header of a response without Content-Length and every chunk of a
+    /// chunked body, one `send` each, because such a response may be
+    /// real-time. The proxy calls this for a response it re-frames as
+    /// chunked (a rewritten page, an image getting metadata) whose origin
+    /// sent a Content-Length, i.e. that was never real-time: its bytes
+    /// are then held back, up to [`HOLD_CAP`], and leave together with
+    /// the flush after Pingora's last chunk (`0\r\n\r\n`), as Pingora
+    /// itself keeps the origin's Content-Length response in its write
+    /// buffer. Should the last chunk never come (a broken response),
+    /// [`Guarded::request_done`] ends the hold and the held bytes leave
+    /// with the connection's next read or its shutdown. HTTP/1 only.
+    pub fn hold_flushes(&self) {
+        if self.http1 {
+            self.holding.store(true, Ordering::Release);
+        }
+    }
+
+    /// The held response's body is complete: the next flush sends what
+    /// is held.
+    fn release_flushes(&self) {
+        self.holding.store(false, Ordering::Release);
+    }
+
+    fn is_holding(&self) -> bool {
+        self.holding.load(Ordering::Acquire)
+    }
+
+    /// A write while a response is held (or bytes are still held): kept
+    /// back when it fits under [`HOLD_CAP`], else sent together with what
+    /// is held in one vectored write.
+    fn poll_write_held(
+        &mut self,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        let len: usize = bufs.iter().map(|b| b.len()).sum();
+        if self.held.len() + len <= HOLD_CAP {
+            if self.held.capacity() == 0 {
+                self.held.reserve_exact(HOLD_CAP);
+            }
+            for b in bufs {
+                self.held.extend_from_slice(b);
+            }
+            return Poll::Ready(Ok(len));
+        }
+        let Guarded { inner, held, .. } = self;
+        loop {
+            if held.is_empty() {
+                *held = Vec::new();
+                return Pin::new(&mut *inner).poll_write_vectored(cx, bufs);
+            }
+            let mut slices = [std::io::IoSlice::new(&[]); 8];
+            let mut n = 0;
+            for (slot, part) in slices
+                .iter_mut()
+                .zip(std::iter::once(&held[..]).chain(bufs.iter().map(|b| &b[..])))
+            {
+                *slot = std::io::IoSlice::new(part);
+                n += 1;
+            }
+            match Pin::new(&mut *inner).poll_write_vectored(cx, slices.get(..n).unwrap_or_default())
+            {
+                Poll::Ready(Ok(0)) => {
+                    return Poll::Ready(Err(std::io::ErrorKind::WriteZero.into()));
+                }
+                Poll::Ready(Ok(w)) => {
+                    let h = held.len();
+                    held.drain(..w.min(h));
+                    if w > h {
+                        *held = Vec::new();
+                        return Poll::Ready(Ok(w - h));
+                    }
+                }
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+    }
+
+    /// Sends what is held (not flushing it).
+    fn poll_send_held(&mut self, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        while !self.held.is_empty() {
+            match Pin::new(&mut self.inner).poll_write(cx, &self.held) {
+                Poll::Ready(Ok(0)) => {
+                    return Poll::Ready(Err(std::io::ErrorKind::WriteZero.into()));
+                }
+                Poll::Ready(Ok(n)) => {
+                    self.held.drain(..n.min(self.held.len()));
+                }
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+        if self.held.capacity() > 0 {
+            self.held = Vec::new();
+        }
+        Poll::Ready(Ok(()))
     }
 
     /// Scans header bytes; returns how many belong to the header and
     /// whether its end (an empty line) was found.
     fn scan(&mut self, data: &[u8]) -> (usize, bool) {
-        for (i, b) in data.iter().enumerate() {
-            match b {
-                b'\n' => {
-                    self.newlines += 1;
-                    if self.newlines >= 2 && self.seen_text {
-                        return (i + 1, true);
-                    }
-                }
-                b'\r' => {}
-                _ => {
-                    self.newlines = 0;
-                    self.seen_text = true;
-                }
+        // Line by line (memchr finds the newlines): a line with any byte
+        // but CR is text and resets the run of empty lines.
+        let mut start = 0;
+        for nl in memchr::memchr_iter(b'\n', data) {
+            if data.get(start..nl).is_some_and(has_text) {
+                self.newlines = 0;
+                self.seen_text = true;
             }
+            self.newlines = self.newlines.saturating_add(1);
+            if self.newlines >= 2 && self.seen_text {
+                return (nl + 1, true);
+            }
+            start = nl + 1;
+        }
+        if data.get(start..).is_some_and(has_text) {
+            self.newlines = 0;
+            self.seen_text = true;
         }
         (data.len(), false)
     }
@@ -498,6 +616,12 @@ impl AsyncRead for Guarded {
             this.hooked.store(false, Ordering::Release);
             this.replacing = false;
             this.start_request();
+        }
+        // Bytes still held after their response was released (its end
+        // was not seen by a flush): send them now rather than leave the
+        // client waiting.
+        if !this.held.is_empty() && !this.is_holding() && this.poll_send_held(cx).is_ready() {
+            let _ = Pin::new(&mut this.inner).poll_flush(cx);
         }
         match this.phase {
             Phase::Request => return Pin::new(&mut this.inner).poll_read(cx, buf),
@@ -612,6 +736,12 @@ impl AsyncWrite for Guarded {
         if let Some(done) = this.poll_replaced(cx, buf, buf.len()) {
             return done;
         }
+        if this.is_holding() || !this.held.is_empty() {
+            if buf == LAST_CHUNK {
+                this.release_flushes();
+            }
+            return this.poll_write_held(cx, &[std::io::IoSlice::new(buf)]);
+        }
         Pin::new(&mut this.inner).poll_write(cx, buf)
     }
 
@@ -633,6 +763,9 @@ impl AsyncWrite for Guarded {
         if let Some(done) = this.poll_replaced(cx, first, len) {
             return done;
         }
+        if this.is_holding() || !this.held.is_empty() {
+            return this.poll_write_held(cx, bufs);
+        }
         Pin::new(&mut this.inner).poll_write_vectored(cx, bufs)
     }
 
@@ -640,9 +773,18 @@ impl AsyncWrite for Guarded {
         self.inner.is_write_vectored()
     }
 
+    /// Held back while a response is held ([`Guarded::hold_flushes`]);
+    /// otherwise sends what is held, then flushes.
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
         let this = self.get_mut();
         match this.poll_drain(cx) {
+            Poll::Ready(Ok(())) => {}
+            other => return other,
+        }
+        if this.is_holding() {
+            return Poll::Ready(Ok(()));
+        }
+        match this.poll_send_held(cx) {
             Poll::Ready(Ok(())) => Pin::new(&mut this.inner).poll_flush(cx),
             other => other,
         }
@@ -655,8 +797,18 @@ impl AsyncWrite for Guarded {
             Poll::Ready(Err(_)) => {}
             Poll::Pending => return Poll::Pending,
         }
+        this.release_flushes();
+        match this.poll_send_held(cx) {
+            Poll::Ready(_) => {}
+            Poll::Pending => return Poll::Pending,
+        }
         Pin::new(&mut this.inner).poll_shutdown(cx)
     }
+}
+
+/// Whether a header line (without its LF) holds anything but CR.
+fn has_text(line: &[u8]) -> bool {
+    line.iter().any(|&b| b != b'\r')
 }
 
 /// The status of an HTTP/1 status line at the start of `buf`.
@@ -874,5 +1026,181 @@ mod tests {
         assert_eq!(status_of(b"HTTP/1.0 405 x"), Some(405));
         assert_eq!(status_of(b"<html>"), None);
         assert_eq!(status_of(b"HTTP/1.1 9"), None);
+    }
+
+    /// The header scanner, byte by byte: the definition `scan` must keep.
+    fn scan_reference(newlines: &mut u8, seen_text: &mut bool, data: &[u8]) -> (usize, bool) {
+        for (i, b) in data.iter().enumerate() {
+            match b {
+                b'\n' => {
+                    *newlines = newlines.saturating_add(1);
+                    if *newlines >= 2 && *seen_text {
+                        return (i + 1, true);
+                    }
+                }
+                b'\r' => {}
+                _ => {
+                    *newlines = 0;
+                    *seen_text = true;
+                }
+            }
+        }
+        (data.len(), false)
+    }
+
+    proptest::proptest! {
+        /// Any bytes, cut into any reads: `scan` finds the same header end
+        /// (or none) as the byte-by-byte definition, read after read.
+        #[test]
+        fn scan_agrees_with_the_byte_loop(
+            data in proptest::collection::vec(
+                proptest::prop_oneof![
+                    proptest::strategy::Just(b'\r'),
+                    proptest::strategy::Just(b'\n'),
+                    proptest::strategy::Just(b'a'),
+                    proptest::num::u8::ANY
+                ],
+                0..200,
+            ),
+            cuts in proptest::collection::vec(1usize..40, 1..12),
+        ) {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            let (mut g, _client) = rt.block_on(guarded_pair());
+            g.start_request();
+            let (mut newlines, mut seen_text) = (0, false);
+            let mut rest = data.as_slice();
+            let mut cuts = cuts.iter().cycle();
+            while !rest.is_empty() {
+                let n = cuts.next().copied().unwrap_or(1).min(rest.len());
+                let (read, tail) = rest.split_at(n);
+                let got = g.scan(read);
+                let want = scan_reference(&mut newlines, &mut seen_text, read);
+                proptest::prop_assert_eq!(got, want);
+                proptest::prop_assert_eq!((g.newlines, g.seen_text), (newlines, seen_text));
+                rest = tail;
+                if got.1 {
+                    // The next request starts with what followed the end.
+                    g.start_request();
+                    (newlines, seen_text) = (0, false);
+                    rest = &data[data.len() - tail.len() - (read.len() - got.0)..];
+                }
+            }
+        }
+    }
+
+    /// Hundreds of empty lines before a request (no text yet, so no
+    /// header end) neither overflow the counter nor end the header early.
+    #[tokio::test]
+    async fn scan_survives_a_flood_of_empty_lines() {
+        let (mut g, _client) = guarded_pair().await;
+        g.start_request();
+        assert_eq!(g.scan(&[b'\n'; 1000]), (1000, false));
+        let req = b"GET / HTTP/1.1\r\nHost: a\r\n\r\nrest";
+        assert_eq!(g.scan(req), (req.len() - 4, true));
+    }
+
+    /// Whether the client end has bytes within `wait`; reads what comes.
+    async fn read_within(client: &mut tokio::net::TcpStream, wait: Duration) -> Vec<u8> {
+        use tokio::io::AsyncReadExt;
+        let mut got = Vec::new();
+        let mut buf = vec![0u8; 64 * 1024];
+        while let Ok(Ok(n)) = tokio::time::timeout(wait, client.read(&mut buf)).await {
+            if n == 0 {
+                break;
+            }
+            got.extend_from_slice(&buf[..n]);
+        }
+        got
+    }
+
+    /// A held response: header and chunks stay back through Pingora's
+    /// flushes and leave together with the flush after the last chunk.
+    #[tokio::test]
+    async fn a_held_response_leaves_with_its_last_chunk() {
+        use tokio::io::AsyncWriteExt;
+        let (mut g, mut client) = guarded_pair().await;
+        g.mark_hooked();
+        g.hold_flushes();
+        let head = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n";
+        g.write_all(head).await.unwrap();
+        g.flush().await.unwrap();
+        let parts = [
+            std::io::IoSlice::new(b"5\r\n"),
+            std::io::IoSlice::new(b"hello"),
+            std::io::IoSlice::new(b"\r\n"),
+        ];
+        assert_eq!(g.write_vectored(&parts).await.unwrap(), 10);
+        g.flush().await.unwrap();
+        assert!(
+            read_within(&mut client, Duration::from_millis(100))
+                .await
+                .is_empty(),
+            "sent before the body ended"
+        );
+        g.write_all(LAST_CHUNK).await.unwrap();
+        g.flush().await.unwrap();
+        let mut want = head.to_vec();
+        want.extend_from_slice(b"5\r\nhello\r\n0\r\n\r\n");
+        assert_eq!(
+            read_within(&mut client, Duration::from_millis(200)).await,
+            want
+        );
+        // The next response is not held.
+        g.request_done();
+        g.write_all(b"HTTP/1.1 204 No Content\r\n\r\n")
+            .await
+            .unwrap();
+        g.flush().await.unwrap();
+        assert_eq!(
+            read_within(&mut client, Duration::from_millis(200)).await,
+            b"HTTP/1.1 204 No Content\r\n\r\n"
+        );
+    }
+
+    /// Past `HOLD_CAP`, what is held leaves with the write that does not
+    /// fit, in order; a large body streams on.
+    #[tokio::test]
+    async fn a_held_response_past_the_cap_is_sent_in_order() {
+        use tokio::io::AsyncWriteExt;
+        let (mut g, mut client) = guarded_pair().await;
+        g.mark_hooked();
+        g.hold_flushes();
+        g.write_all(b"HTTP/1.1 200 OK\r\n\r\n").await.unwrap();
+        g.flush().await.unwrap();
+        let data: Vec<u8> = (0..HOLD_CAP + 5000).map(|i| (i % 251) as u8).collect();
+        // As Pingora writes a chunk: size line and data in one buffer chain.
+        let mut chunk = bytes::Buf::chain(&b"x\r\n"[..], &data[..]);
+        g.write_all_buf(&mut chunk).await.unwrap();
+        g.flush().await.unwrap();
+        let got = read_within(&mut client, Duration::from_millis(300)).await;
+        let mut want = b"HTTP/1.1 200 OK\r\n\r\nx\r\n".to_vec();
+        want.extend_from_slice(&data);
+        assert_eq!(got.len(), want.len());
+        assert!(got == want, "bytes out of order");
+        assert!(g.held.is_empty());
+    }
+
+    /// A held response whose last chunk never comes (a broken body):
+    /// once the request is over, the connection's next read sends it.
+    #[tokio::test]
+    async fn bytes_held_past_the_request_leave_on_the_next_read() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let (mut g, mut client) = guarded_pair().await;
+        g.mark_hooked();
+        g.hold_flushes();
+        g.write_all(b"HTTP/1.1 200 OK\r\n\r\n").await.unwrap();
+        g.flush().await.unwrap();
+        assert!(
+            read_within(&mut client, Duration::from_millis(100))
+                .await
+                .is_empty()
+        );
+        g.request_done();
+        let mut buf = [0u8; 16];
+        let _ = tokio::time::timeout(Duration::from_millis(50), g.read(&mut buf)).await;
+        assert_eq!(
+            read_within(&mut client, Duration::from_millis(200)).await,
+            b"HTTP/1.1 200 OK\r\n\r\n"
+        );
     }
 }

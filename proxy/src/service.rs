@@ -805,8 +805,20 @@ impl ProxyHttp for FixativeProxy {
             let (d, p) = site.variant(ctx.pref);
             directives::apply_prepared(resp, d, p)?;
         }
+        let origin_length = resp.headers.contains_key(http::header::CONTENT_LENGTH);
         crate::bodies::start_html_rewrite(session, resp, ctx)?;
         crate::bodies::start_image_metadata(session, resp, ctx)?;
+        // A Content-Length response re-framed as chunked was never
+        // real-time: its header and chunks leave together, not one send
+        // each (see `Guarded::hold_flushes`).
+        if origin_length
+            && (ctx.html.is_some() || ctx.image.is_some())
+            && !resp.headers.contains_key(http::header::CONTENT_LENGTH)
+            && session.req_header().version == http::Version::HTTP_11
+            && let Some(g) = crate::conn::guarded(session)
+        {
+            g.hold_flushes();
+        }
         let debug = ctx
             .runtime
             .as_ref()
