@@ -376,21 +376,31 @@ pub(crate) async fn serve_cloaked(
 
 /// `RateLimit-Policy` and `RateLimit` values (draft-ietf-httpapi-ratelimit-headers).
 pub(crate) fn ratelimit_headers(v: &Verdict) -> Option<(String, String)> {
+    use std::fmt::Write;
     let l = v.limit?;
     let name = v.rule.as_deref().unwrap_or("default");
-    let name: String = name
-        .chars()
-        .filter(|c| c.is_ascii_alphanumeric() || *c == '-' || *c == '_')
-        .collect();
     let t = if l.retry_after > 0 {
         l.retry_after
     } else {
         l.reset
     };
-    Some((
-        format!("\"{name}\";q={};w={}", l.quota, l.window),
-        format!("\"{name}\";r={};t={t}", l.remaining),
-    ))
+    // The policy name as a quoted string: only the characters that need
+    // no escaping. Two buffers, written once each.
+    let quoted = |extra: usize| {
+        let mut s = String::with_capacity(name.len() + extra);
+        s.push('"');
+        s.extend(
+            name.chars()
+                .filter(|c| c.is_ascii_alphanumeric() || *c == '-' || *c == '_'),
+        );
+        s.push('"');
+        s
+    };
+    let mut policy = quoted(24);
+    let _ = write!(policy, ";q={};w={}", l.quota, l.window);
+    let mut state = quoted(24);
+    let _ = write!(state, ";r={};t={t}", l.remaining);
+    Some((policy, state))
 }
 
 /// 429 with `Retry-After` and rate-limit headers, and a short page.
@@ -487,4 +497,38 @@ pub(crate) async fn respond_html_with(
     }
     session.set_keepalive(None);
     write_whole(session, resp, Bytes::from(html)).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// RFC 9331 headers: the rule's name quoted (characters that would
+    /// need escaping dropped), quota and window, then what is left and
+    /// when it returns.
+    #[test]
+    fn ratelimit_headers_quote_the_rule_and_carry_the_numbers() {
+        let mut v = Verdict::allow();
+        assert_eq!(ratelimit_headers(&v), None);
+        v.rule = Some("per ip \"x\";q=9".into());
+        v.limit = Some(fixative_rules::LimitInfo {
+            quota: 20,
+            window: 60,
+            remaining: 0,
+            retry_after: 7,
+            reset: 60,
+        });
+        let (policy, state) = ratelimit_headers(&v).unwrap();
+        assert_eq!(policy, "\"peripxq9\";q=20;w=60");
+        assert_eq!(state, "\"peripxq9\";r=0;t=7");
+        v.rule = None;
+        v.limit = v.limit.map(|l| fixative_rules::LimitInfo {
+            remaining: 5,
+            retry_after: 0,
+            ..l
+        });
+        let (policy, state) = ratelimit_headers(&v).unwrap();
+        assert_eq!(policy, "\"default\";q=20;w=60");
+        assert_eq!(state, "\"default\";r=5;t=60");
+    }
 }
