@@ -61,6 +61,11 @@ fn main() {
     let pid = std::process::id();
     let conf = ServerConf {
         threads,
+        // Stop at once when benches/load.sh is done (Pingora's default
+        // graceful shutdown keeps serving for minutes after SIGTERM, and
+        // the next run would share the machine with it).
+        grace_period_seconds: Some(0),
+        graceful_shutdown_timeout_seconds: Some(1),
         pid_file: tmp
             .join(format!("bare-pingora-{pid}.pid"))
             .display()

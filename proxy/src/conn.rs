@@ -496,17 +496,9 @@ impl Guarded {
 
     /// Sends what is held (not flushing it).
     fn poll_send_held(&mut self, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        while !self.held.is_empty() {
-            match Pin::new(&mut self.inner).poll_write(cx, &self.held) {
-                Poll::Ready(Ok(0)) => {
-                    return Poll::Ready(Err(std::io::ErrorKind::WriteZero.into()));
-                }
-                Poll::Ready(Ok(n)) => {
-                    self.held.drain(..n.min(self.held.len()));
-                }
-                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
-                Poll::Pending => return Poll::Pending,
-            }
+        match poll_write_out(&mut self.inner, &mut self.held, cx) {
+            Poll::Ready(Ok(())) => {}
+            other => return other,
         }
         if self.held.capacity() > 0 {
             self.held = Vec::new();
@@ -582,19 +574,7 @@ impl Guarded {
 
     /// Sends what is left of a replacement reply.
     fn poll_drain(&mut self, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        while !self.replacement.is_empty() {
-            match Pin::new(&mut self.inner).poll_write(cx, &self.replacement) {
-                Poll::Ready(Ok(0)) => {
-                    return Poll::Ready(Err(std::io::ErrorKind::WriteZero.into()));
-                }
-                Poll::Ready(Ok(n)) => {
-                    self.replacement.drain(..n.min(self.replacement.len()));
-                }
-                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
-                Poll::Pending => return Poll::Pending,
-            }
-        }
-        Poll::Ready(Ok(()))
+        poll_write_out(&mut self.inner, &mut self.replacement, cx)
     }
 }
 
@@ -804,6 +784,25 @@ impl AsyncWrite for Guarded {
         }
         Pin::new(&mut this.inner).poll_shutdown(cx)
     }
+}
+
+/// Writes all of `buf` to `inner`, removing what was written.
+fn poll_write_out(
+    inner: &mut Stream,
+    buf: &mut Vec<u8>,
+    cx: &mut Context<'_>,
+) -> Poll<std::io::Result<()>> {
+    while !buf.is_empty() {
+        match Pin::new(&mut *inner).poll_write(cx, buf) {
+            Poll::Ready(Ok(0)) => return Poll::Ready(Err(std::io::ErrorKind::WriteZero.into())),
+            Poll::Ready(Ok(n)) => {
+                buf.drain(..n.min(buf.len()));
+            }
+            Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+            Poll::Pending => return Poll::Pending,
+        }
+    }
+    Poll::Ready(Ok(()))
 }
 
 /// Whether a header line (without its LF) holds anything but CR.
@@ -1113,17 +1112,24 @@ mod tests {
         got
     }
 
+    /// A guard holding a response whose `head` was written and flushed.
+    async fn holding_pair(head: &[u8]) -> (Guarded, tokio::net::TcpStream) {
+        use tokio::io::AsyncWriteExt;
+        let (mut g, client) = guarded_pair().await;
+        g.mark_hooked();
+        g.hold_flushes();
+        g.write_all(head).await.unwrap();
+        g.flush().await.unwrap();
+        (g, client)
+    }
+
     /// A held response: header and chunks stay back through Pingora's
     /// flushes and leave together with the flush after the last chunk.
     #[tokio::test]
     async fn a_held_response_leaves_with_its_last_chunk() {
         use tokio::io::AsyncWriteExt;
-        let (mut g, mut client) = guarded_pair().await;
-        g.mark_hooked();
-        g.hold_flushes();
         let head = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n";
-        g.write_all(head).await.unwrap();
-        g.flush().await.unwrap();
+        let (mut g, mut client) = holding_pair(head).await;
         let parts = [
             std::io::IoSlice::new(b"5\r\n"),
             std::io::IoSlice::new(b"hello"),
@@ -1162,11 +1168,7 @@ mod tests {
     #[tokio::test]
     async fn a_held_response_past_the_cap_is_sent_in_order() {
         use tokio::io::AsyncWriteExt;
-        let (mut g, mut client) = guarded_pair().await;
-        g.mark_hooked();
-        g.hold_flushes();
-        g.write_all(b"HTTP/1.1 200 OK\r\n\r\n").await.unwrap();
-        g.flush().await.unwrap();
+        let (mut g, mut client) = holding_pair(b"HTTP/1.1 200 OK\r\n\r\n").await;
         let data: Vec<u8> = (0..HOLD_CAP + 5000).map(|i| (i % 251) as u8).collect();
         // As Pingora writes a chunk: size line and data in one buffer chain.
         let mut chunk = bytes::Buf::chain(&b"x\r\n"[..], &data[..]);
@@ -1184,12 +1186,8 @@ mod tests {
     /// once the request is over, the connection's next read sends it.
     #[tokio::test]
     async fn bytes_held_past_the_request_leave_on_the_next_read() {
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        let (mut g, mut client) = guarded_pair().await;
-        g.mark_hooked();
-        g.hold_flushes();
-        g.write_all(b"HTTP/1.1 200 OK\r\n\r\n").await.unwrap();
-        g.flush().await.unwrap();
+        use tokio::io::AsyncReadExt;
+        let (mut g, mut client) = holding_pair(b"HTTP/1.1 200 OK\r\n\r\n").await;
         assert!(
             read_within(&mut client, Duration::from_millis(100))
                 .await
