@@ -85,6 +85,8 @@ listen = ["127.0.0.1:$PROXY_PORT"]
 admin = "127.0.0.1:$ADMIN_PORT"
 threads = $THREADS
 trusted_proxies = ["127.0.0.1"]
+# Exit at once when the run is over (no in-flight requests to wait for).
+grace_period = "0s"
 [log]
 access = "$work/access.log"
 [[site]]
