@@ -108,6 +108,7 @@ static SELECTORS: LazyLock<Option<[Selector; 3]>> = LazyLock::new(|| {
 pub struct HtmlInjector {
     rewriter: Option<HtmlRewriter<'static, Sink>>,
     out: Arc<Mutex<Vec<u8>>>,
+    state: Arc<Mutex<State>>,
 }
 
 impl HtmlInjector {
@@ -254,6 +255,7 @@ impl HtmlInjector {
         Some(HtmlInjector {
             rewriter: Some(HtmlRewriter::new(settings, sink)),
             out,
+            state,
         })
     }
 
@@ -264,21 +266,52 @@ impl HtmlInjector {
             .unwrap_or_default()
     }
 
+    /// Whether everything is injected (the metas and the trap link).
+    fn injected(&self) -> bool {
+        self.state
+            .lock()
+            .map(|st| st.metas_done && st.link_done)
+            .unwrap_or(false)
+    }
+
     /// Feeds a chunk; returns what is ready to send. On a rewriter error
     /// the rest of the document passes through unchanged.
+    ///
+    /// Once the metas and the trap link are in (at the `<body>` start tag
+    /// at the latest), nothing further is rewritten: the parser is ended
+    /// there and the rest of the document passes through unparsed. Until
+    /// then the parser is fed up to each `>` in turn, so that where it
+    /// stops does not depend on how the document was cut into chunks (and
+    /// a page arriving in one chunk is parsed only up to its body).
     pub fn write(&mut self, chunk: &[u8]) -> Vec<u8> {
-        if let Some(r) = self.rewriter.as_mut() {
-            if let Err(e) = r.write(chunk) {
+        let mut rest = chunk;
+        while let Some(r) = self.rewriter.as_mut() {
+            let cut = memchr::memchr(b'>', rest).map_or(rest.len(), |i| i + 1);
+            let (part, after) = rest.split_at(cut.min(rest.len()));
+            if let Err(e) = r.write(part) {
                 tracing::warn!("HTML rewrite stopped, passing the rest through: {e}");
                 self.rewriter = None;
                 let mut out = self.take_out();
-                out.extend_from_slice(chunk);
+                out.extend_from_slice(part);
+                out.extend_from_slice(after);
                 return out;
             }
-            self.take_out()
-        } else {
-            chunk.to_vec()
+            rest = after;
+            if self.injected() {
+                // Flushes what the parser still holds, unchanged.
+                if let Some(r) = self.rewriter.take()
+                    && let Err(e) = r.end()
+                {
+                    tracing::warn!("HTML rewrite could not finish: {e}");
+                }
+            }
+            if rest.is_empty() {
+                break;
+            }
         }
+        let mut out = self.take_out();
+        out.extend_from_slice(rest);
+        out
     }
 
     /// Ends the document; returns the last bytes.
@@ -359,6 +392,30 @@ mod tests {
             1,
             "{out}"
         );
+    }
+
+    /// After `<body>` nothing is parsed: the rest leaves byte for byte
+    /// (a robots meta in the body, invalid there, is not merged), in one
+    /// chunk or in many; a `<body` in a comment is not taken for the body.
+    #[test]
+    fn the_rest_after_body_passes_unparsed() {
+        let page = b"<html><head><!-- <body> --><title>t</title></head><body class=x><p>a</p><meta name=robots content=index><p>b</p></body></html>";
+        for chunk in [1, 7, page.len()] {
+            let out = String::from_utf8(run(page, None, chunk)).unwrap();
+            let body_at = out.find("<body class=x>").unwrap();
+            assert!(
+                out[..body_at].contains("<!-- <body> --><title>t</title><meta name=\"robots\""),
+                "{chunk}: {out}"
+            );
+            assert!(
+                out.ends_with("<p>a</p><meta name=robots content=index><p>b</p></body></html>"),
+                "{chunk}: {out}"
+            );
+            assert!(
+                out[body_at..].contains("rel=\"nofollow\""),
+                "{chunk}: trap link: {out}"
+            );
+        }
     }
 
     #[test]
