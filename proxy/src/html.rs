@@ -287,7 +287,7 @@ impl HtmlInjector {
         let mut rest = chunk;
         while let Some(r) = self.rewriter.as_mut() {
             let cut = memchr::memchr(b'>', rest).map_or(rest.len(), |i| i + 1);
-            let (part, after) = rest.split_at(cut.min(rest.len()));
+            let (part, after) = rest.split_at(cut);
             if let Err(e) = r.write(part) {
                 tracing::warn!("HTML rewrite stopped, passing the rest through: {e}");
                 self.rewriter = None;
@@ -299,11 +299,7 @@ impl HtmlInjector {
             rest = after;
             if self.injected() {
                 // Flushes what the parser still holds, unchanged.
-                if let Some(r) = self.rewriter.take()
-                    && let Err(e) = r.end()
-                {
-                    tracing::warn!("HTML rewrite could not finish: {e}");
-                }
+                self.end_parser();
             }
             if rest.is_empty() {
                 break;
@@ -314,13 +310,18 @@ impl HtmlInjector {
         out
     }
 
-    /// Ends the document; returns the last bytes.
-    pub fn finish(&mut self) -> Vec<u8> {
+    /// Ends the parser (if it still runs): what it holds goes to `out`.
+    fn end_parser(&mut self) {
         if let Some(r) = self.rewriter.take()
             && let Err(e) = r.end()
         {
             tracing::warn!("HTML rewrite could not finish: {e}");
         }
+    }
+
+    /// Ends the document; returns the last bytes.
+    pub fn finish(&mut self) -> Vec<u8> {
+        self.end_parser();
         self.take_out()
     }
 }
