@@ -1,22 +1,31 @@
 //! The access log: one JSON object per request.
 //!
-//! Each request emits a `tracing` event with target `fixative::access`
-//! whose `entry` field holds the serialized JSON object. [`AccessLayer`]
-//! writes those lines, unchanged, to stdout or a file through a batching
-//! writer ([`crate::logbuf`]), so a slow disk never stalls request handling.
+//! [`emit`] serializes the line into a per-thread buffer (no allocation
+//! once the buffer has grown to a line's size) and appends it to the
+//! batching writer ([`crate::logbuf`]) installed by [`install`], which
+//! writes to stdout or a file, so a slow disk never stalls request
+//! handling. The line does not go through `tracing`: an event per request,
+//! dispatched to every layer only for one of them to keep it, cost more
+//! than building the line (0.6 of 2.3 µs per request in a profile).
 
-use std::io::Write;
+use std::cell::RefCell;
 use std::net::IpAddr;
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use fixative_rules::Verdict;
 use serde::Serialize;
-use tracing::field::{Field, Visit};
-use tracing::{Event, Subscriber};
-use tracing_subscriber::layer::{Context, Layer};
 
-/// The tracing target of access-log events.
-pub const TARGET: &str = "fixative::access";
+use crate::logbuf::BatchWriter;
+
+/// Where access-log lines go; unset (access log off) until [`install`].
+static SINK: OnceLock<BatchWriter> = OnceLock::new();
+
+/// Sends every later [`emit`] to `w`. The first call wins (logging is
+/// installed once per process); returns whether this one did.
+pub fn install(w: BatchWriter) -> bool {
+    SINK.set(w).is_ok()
+}
 
 /// What one access-log line records.
 pub struct Entry<'a> {
@@ -47,7 +56,7 @@ pub struct Entry<'a> {
 
 #[derive(Serialize)]
 struct Line<'a> {
-    time: String,
+    time: &'a str,
     request_id: &'a str,
     client_ip: IpAddr,
     site: &'a str,
@@ -73,13 +82,46 @@ struct Line<'a> {
     reasons: Vec<String>,
 }
 
-/// Emits one access-log event.
+/// Writes one access-log line (when an access log is installed).
 pub fn emit(e: &Entry<'_>) {
-    if !tracing::enabled!(target: TARGET, tracing::Level::INFO) {
+    let Some(sink) = SINK.get() else {
         return;
-    }
+    };
+    LINE_BUF.with(|buf| match buf.try_borrow_mut() {
+        Ok(mut buf) => {
+            buf.clear();
+            write_line(e, &mut buf);
+            sink.append(&buf);
+            // A rare huge line (a long path) does not keep its buffer.
+            if buf.capacity() > KEEP_CAPACITY {
+                *buf = Vec::with_capacity(LINE_CAPACITY);
+            }
+        }
+        // Not reachable (nothing in write_line emits); never panic for it.
+        Err(_) => {
+            let mut buf = Vec::with_capacity(LINE_CAPACITY);
+            write_line(e, &mut buf);
+            sink.append(&buf);
+        }
+    });
+}
+
+thread_local! {
+    /// Each thread's line buffer, reused from line to line.
+    static LINE_BUF: RefCell<Vec<u8>> = RefCell::new(Vec::with_capacity(LINE_CAPACITY));
+}
+
+/// A typical line's size, newline included.
+const LINE_CAPACITY: usize = 640;
+/// Past this, the per-thread buffer is given back after the line.
+const KEEP_CAPACITY: usize = 16 * 1024;
+
+/// Appends `e` to `out` as one JSON object and a newline (nothing when it
+/// cannot be serialized, which a warning reports).
+fn write_line(e: &Entry<'_>, out: &mut Vec<u8>) {
+    let mut stamp = [0u8; STAMP_LEN];
     let line = Line {
-        time: now_rfc3339(),
+        time: now_rfc3339(&mut stamp),
         request_id: e.request_id,
         client_ip: e.client_ip,
         site: e.site,
@@ -101,62 +143,142 @@ pub fn emit(e: &Entry<'_>) {
         signed_agent: e.verdict.signed_agent.as_deref(),
         reasons: e.verdict.reason_strings(),
     };
-    // One buffer, sized for a typical line, newline included: the layer
-    // hands it to the batching writer as it is.
-    let mut json = Vec::with_capacity(640);
-    match serde_json::to_writer(&mut json, &line) {
-        Ok(()) => {
-            json.push(b'\n');
-            if let Ok(text) = std::str::from_utf8(&json) {
-                tracing::info!(target: TARGET, entry = text);
-            }
+    let start = out.len();
+    match serde_json::to_writer(&mut *out, &line) {
+        Ok(()) => out.push(b'\n'),
+        Err(err) => {
+            out.truncate(start);
+            tracing::warn!("cannot serialize an access-log line: {err}");
         }
-        Err(err) => tracing::warn!("cannot serialize an access-log line: {err}"),
     }
 }
 
-fn now_rfc3339() -> String {
+/// Room for an RFC 3339 time with nanoseconds and an offset (35 bytes).
+const STAMP_LEN: usize = 48;
+
+/// The current UTC time in RFC 3339, written into `buf` (no allocation);
+/// empty if it does not fit, which a valid time always does.
+fn now_rfc3339(buf: &mut [u8; STAMP_LEN]) -> &str {
     let now = time::OffsetDateTime::now_utc();
-    now.format(&time::format_description::well_known::Rfc3339)
-        .unwrap_or_default()
+    let mut cursor = std::io::Cursor::new(&mut buf[..]);
+    let n = match now.format_into(&mut cursor, &time::format_description::well_known::Rfc3339) {
+        // What was written (the returned count is not always all of it).
+        Ok(_) => usize::try_from(cursor.position()).unwrap_or(0),
+        Err(_) => 0,
+    };
+    buf.get(..n)
+        .and_then(|b| std::str::from_utf8(b).ok())
+        .unwrap_or("")
 }
 
-/// A layer that writes access-log events' `entry` field as raw lines.
-pub struct AccessLayer<W> {
-    make_writer: W,
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+    use std::sync::{Arc, Mutex};
 
-impl<W> AccessLayer<W> {
-    /// Writes through `make_writer` (the batching [`crate::logbuf::BatchWriter`]).
-    pub fn new(make_writer: W) -> Self {
-        AccessLayer { make_writer }
-    }
-}
-
-/// Writes the `entry` field straight to the writer (no copy).
-struct EntryVisitor<'w, W: Write>(&'w mut W);
-
-impl<W: Write> Visit for EntryVisitor<'_, W> {
-    fn record_str(&mut self, field: &Field, value: &str) {
-        if field.name() == "entry" {
-            // One write per line (it ends with its newline): the batching
-            // writer appends it whole.
-            let _ = self.0.write_all(value.as_bytes());
+    #[derive(Clone, Default)]
+    struct Sink(Arc<Mutex<Vec<u8>>>);
+    impl Write for Sink {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            if let Ok(mut v) = self.0.lock() {
+                v.extend_from_slice(b);
+            }
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
         }
     }
-    fn record_debug(&mut self, _field: &Field, _value: &dyn std::fmt::Debug) {}
-}
 
-impl<S, W> Layer<S> for AccessLayer<W>
-where
-    S: Subscriber,
-    W: for<'w> tracing_subscriber::fmt::MakeWriter<'w> + 'static,
-{
-    fn on_event(&self, event: &Event<'_>, _ctx: Context<'_, S>) {
-        if event.metadata().target() != TARGET {
-            return;
+    fn entry<'a>(verdict: &'a Verdict, path: &'a str) -> Entry<'a> {
+        Entry {
+            request_id: "01JD0000000000000000000000",
+            client_ip: IpAddr::from([203, 0, 113, 7]),
+            site: "portfolio",
+            host: "art.example",
+            method: "GET",
+            path,
+            status: 200,
+            bytes: 1024,
+            duration: Duration::from_micros(1_234),
+            verdict,
+            preference: None,
         }
-        let mut w = self.make_writer.make_writer();
-        event.record(&mut EntryVisitor(&mut w));
+    }
+
+    /// One JSON object per line, with hostile bytes in the path escaped
+    /// (a quote, a newline, a control character, non-ASCII) and every
+    /// field a reader of the log expects.
+    #[test]
+    fn a_line_is_one_json_object_whatever_the_path_holds() {
+        let mut verdict = Verdict::allow();
+        verdict.reasons.push(fixative_rules::Reason {
+            signal: "ua.catalog",
+            weight: 40,
+            detail: "GPTBot \"quoted\"".into(),
+        });
+        let mut out = Vec::new();
+        let path = "/a\"b\nc\u{1}d/é";
+        write_line(&entry(&verdict, path), &mut out);
+        write_line(&entry(&verdict, "/second"), &mut out);
+        let text = String::from_utf8(out).unwrap_or_default();
+        let lines: Vec<&str> = text.split_terminator('\n').collect();
+        assert_eq!(lines.len(), 2, "{text}");
+        let v: serde_json::Value = serde_json::from_str(lines[0]).unwrap_or_default();
+        assert_eq!(v["path"], path);
+        assert_eq!(v["client_ip"], "203.0.113.7");
+        assert_eq!(v["status"], 200);
+        assert_eq!(v["duration_ms"], 1.234);
+        assert_eq!(v["action"], "allow");
+        assert_eq!(v["reasons"][0], "ua.catalog:GPTBot \"quoted\"(+40)");
+        let time = v["time"].as_str().unwrap_or("");
+        assert!(
+            time::OffsetDateTime::parse(time, &time::format_description::well_known::Rfc3339)
+                .is_ok(),
+            "{time}"
+        );
+        let second: serde_json::Value = serde_json::from_str(lines[1]).unwrap_or_default();
+        assert_eq!(second["path"], "/second");
+    }
+
+    /// Through the installed writer: lines from several threads arrive
+    /// whole, one per emit, and a huge line does not stay in its thread's
+    /// buffer.
+    #[test]
+    fn emitted_lines_reach_the_installed_writer_whole() {
+        let sink = Sink::default();
+        let (w, guard) = BatchWriter::new(Box::new(sink.clone()));
+        assert!(install(w));
+        let verdict = Verdict::allow();
+        let long = format!("/{}", "x".repeat(100_000));
+        std::thread::scope(|s| {
+            for t in 0..4 {
+                let (verdict, long) = (&verdict, &long);
+                s.spawn(move || {
+                    for i in 0..250 {
+                        let path = if i == 100 {
+                            long.clone()
+                        } else {
+                            format!("/t{t}/{i}")
+                        };
+                        emit(&entry(verdict, &path));
+                        let kept = LINE_BUF.with(|b| b.borrow().capacity());
+                        assert!(kept <= KEEP_CAPACITY, "{kept}");
+                    }
+                });
+            }
+        });
+        drop(guard);
+        let bytes = sink.0.lock().map(|v| v.clone()).unwrap_or_default();
+        let text = String::from_utf8(bytes).unwrap_or_default();
+        let lines: Vec<&str> = text.split_terminator('\n').collect();
+        assert_eq!(lines.len(), 1000);
+        assert!(
+            lines
+                .iter()
+                .all(|l| serde_json::from_str::<serde_json::Value>(l).is_ok())
+        );
+        assert_eq!(lines.iter().filter(|l| l.len() > 100_000).count(), 4);
     }
 }

@@ -36,6 +36,7 @@ pub mod service;
 pub mod state;
 pub mod tarpit;
 pub mod tlshello;
+pub mod value;
 
 use std::sync::Arc;
 
@@ -49,7 +50,7 @@ use pingora::server::{RunArgs, Server};
 use pingora::services::background::background_service;
 use pingora::services::listening::Service;
 use tracing_subscriber::Layer;
-use tracing_subscriber::filter::{EnvFilter, FilterFn};
+use tracing_subscriber::filter::EnvFilter;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 
@@ -80,13 +81,12 @@ pub fn init_logging(log: &fixative_config::Log) -> Result<LogGuard, String> {
     let diagnostics = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
         .with_target(false)
-        .with_filter(FilterFn::new(|m| m.target() != access_log::TARGET))
         .with_filter(env);
     let (access, guard) = match &log.access {
         AccessLog::Off => (None, None),
         AccessLog::Stdout => {
             let (w, g) = logbuf::BatchWriter::new(Box::new(std::io::stdout()));
-            (Some(access_log::AccessLayer::new(w)), Some(g))
+            (Some(w), Some(g))
         }
         AccessLog::File(path) => {
             let file = std::fs::OpenOptions::new()
@@ -95,16 +95,19 @@ pub fn init_logging(log: &fixative_config::Log) -> Result<LogGuard, String> {
                 .open(path)
                 .map_err(|e| format!("log.access: cannot open {}: {e}", path.display()))?;
             let (w, g) = logbuf::BatchWriter::new(Box::new(file));
-            (Some(access_log::AccessLayer::new(w)), Some(g))
+            (Some(w), Some(g))
         }
         _ => (None, None),
     };
-    let access = access.map(|a| a.with_filter(FilterFn::new(|m| m.target() == access_log::TARGET)));
     tracing_subscriber::registry()
         .with(diagnostics)
-        .with(access)
         .try_init()
         .map_err(|e| format!("cannot install logging: {e}"))?;
+    if let Some(w) = access
+        && !access_log::install(w)
+    {
+        return Err("the access log is already installed".into());
+    }
     log::set_max_level(log_level);
     Ok(LogGuard { _guard: guard })
 }

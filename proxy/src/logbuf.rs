@@ -126,13 +126,6 @@ impl Write for BatchWriter {
     }
 }
 
-impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for BatchWriter {
-    type Writer = BatchWriter;
-    fn make_writer(&'a self) -> BatchWriter {
-        self.clone()
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
