@@ -134,16 +134,23 @@ pub(crate) fn start_image_metadata(
         }
         _ => false,
     };
+    if !wanted {
+        return Ok(());
+    }
     let ctype = resp
         .headers
         .get(http::header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
-        .trim_start()
-        .to_ascii_lowercase();
+        .map(|v| v.as_bytes().trim_ascii_start())
+        .unwrap_or(b"");
+    // Compared without copying: a prefix, ignoring ASCII case.
+    let starts = |t: &str| {
+        ctype
+            .get(..t.len())
+            .is_some_and(|p| p.eq_ignore_ascii_case(t.as_bytes()))
+    };
     let is_image = ["image/jpeg", "image/pjpeg", "image/png", "image/webp"]
         .iter()
-        .any(|t| ctype.starts_with(t));
+        .any(|t| starts(t));
     let encoded = resp.headers.get(http::header::CONTENT_ENCODING).is_some();
     let length = resp
         .headers
@@ -153,9 +160,9 @@ pub(crate) fn start_image_metadata(
     // JPEG and PNG stream (only their head is held); a WebP is held
     // whole, so one known to be over the cap passes untouched. Empty
     // bodies pass too.
-    let webp = ctype.starts_with("image/webp");
+    let webp = starts("image/webp");
     let fits = length.is_none_or(|l| l > 0 && (!webp || l <= d.image_metadata_max_bytes));
-    if !wanted || !is_image || encoded || !fits {
+    if !is_image || encoded || !fits {
         return Ok(());
     }
     ctx.image = Some(fixative_protector::xmp::XmpStream::new(

@@ -140,11 +140,15 @@ pub fn apply_prepared(
     d: &Directives,
     p: &Prepared,
 ) -> pingora::Result<()> {
+    // Looked up by pre-built names (a `&str` name is parsed per lookup).
+    const NAMES: [http::HeaderName; 4] = [
+        http::HeaderName::from_static("x-robots-tag"),
+        http::HeaderName::from_static("content-usage"),
+        http::HeaderName::from_static("tdm-reservation"),
+        http::HeaderName::from_static("tdm-policy"),
+    ];
     let h = &resp.headers;
-    let untouched = h.get("x-robots-tag").is_none()
-        && h.get("content-usage").is_none()
-        && h.get("tdm-reservation").is_none()
-        && h.get("tdm-policy").is_none();
+    let untouched = NAMES.iter().all(|n| !h.contains_key(n));
     if !untouched {
         return apply_headers(resp, d);
     }

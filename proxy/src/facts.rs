@@ -1,6 +1,7 @@
 //! What the engine needs from a Pingora session: request headers, the
 //! client's raw HTTP/1 header bytes and its TLS ClientHello.
 
+use smallvec::SmallVec;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -84,8 +85,9 @@ pub(crate) fn raw_client_headers(session: &Session, peer_trusted: bool) -> Optio
         .map(|s| s.get_headers_raw_bytes())
 }
 
-/// Every value of a request header that is valid text.
-pub(crate) fn header_values<'a>(session: &'a Session, name: &str) -> Vec<&'a str> {
+/// Every value of a request header that is valid text (inline up to two:
+/// a forwarding header almost always comes once, and no allocation).
+pub(crate) fn header_values<'a>(session: &'a Session, name: &str) -> SmallVec<[&'a str; 2]> {
     session
         .req_header()
         .headers

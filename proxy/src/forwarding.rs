@@ -8,6 +8,8 @@ use std::net::IpAddr;
 
 use ipnet::IpNet;
 
+pub use crate::value::ValueBuf;
+
 /// Whether `ip` is inside one of the trusted networks.
 pub fn is_trusted(ip: IpAddr, trusted: &[IpNet]) -> bool {
     let ip = canonical(ip);
@@ -69,10 +71,15 @@ pub fn client_ip(peer: IpAddr, xff: &[&str], trusted: &[IpNet]) -> IpAddr {
 
 /// The `X-Forwarded-For` value to send upstream.
 pub fn forwarded_for(peer: IpAddr, xff: &[&str], trusted: &[IpNet]) -> String {
-    use std::fmt::Write;
+    let mut out = ValueBuf::new();
+    write_forwarded_for(&mut out, peer, xff, trusted);
+    out.as_str().to_string()
+}
+
+/// Writes the `X-Forwarded-For` value to send upstream: the trusted chain
+/// so far (only when `peer` is a trusted proxy), then this hop.
+pub fn write_forwarded_for(out: &mut ValueBuf, peer: IpAddr, xff: &[&str], trusted: &[IpNet]) {
     let peer = canonical(peer);
-    // One string: the trusted chain so far, then this hop.
-    let mut out = String::with_capacity(64);
     if is_trusted(peer, trusted) {
         for el in xff
             .iter()
@@ -84,27 +91,32 @@ pub fn forwarded_for(peer: IpAddr, xff: &[&str], trusted: &[IpNet]) -> String {
             out.push_str(", ");
         }
     }
-    let _ = write!(out, "{peer}");
-    out
+    out.push_display(peer);
 }
 
 /// One RFC 7239 `Forwarded` element for this hop.
 pub fn forwarded_element(peer: IpAddr, host: &str, proto: &str) -> String {
+    let mut out = ValueBuf::new();
+    write_forwarded_element(&mut out, peer, host, proto);
+    out.as_str().to_string()
+}
+
+/// Writes one RFC 7239 `Forwarded` element for this hop.
+pub fn write_forwarded_element(out: &mut ValueBuf, peer: IpAddr, host: &str, proto: &str) {
     use std::fmt::Write;
-    let peer = canonical(peer);
-    let mut out = String::with_capacity(48 + host.len());
-    let _ = match peer {
+    let _ = match canonical(peer) {
         IpAddr::V4(v4) => write!(out, "for={v4}"),
         IpAddr::V6(v6) => write!(out, "for=\"[{v6}]\""),
     };
     out.push_str(";host=\"");
-    out.extend(
-        host.chars()
-            .filter(|c| c.is_ascii_graphic() && *c != '"' && *c != '\\'),
-    );
+    for c in host
+        .chars()
+        .filter(|c| c.is_ascii_graphic() && *c != '"' && *c != '\\')
+    {
+        out.push_byte(c as u8);
+    }
     out.push_str("\";proto=");
     out.push_str(proto);
-    out
 }
 
 #[cfg(test)]
@@ -165,6 +177,26 @@ mod tests {
             forwarded_element("2001:db8::1".parse().unwrap(), "a.example", "https"),
             "for=\"[2001:db8::1]\";host=\"a.example\";proto=https"
         );
+    }
+
+    /// A chain longer than the inline buffer (128 bytes) spills to the
+    /// heap whole, and its header value is the same text.
+    #[test]
+    fn a_long_chain_is_written_whole() {
+        let t = nets(&["10.0.0.0/8"]);
+        let hops: Vec<String> = (0..40).map(|i| format!("192.0.2.{i}")).collect();
+        let joined = hops.join(", ");
+        let peer: IpAddr = "10.0.0.2".parse().unwrap();
+        let want = format!("{joined}, 10.0.0.2");
+        assert!(want.len() > 128);
+        assert_eq!(forwarded_for(peer, &[joined.as_str()], &t), want);
+        let mut buf = ValueBuf::new();
+        write_forwarded_for(&mut buf, peer, &[joined.as_str()], &t);
+        assert_eq!(buf.header_value().unwrap().to_str().unwrap(), want);
+        // A byte a header value cannot hold is an error, not a panic.
+        buf.clear();
+        buf.push_str("a\nb");
+        assert!(buf.header_value().is_err());
     }
 
     mod fuzz {

@@ -4,6 +4,7 @@
 
 use bytes::Bytes;
 use fixative_rules::Verdict;
+use http::HeaderValue;
 use pingora::ErrorType;
 use pingora::http::ResponseHeader;
 use pingora::prelude::*;
@@ -375,8 +376,7 @@ pub(crate) async fn serve_cloaked(
 }
 
 /// `RateLimit-Policy` and `RateLimit` values (draft-ietf-httpapi-ratelimit-headers).
-pub(crate) fn ratelimit_headers(v: &Verdict) -> Option<(String, String)> {
-    use std::fmt::Write;
+pub(crate) fn ratelimit_headers(v: &Verdict) -> Option<(HeaderValue, HeaderValue)> {
     let l = v.limit?;
     let name = v.rule.as_deref().unwrap_or("default");
     let t = if l.retry_after > 0 {
@@ -385,21 +385,25 @@ pub(crate) fn ratelimit_headers(v: &Verdict) -> Option<(String, String)> {
         l.reset
     };
     // The policy name as a quoted string: only the characters that need
-    // no escaping. Two buffers, written once each.
-    let quoted = |extra: usize| {
-        let mut s = String::with_capacity(name.len() + extra);
-        s.push('"');
-        s.extend(
-            name.chars()
-                .filter(|c| c.is_ascii_alphanumeric() || *c == '-' || *c == '_'),
-        );
-        s.push('"');
-        s
+    // no escaping. Each value written once into an inline buffer.
+    let mut buf = crate::value::ValueBuf::new();
+    let mut value = |numbers: [(&str, u64); 2]| {
+        buf.clear();
+        buf.push_byte(b'"');
+        for b in name.bytes() {
+            if b.is_ascii_alphanumeric() || b == b'-' || b == b'_' {
+                buf.push_byte(b);
+            }
+        }
+        buf.push_byte(b'"');
+        for (key, n) in numbers {
+            buf.push_str(key);
+            buf.push_display(n);
+        }
+        buf.header_value().ok()
     };
-    let mut policy = quoted(24);
-    let _ = write!(policy, ";q={};w={}", l.quota, l.window);
-    let mut state = quoted(24);
-    let _ = write!(state, ";r={};t={t}", l.remaining);
+    let policy = value([(";q=", u64::from(l.quota)), (";w=", l.window)])?;
+    let state = value([(";r=", u64::from(l.remaining)), (";t=", t)])?;
     Some((policy, state))
 }
 
@@ -417,8 +421,9 @@ pub(crate) async fn respond_limited(session: &mut Session, ctx: &Ctx) -> Result<
     );
     let mut extra = vec![("retry-after".to_string(), retry.to_string())];
     if let Some((policy, state)) = ratelimit_headers(&ctx.verdict) {
-        extra.push(("ratelimit-policy".into(), policy));
-        extra.push(("ratelimit".into(), state));
+        let text = |v: HeaderValue| v.to_str().unwrap_or_default().to_string();
+        extra.push(("ratelimit-policy".into(), text(policy)));
+        extra.push(("ratelimit".into(), text(state)));
     }
     respond_html_with(session, 429, html, ctx, &extra).await
 }

@@ -21,6 +21,10 @@ pub struct SiteRuntime {
     pub balancer: Arc<LoadBalancer<RoundRobin>>,
     /// Whether health checks run (more than one upstream).
     pub health_checked: bool,
+    /// The peer of a site with one upstream, built once: every request
+    /// goes there (health checks do not run for one upstream), so it is
+    /// cloned instead of selected and built per request.
+    pub peer: Option<pingora::upstreams::peer::HttpPeer>,
     /// SNI for HTTPS origins.
     pub tls_sni: Option<String>,
     /// Verify the origin's certificate.
@@ -113,12 +117,24 @@ impl Runtime {
                 }
                 lb.set_health_check(hc);
             }
+            let tls_sni = site.upstream_tls.as_ref().map(|t| t.sni.clone());
+            let tls_verify = site.upstream_tls.as_ref().is_none_or(|t| t.verify);
+            let peer = match site.upstreams.as_slice() {
+                [only] => Some(crate::service::peer_for(
+                    only.addr,
+                    tls_sni.as_deref(),
+                    tls_verify,
+                    &config.server,
+                )),
+                _ => None,
+            };
             sites.push(SiteRuntime {
                 name: site.name.clone(),
                 balancer: Arc::new(lb),
                 health_checked,
-                tls_sni: site.upstream_tls.as_ref().map(|t| t.sni.clone()),
-                tls_verify: site.upstream_tls.as_ref().is_none_or(|t| t.verify),
+                peer,
+                tls_sni,
+                tls_verify,
                 policy: site.policy.clone(),
                 max_body_bytes: site.max_body_bytes,
                 directives: site.directives.clone(),
@@ -200,6 +216,7 @@ impl Runtime {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
 
     #[test]
     fn hosts_are_normalized() {
@@ -237,5 +254,52 @@ secret = "unit-test-watermark-key-0123"
         assert_eq!(r.route("www.a.example"), Some(0));
         assert_eq!(r.route("y.x.a.example"), Some(1));
         assert_eq!(r.route("other.example"), Some(1));
+    }
+
+    /// A site with one upstream always gets that upstream's prebuilt peer,
+    /// with the configured timeouts; a site with several goes through the
+    /// balancer and gets the same timeouts on whichever it picks.
+    #[test]
+    fn peers_carry_the_upstream_and_the_timeouts() {
+        let src = r#"
+[server]
+upstream_connect_timeout = "3s"
+upstream_read_timeout = "7s"
+[[site]]
+name = "one"
+hosts = ["one.example"]
+upstreams = ["127.0.0.1:4001"]
+default = true
+[[site]]
+name = "two"
+hosts = ["two.example"]
+upstreams = ["127.0.0.1:4002", "127.0.0.1:4003"]
+[protector]
+secret = "unit-test-watermark-key-0123"
+"#;
+        let c = Config::from_toml(src, "t", None).unwrap();
+        let metrics = Arc::new(crate::metrics::Metrics::new().unwrap());
+        let link = crate::fleet::FleetLink::start(&c, metrics.clone()).unwrap();
+        let rt = Runtime::build(c, metrics, link.fleet.clone(), None).unwrap();
+        assert!(rt.sites[0].peer.is_some());
+        assert!(rt.sites[1].peer.is_none());
+        let addr = |p: &pingora::upstreams::peer::HttpPeer| {
+            use pingora::upstreams::peer::Peer;
+            p.address().as_inet().map(|a| a.port())
+        };
+        for _ in 0..3 {
+            let p = crate::service::site_peer(&rt, 0).unwrap();
+            assert_eq!(addr(&p), Some(4001));
+            assert_eq!(p.options.connection_timeout, Some(Duration::from_secs(3)));
+            assert_eq!(p.options.read_timeout, Some(Duration::from_secs(7)));
+        }
+        let mut seen = std::collections::BTreeSet::new();
+        for _ in 0..4 {
+            let p = crate::service::site_peer(&rt, 1).unwrap();
+            assert_eq!(p.options.connection_timeout, Some(Duration::from_secs(3)));
+            seen.extend(addr(&p));
+        }
+        assert_eq!(seen.into_iter().collect::<Vec<_>>(), vec![4002, 4003]);
+        assert!(crate::service::site_peer(&rt, 2).is_err());
     }
 }

@@ -30,7 +30,7 @@ pub struct Ctx {
     /// When the request started.
     pub(crate) started: Instant,
     /// Request id (also `X-Request-Id`).
-    pub(crate) request_id: String,
+    pub(crate) request_id: crate::state::RequestId,
     /// The configuration generation this request uses.
     pub(crate) runtime: Option<Arc<Runtime>>,
     /// Index of the routed site.
@@ -98,6 +98,9 @@ pub(crate) fn site_peer(rt: &Runtime, i: usize) -> Result<HttpPeer> {
             "site index out of range",
         ));
     };
+    if let Some(peer) = &site.peer {
+        return Ok(peer.clone());
+    }
     // Prefer a healthy backend; when none is healthy, try one anyway so
     // that a flapping check never turns a working origin into errors.
     let backend = site
@@ -105,21 +108,39 @@ pub(crate) fn site_peer(rt: &Runtime, i: usize) -> Result<HttpPeer> {
         .select(b"", 256)
         .or_else(|| site.balancer.select_with(b"", 256, |_, _| true))
         .ok_or_else(|| Error::explain(ErrorType::ConnectNoRoute, "no upstream"))?;
-    let tls = site.tls_sni.is_some();
-    let sni = site.tls_sni.clone().unwrap_or_default();
-    let mut peer = HttpPeer::new(backend.addr, tls, sni);
-    let s = &rt.config.server;
+    // The pool is built from the configuration's IP socket addresses.
+    let Some(addr) = backend.addr.as_inet() else {
+        return Err(Error::explain(ErrorType::ConnectNoRoute, "no upstream"));
+    };
+    Ok(peer_for(
+        *addr,
+        site.tls_sni.as_deref(),
+        site.tls_verify,
+        &rt.config.server,
+    ))
+}
+
+/// A peer for `addr` with the configured timeouts (and TLS to the origin
+/// when `tls_sni` is set).
+pub(crate) fn peer_for(
+    addr: std::net::SocketAddr,
+    tls_sni: Option<&str>,
+    tls_verify: bool,
+    s: &fixative_config::Server,
+) -> HttpPeer {
+    let tls = tls_sni.is_some();
+    let mut peer = HttpPeer::new(addr, tls, tls_sni.unwrap_or_default().to_string());
     peer.options.connection_timeout = Some(s.upstream_connect_timeout);
     peer.options.total_connection_timeout = Some(s.upstream_connect_timeout * 2);
     peer.options.read_timeout = Some(s.upstream_read_timeout);
     peer.options.write_timeout = Some(s.upstream_read_timeout);
     peer.options.idle_timeout = Some(std::time::Duration::from_secs(60));
     if tls {
-        peer.options.verify_cert = site.tls_verify;
-        peer.options.verify_hostname = site.tls_verify;
+        peer.options.verify_cert = tls_verify;
+        peer.options.verify_hostname = tls_verify;
         peer.options.alpn = pingora::protocols::ALPN::H2H1;
     }
-    Ok(peer)
+    peer
 }
 
 /// The proxy application.
@@ -443,8 +464,11 @@ impl ProxyHttp for FixativeProxy {
             .and_then(|a| a.as_inet())
             .map(|a| a.ip())
             .unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST));
-        let xff = header_values(session, "x-forwarded-for");
-        ctx.client_ip = forwarding::client_ip(peer, &xff, &cfg.server.trusted_proxies);
+        ctx.client_ip = forwarding::client_ip(
+            peer,
+            &header_values(session, "x-forwarded-for"),
+            &cfg.server.trusted_proxies,
+        );
 
         let req = session.req_header();
         let raw_host = req
@@ -725,8 +749,8 @@ impl ProxyHttp for FixativeProxy {
         upstream: &mut pingora::http::RequestHeader,
         ctx: &mut Ctx,
     ) -> Result<()> {
-        let rt = ctx.runtime.clone();
-        let trusted: &[ipnet::IpNet] = rt
+        let trusted: &[ipnet::IpNet] = ctx
+            .runtime
             .as_ref()
             .map(|r| r.config.server.trusted_proxies.as_slice())
             .unwrap_or(&[]);
@@ -736,38 +760,44 @@ impl ProxyHttp for FixativeProxy {
             .map(|a| a.ip())
             .unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST));
         let peer_trusted = forwarding::is_trusted(peer, trusted);
+        // Each value is written into an inline buffer and copied once into
+        // its header value: one allocation per header, no `String`s.
+        let mut buf = forwarding::ValueBuf::new();
         let xff = header_values(session, "x-forwarded-for");
-        let xff_value = forwarding::forwarded_for(peer, &xff, trusted);
+        forwarding::write_forwarded_for(&mut buf, peer, &xff, trusted);
+        upstream.insert_header("x-forwarded-for", buf.header_value()?)?;
         let proto = if self.tls_listener { "https" } else { "http" };
-        let incoming_proto = header_values(session, "x-forwarded-proto")
-            .first()
-            .map(|s| s.to_string());
-        let proto_value = match incoming_proto {
-            Some(p) if peer_trusted && (p == "http" || p == "https") => p,
-            _ => proto.to_string(),
+        let proto_value = match header_values(session, "x-forwarded-proto").first() {
+            Some(&"http") if peer_trusted => "http",
+            Some(&"https") if peer_trusted => "https",
+            _ => proto,
         };
-        let element = forwarding::forwarded_element(peer, &ctx.host, proto);
-        let prior_forwarded = header_values(session, "forwarded").join(", ");
-        let forwarded = if peer_trusted && !prior_forwarded.is_empty() {
-            format!("{prior_forwarded}, {element}")
-        } else {
-            element
-        };
-
-        upstream.insert_header("x-forwarded-for", xff_value)?;
         upstream.insert_header("x-forwarded-proto", proto_value)?;
-        upstream.insert_header("forwarded", forwarded)?;
-        upstream.insert_header("x-real-ip", ctx.client_ip.to_string())?;
-        if !ctx.host.is_empty() {
-            upstream.insert_header("x-forwarded-host", ctx.host.clone())?;
+        buf.clear();
+        if peer_trusted {
+            for prior in header_values(session, "forwarded") {
+                if prior.trim().is_empty() {
+                    continue;
+                }
+                buf.push_str(prior);
+                buf.push_str(", ");
+            }
         }
-        upstream.insert_header("x-request-id", ctx.request_id.clone())?;
+        forwarding::write_forwarded_element(&mut buf, peer, &ctx.host, proto);
+        upstream.insert_header("forwarded", buf.header_value()?)?;
+        buf.clear();
+        buf.push_display(ctx.client_ip);
+        upstream.insert_header("x-real-ip", buf.header_value()?)?;
+        if !ctx.host.is_empty() {
+            upstream.insert_header("x-forwarded-host", ctx.host.as_str())?;
+        }
+        upstream.insert_header("x-request-id", ctx.request_id.as_str())?;
         if ctx.page_request {
             upstream.insert_header(http::header::ACCEPT_ENCODING, "identity")?;
         }
         // h2 clients send :authority only; origins expect a Host header.
         if upstream.headers.get(http::header::HOST).is_none() && !ctx.host.is_empty() {
-            upstream.insert_header(http::header::HOST, ctx.host.clone())?;
+            upstream.insert_header(http::header::HOST, ctx.host.as_str())?;
         }
         Ok(())
     }

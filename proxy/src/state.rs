@@ -10,6 +10,49 @@ use fixative_config::Config;
 use crate::metrics::Metrics;
 use crate::runtime::Runtime;
 
+/// A request id: 16 lowercase hex digits, held inline (no allocation);
+/// reads as a `&str` (`Deref`).
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct RequestId([u8; 16]);
+
+impl RequestId {
+    /// `x` as 16 lowercase hex digits.
+    pub fn from_u64(x: u64) -> RequestId {
+        const HEX: &[u8; 16] = b"0123456789abcdef";
+        let mut out = [b'0'; 16];
+        for (i, d) in out.iter_mut().enumerate() {
+            let nibble = (x >> (60 - 4 * i)) & 0xf;
+            *d = HEX.get(nibble as usize).copied().unwrap_or(b'0');
+        }
+        RequestId(out)
+    }
+
+    /// The id as text.
+    pub fn as_str(&self) -> &str {
+        // Always ASCII hex digits.
+        std::str::from_utf8(&self.0).unwrap_or("")
+    }
+}
+
+impl std::ops::Deref for RequestId {
+    type Target = str;
+    fn deref(&self) -> &str {
+        self.as_str()
+    }
+}
+
+impl std::fmt::Display for RequestId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::fmt::Debug for RequestId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// State shared by the proxy, the admin listener and background tasks.
 pub struct Shared {
     /// The runtime new requests use.
@@ -93,14 +136,14 @@ impl Shared {
 
     /// A new request id: 16 hex digits, unique within the process and
     /// unpredictable across processes.
-    pub fn next_request_id(&self) -> String {
+    pub fn next_request_id(&self) -> RequestId {
         let n = self.request_counter.fetch_add(1, Ordering::Relaxed);
         // A bijective mix keeps ids unique while hiding the counter.
         let mut x = n ^ self.request_seed;
         x = (x ^ (x >> 30)).wrapping_mul(0xbf58476d1ce4e5b9);
         x = (x ^ (x >> 27)).wrapping_mul(0x94d049bb133111eb);
         x ^= x >> 31;
-        format!("{x:016x}")
+        RequestId::from_u64(x)
     }
 
     /// Re-reads the configuration and swaps it in when valid.
@@ -199,4 +242,20 @@ fn restart_only_changes(old: &Config, new: &Config) -> Vec<&'static str> {
         v.push("demo");
     }
     v
+}
+
+#[cfg(test)]
+mod tests {
+    use super::RequestId;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// The inline id reads exactly as the formatted one it replaced.
+        #[test]
+        fn a_request_id_is_its_number_in_16_hex_digits(x in any::<u64>()) {
+            let id = RequestId::from_u64(x);
+            prop_assert_eq!(id.as_str(), format!("{x:016x}"));
+            prop_assert_eq!(id.to_string(), format!("{x:016x}"));
+        }
+    }
 }
