@@ -109,6 +109,12 @@ pub struct HtmlInjector {
     rewriter: Option<HtmlRewriter<'static, Sink>>,
     out: Arc<Mutex<Vec<u8>>>,
     state: Arc<Mutex<State>>,
+    /// Whether `<body` has appeared in the text fed so far: from there
+    /// on the parser is fed up to each `>` (see [`HtmlInjector::write`]).
+    body_seen: bool,
+    /// The last bytes fed before that, for a `<body` cut between chunks.
+    tail: [u8; 4],
+    tail_len: usize,
 }
 
 impl HtmlInjector {
@@ -256,6 +262,9 @@ impl HtmlInjector {
             rewriter: Some(HtmlRewriter::new(settings, sink)),
             out,
             state,
+            body_seen: false,
+            tail: [0; 4],
+            tail_len: 0,
         })
     }
 
@@ -279,16 +288,36 @@ impl HtmlInjector {
     ///
     /// Once the metas and the trap link are in (at the `<body>` start tag
     /// at the latest), nothing further is rewritten: the parser is ended
-    /// there and the rest of the document passes through unparsed. Until
-    /// then the parser is fed up to each `>` in turn, so that where it
-    /// stops does not depend on how the document was cut into chunks (and
-    /// a page arriving in one chunk is parsed only up to its body).
+    /// there and the rest of the document passes through unparsed. So
+    /// that where it stops does not depend on how the document was cut
+    /// into chunks, the parser is fed up to each `>` in turn once `<body`
+    /// has appeared in the text (in any case, even across a chunk
+    /// boundary); before that it cannot stop (only a body start tag
+    /// completes the injection), and the text up to there goes in one
+    /// piece, not one write per tag. A page arriving in one chunk is
+    /// parsed only up to its body.
     pub fn write(&mut self, chunk: &[u8]) -> Vec<u8> {
         let mut rest = chunk;
-        while let Some(r) = self.rewriter.as_mut() {
-            let cut = memchr::memchr(b'>', rest).map_or(rest.len(), |i| i + 1);
+        while self.rewriter.is_some() {
+            let cut = if self.body_seen {
+                memchr::memchr(b'>', rest).map_or(rest.len(), |i| i + 1)
+            } else {
+                match find_body(&self.tail[..self.tail_len], rest) {
+                    Some(at) => {
+                        self.body_seen = true;
+                        at
+                    }
+                    None => rest.len(),
+                }
+            };
             let (part, after) = rest.split_at(cut);
-            if let Err(e) = r.write(part) {
+            if !self.body_seen {
+                self.keep_tail(part);
+            }
+            if !part.is_empty()
+                && let Some(r) = self.rewriter.as_mut()
+                && let Err(e) = r.write(part)
+            {
                 tracing::warn!("HTML rewrite stopped, passing the rest through: {e}");
                 self.rewriter = None;
                 let mut out = self.take_out();
@@ -310,6 +339,26 @@ impl HtmlInjector {
         out
     }
 
+    /// Keeps the last (up to 4) bytes fed, with those kept before.
+    fn keep_tail(&mut self, part: &[u8]) {
+        let mut joined = [0u8; 8];
+        let old = self.tail.get(..self.tail_len).unwrap_or(&[]);
+        let take = part.len().min(4);
+        let new = part.get(part.len() - take..).unwrap_or(&[]);
+        let n = old.len() + new.len();
+        if let Some(dst) = joined.get_mut(..old.len()) {
+            dst.copy_from_slice(old);
+        }
+        if let Some(dst) = joined.get_mut(old.len()..n) {
+            dst.copy_from_slice(new);
+        }
+        let keep = n.min(4);
+        if let (Some(dst), Some(src)) = (self.tail.get_mut(..keep), joined.get(n - keep..n)) {
+            dst.copy_from_slice(src);
+        }
+        self.tail_len = keep;
+    }
+
     /// Ends the parser (if it still runs): what it holds goes to `out`.
     fn end_parser(&mut self) {
         if let Some(r) = self.rewriter.take()
@@ -324,6 +373,31 @@ impl HtmlInjector {
         self.end_parser();
         self.take_out()
     }
+}
+
+/// Where `<body` (ASCII case ignored) starts in `prev` + `rest`, as an
+/// offset into `rest` (0 when it began in `prev`, the bytes fed just
+/// before `rest`).
+fn find_body(prev: &[u8], rest: &[u8]) -> Option<usize> {
+    const NEEDLE: &[u8] = b"<body";
+    // Begun in the previous bytes, finished in this chunk.
+    for k in 1..NEEDLE.len() {
+        let (head, tail) = NEEDLE.split_at(k);
+        if prev.len() >= k
+            && prev
+                .get(prev.len() - k..)
+                .is_some_and(|p| p.eq_ignore_ascii_case(head))
+            && rest
+                .get(..tail.len())
+                .is_some_and(|r| r.eq_ignore_ascii_case(tail))
+        {
+            return Some(0);
+        }
+    }
+    memchr::memchr_iter(b'<', rest).find(|&i| {
+        rest.get(i..i + NEEDLE.len())
+            .is_some_and(|w| w.eq_ignore_ascii_case(NEEDLE))
+    })
 }
 
 /// The `charset` parameter of a Content-Type value.
@@ -398,6 +472,30 @@ mod tests {
     /// After `<body>` nothing is parsed: the rest leaves byte for byte
     /// (a robots meta in the body, invalid there, is not merged), in one
     /// chunk or in many; a `<body` in a comment is not taken for the body.
+    /// `<body` found in any case, inside a chunk or begun in the bytes
+    /// fed before it; `<bod` alone, `<bodyx`-less text and `body` without
+    /// `<` are not it.
+    #[test]
+    fn body_is_found_within_and_across_chunks() {
+        assert_eq!(find_body(b"", b"<head></head><BODY>"), Some(13));
+        assert_eq!(find_body(b"", b"a < b <body"), Some(6));
+        assert_eq!(find_body(b"", b"<bod"), None);
+        assert_eq!(find_body(b"", b"body>"), None);
+        assert_eq!(find_body(b"x<Bo", b"Dy>"), Some(0));
+        assert_eq!(find_body(b"<bod", b"y class=a>"), Some(0));
+        assert_eq!(find_body(b"<", b"body>"), Some(0));
+        assert_eq!(find_body(b"<bo", b"x><body>"), Some(2));
+        let mut inj = HtmlInjector::new(inj(), None).unwrap();
+        let mut out = Vec::new();
+        for b in b"<html><head></head><bo".iter().chain(b"dy><p>x</p>") {
+            out.extend(inj.write(std::slice::from_ref(b)));
+        }
+        out.extend(inj.finish());
+        let text = String::from_utf8(out).unwrap();
+        assert!(text.contains("name=\"robots\""), "{text}");
+        assert!(text.ends_with("<p>x</p>"), "{text}");
+    }
+
     #[test]
     fn the_rest_after_body_passes_unparsed() {
         let page = b"<html><head><!-- <body> --><title>t</title></head><body class=x><p>a</p><meta name=robots content=index><p>b</p></body></html>";
@@ -515,6 +613,10 @@ mod tests {
                 Just(b"<head>".to_vec()),
                 Just(b"</head>".to_vec()),
                 Just(b"<body>".to_vec()),
+                Just(b"<BoDy data-x=\"a>b\">".to_vec()),
+                Just(b"<script>var s = '<body>';</script>".to_vec()),
+                Just(b"<bo".to_vec()),
+                Just(b"dy>".to_vec()),
                 Just(b"<meta name=\"robots\" content=\"noindex\">".to_vec()),
                 Just(b"<!-- c -->".to_vec()),
                 Just(b"<script>if (a < b) {}</script>".to_vec()),
