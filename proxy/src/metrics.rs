@@ -42,6 +42,85 @@ unsafe impl std::alloc::GlobalAlloc for CountingAlloc {
     }
 }
 
+/// One site's per-request metric handles, resolved once per configuration
+/// instead of per request (a label lookup hashes the labels and takes the
+/// vector's lock): its duration histogram and upstream-error counter, and
+/// its request counters by action and category, each made on first use
+/// (so that only combinations that happened appear in `/metrics`).
+pub struct SiteMetrics {
+    site: String,
+    duration: prometheus::Histogram,
+    upstream_errors: prometheus::IntCounter,
+    /// `requests{site, action, category}`: [`ACTIONS`] × (the categories
+    /// and `none`).
+    requests: Box<[std::sync::OnceLock<prometheus::IntCounter>]>,
+}
+
+/// The action labels, in the order [`SiteMetrics`] keeps them.
+const ACTIONS: [&str; 8] = [
+    "allow",
+    "observe",
+    "limit",
+    "limited",
+    "cloak",
+    "challenge",
+    "tarpit",
+    "block",
+];
+/// Category labels: [`fixative_rules::Category::ALL`], then `none`.
+const CATEGORIES: usize = fixative_rules::Category::ALL.len() + 1;
+
+impl SiteMetrics {
+    /// The handles of site `site`.
+    pub fn new(m: &Metrics, site: &str) -> SiteMetrics {
+        SiteMetrics {
+            site: site.to_string(),
+            duration: m.duration.with_label_values(&[site]),
+            upstream_errors: m.upstream_errors.with_label_values(&[site]),
+            requests: (0..ACTIONS.len() * CATEGORIES)
+                .map(|_| std::sync::OnceLock::new())
+                .collect(),
+        }
+    }
+
+    /// Counts one finished request.
+    pub fn request(
+        &self,
+        m: &Metrics,
+        verdict: &fixative_rules::Verdict,
+        elapsed: f64,
+        upstream_failed: bool,
+    ) {
+        let action = verdict.action.as_str();
+        let category = verdict.category_label();
+        let a = ACTIONS.iter().position(|x| *x == action);
+        let c = match verdict.category {
+            None => Some(CATEGORIES - 1),
+            Some(cat) => fixative_rules::Category::ALL.iter().position(|x| *x == cat),
+        };
+        match a
+            .zip(c)
+            .and_then(|(a, c)| self.requests.get(a * CATEGORIES + c))
+        {
+            Some(cell) => cell
+                .get_or_init(|| {
+                    m.requests
+                        .with_label_values(&[&self.site, action, category])
+                })
+                .inc(),
+            // An action or category added without its label here.
+            None => m
+                .requests
+                .with_label_values(&[&self.site, action, category])
+                .inc(),
+        }
+        self.duration.observe(elapsed);
+        if upstream_failed {
+            self.upstream_errors.inc();
+        }
+    }
+}
+
 /// All of Fixative's metrics.
 pub struct Metrics {
     registry: Registry,
@@ -456,5 +535,63 @@ impl Metrics {
             );
         }
         buf
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use fixative_rules::{Action, Category, Verdict};
+
+    /// Every action and category (and none) has its cached counter, and
+    /// each request lands in the series its labels name; the duration
+    /// and upstream errors land in the site's series.
+    #[test]
+    fn site_handles_count_into_the_labelled_series() {
+        let m = Metrics::new().unwrap();
+        let s = SiteMetrics::new(&m, "gallery");
+        // A configured site's series exist from the start, at 0.
+        let text = String::from_utf8(m.render()).unwrap();
+        assert!(text.contains("fixative_upstream_errors_total{site=\"gallery\"} 0"));
+        assert!(text.contains("fixative_request_duration_seconds_count{site=\"gallery\"} 0"));
+        let actions = [
+            Action::Allow,
+            Action::Observe,
+            Action::Limit,
+            Action::Limited,
+            Action::Cloak,
+            Action::Challenge(403),
+            Action::Tarpit(429),
+            Action::Block(451),
+        ];
+        let categories: Vec<Option<Category>> = std::iter::once(None)
+            .chain(Category::ALL.iter().copied().map(Some))
+            .collect();
+        for (i, a) in actions.iter().enumerate() {
+            assert!(ACTIONS.contains(&a.as_str()));
+            for c in &categories {
+                let mut v = Verdict::allow();
+                v.action = *a;
+                v.category = *c;
+                for _ in 0..=i {
+                    s.request(&m, &v, 0.01, false);
+                }
+                let n = m
+                    .requests
+                    .with_label_values(&["gallery", a.as_str(), v.category_label()])
+                    .get();
+                assert_eq!(n, i as u64 + 1, "{} {}", a.as_str(), v.category_label());
+            }
+        }
+        assert!(s.requests.iter().all(|c| c.get().is_some()));
+        s.request(&m, &Verdict::allow(), 0.5, true);
+        let total = (actions.len() * (actions.len() + 1) / 2) * categories.len() + 1;
+        assert_eq!(
+            m.duration
+                .with_label_values(&["gallery"])
+                .get_sample_count(),
+            total as u64
+        );
+        assert_eq!(m.upstream_errors.with_label_values(&["gallery"]).get(), 1);
     }
 }

@@ -25,6 +25,8 @@ pub struct SiteRuntime {
     /// goes there (health checks do not run for one upstream), so it is
     /// cloned instead of selected and built per request.
     pub peer: Option<pingora::upstreams::peer::HttpPeer>,
+    /// Its per-request metric handles.
+    pub metrics: crate::metrics::SiteMetrics,
     /// SNI for HTTPS origins.
     pub tls_sni: Option<String>,
     /// Verify the origin's certificate.
@@ -133,6 +135,7 @@ impl Runtime {
                 balancer: Arc::new(lb),
                 health_checked,
                 peer,
+                metrics: crate::metrics::SiteMetrics::new(&metrics, &site.name),
                 tls_sni,
                 tls_verify,
                 policy: site.policy.clone(),

@@ -897,18 +897,32 @@ impl ProxyHttp for FixativeProxy {
         let site = self.site_name(ctx);
         let elapsed = ctx.started.elapsed();
         let m = &self.shared.metrics;
-        m.requests
-            .with_label_values(&[
-                site,
-                ctx.verdict.action.as_str(),
-                ctx.verdict.category_label(),
-            ])
-            .inc();
-        m.duration
-            .with_label_values(&[site])
-            .observe(elapsed.as_secs_f64());
-        if ctx.upstream_failed {
-            m.upstream_errors.with_label_values(&[site]).inc();
+        match ctx
+            .runtime
+            .as_ref()
+            .zip(ctx.site)
+            .and_then(|(rt, i)| rt.sites.get(i))
+        {
+            Some(s) => {
+                s.metrics
+                    .request(m, &ctx.verdict, elapsed.as_secs_f64(), ctx.upstream_failed)
+            }
+            // No site (refused before routing): labelled `unknown`.
+            None => {
+                m.requests
+                    .with_label_values(&[
+                        site,
+                        ctx.verdict.action.as_str(),
+                        ctx.verdict.category_label(),
+                    ])
+                    .inc();
+                m.duration
+                    .with_label_values(&[site])
+                    .observe(elapsed.as_secs_f64());
+                if ctx.upstream_failed {
+                    m.upstream_errors.with_label_values(&[site]).inc();
+                }
+            }
         }
         if let Some(rule) = &ctx.verdict.rule {
             m.rule_matches
