@@ -174,22 +174,7 @@ fn now_rfc3339(buf: &mut [u8; STAMP_LEN]) -> &str {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::io::Write;
-    use std::sync::{Arc, Mutex};
-
-    #[derive(Clone, Default)]
-    struct Sink(Arc<Mutex<Vec<u8>>>);
-    impl Write for Sink {
-        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
-            if let Ok(mut v) = self.0.lock() {
-                v.extend_from_slice(b);
-            }
-            Ok(b.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
+    use crate::logbuf::tests::Sink;
 
     fn entry<'a>(verdict: &'a Verdict, path: &'a str) -> Entry<'a> {
         Entry {

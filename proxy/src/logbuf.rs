@@ -127,11 +127,12 @@ impl Write for BatchWriter {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
+    /// An in-memory destination whose bytes a test reads back.
     #[derive(Clone, Default)]
-    struct Sink(Arc<Mutex<Vec<u8>>>);
+    pub(crate) struct Sink(pub(crate) Arc<Mutex<Vec<u8>>>);
     impl Write for Sink {
         fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
             if let Ok(mut v) = self.0.lock() {

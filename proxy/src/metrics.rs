@@ -4,6 +4,8 @@
 //! configuration, actions and categories from fixed enums. Never IPs,
 //! paths or user agents.
 
+// The action labels, in the order `SiteMetrics` keeps them (the dashboard's).
+use crate::activity::ACTIONS;
 use prometheus::{
     Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder,
 };
@@ -56,17 +58,6 @@ pub struct SiteMetrics {
     requests: Box<[std::sync::OnceLock<prometheus::IntCounter>]>,
 }
 
-/// The action labels, in the order [`SiteMetrics`] keeps them.
-const ACTIONS: [&str; 8] = [
-    "allow",
-    "observe",
-    "limit",
-    "limited",
-    "cloak",
-    "challenge",
-    "tarpit",
-    "block",
-];
 /// Category labels: [`fixative_rules::Category::ALL`], then `none`.
 const CATEGORIES: usize = fixative_rules::Category::ALL.len() + 1;
 
