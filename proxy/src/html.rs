@@ -38,22 +38,34 @@ pub struct Injection {
     pub script: Option<&'static str>,
 }
 
-fn attr_escape(s: &str) -> String {
-    s.replace('&', "&amp;")
-        .replace('"', "&quot;")
-        .replace('<', "&lt;")
+/// Appends `s` to `out` as an attribute value: `&`, `"` and `<` escaped.
+fn push_attr(out: &mut String, s: &str) {
+    for c in s.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '"' => out.push_str("&quot;"),
+            '<' => out.push_str("&lt;"),
+            c => out.push(c),
+        }
+    }
 }
 
+/// The tags that go into the head: the check script, the robots and TDM
+/// metas the page lacks, the licence link. One string, written once.
 fn metas(inj: &Injection, st: &State) -> String {
-    let mut s = String::new();
+    let mut s = String::with_capacity(320 + inj.script.map_or(0, str::len));
     if let Some(tag) = inj.script {
         s.push_str(tag);
     }
     if !st.robots_seen && !inj.robots.is_empty() {
-        s.push_str(&format!(
-            "<meta name=\"robots\" content=\"{}\">",
-            attr_escape(&inj.robots.join(", "))
-        ));
+        s.push_str("<meta name=\"robots\" content=\"");
+        for (i, t) in inj.robots.iter().enumerate() {
+            if i > 0 {
+                s.push_str(", ");
+            }
+            push_attr(&mut s, t);
+        }
+        s.push_str("\">");
     }
     if let Some(reserved) = inj.tdm
         && !st.tdm_seen
@@ -64,17 +76,15 @@ fn metas(inj: &Injection, st: &State) -> String {
             "<meta name=\"tdm-reservation\" content=\"0\">"
         });
         if let Some(p) = inj.tdm_policy.as_ref().filter(|_| reserved) {
-            s.push_str(&format!(
-                "<meta name=\"tdm-policy\" content=\"{}\">",
-                attr_escape(p)
-            ));
+            s.push_str("<meta name=\"tdm-policy\" content=\"");
+            push_attr(&mut s, p);
+            s.push_str("\">");
         }
     }
     if let Some(href) = &inj.license {
-        s.push_str(&format!(
-            "<link rel=\"license\" type=\"application/rsl+xml\" href=\"{}\">",
-            attr_escape(href)
-        ));
+        s.push_str("<link rel=\"license\" type=\"application/rsl+xml\" href=\"");
+        push_attr(&mut s, href);
+        s.push_str("\">");
     }
     s
 }
@@ -83,11 +93,16 @@ fn trap_link(inj: &Injection) -> String {
     match &inj.trap_path {
         // Off-screen, hidden from assistive technology and keyboard focus;
         // only a crawler that ignores robots.txt follows it.
-        Some(p) => format!(
-            "<a href=\"{}\" rel=\"nofollow\" aria-hidden=\"true\" tabindex=\"-1\" \
+        Some(p) => {
+            let mut s = String::with_capacity(200 + p.len());
+            s.push_str("<a href=\"");
+            push_attr(&mut s, p);
+            s.push_str(
+                "\" rel=\"nofollow\" aria-hidden=\"true\" tabindex=\"-1\" \
 style=\"position:absolute;left:-10000px;top:auto;width:1px;height:1px;overflow:hidden\">archive</a>",
-            attr_escape(p)
-        ),
+            );
+            s
+        }
         None => String::new(),
     }
 }
@@ -297,6 +312,13 @@ impl HtmlInjector {
     /// piece, not one write per tag. A page arriving in one chunk is
     /// parsed only up to its body.
     pub fn write(&mut self, chunk: &[u8]) -> Vec<u8> {
+        // Room for the chunk and what is injected, once, instead of the
+        // sink growing the buffer tag by tag.
+        if self.rewriter.is_some()
+            && let Ok(mut o) = self.out.lock()
+        {
+            o.reserve(chunk.len() + 1024);
+        }
         let mut rest = chunk;
         while self.rewriter.is_some() {
             let cut = if self.body_seen {
@@ -629,6 +651,15 @@ mod tests {
         }
 
         proptest! {
+            /// One pass escapes as the three replacements it replaced.
+            #[test]
+            fn attribute_escaping_matches_the_replacement_chain(v in "[&\"<>a-z é]{0,24}") {
+                let mut out = String::from("x");
+                push_attr(&mut out, &v);
+                let want = v.replace('&', "&amp;").replace('"', "&quot;").replace('<', "&lt;");
+                prop_assert_eq!(out, format!("x{want}"));
+            }
+
             #[test]
             fn any_document_split_anywhere_rewrites_the_same(
                 doc in html_like(),
