@@ -5,6 +5,7 @@
 //! typical CMS theme (60 tags: stylesheets, scripts, metas).
 
 use std::hint::black_box;
+use std::sync::{Arc, LazyLock};
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use fixative_proxy::html::{HtmlInjector, Injection};
@@ -51,20 +52,23 @@ fn page_with_large_head() -> Vec<u8> {
     p
 }
 
-fn injection() -> Injection {
-    Injection {
-        robots: vec!["noai".into(), "noimageai".into()],
-        tdm: Some(true),
-        tdm_policy: None,
-        license: Some("https://art.example/license.xml".into()),
-        trap_path: Some("/.fixative/trap/".into()),
-        script: None,
-    }
+/// Built once per configuration in the proxy; shared by every page.
+fn injection() -> Arc<Injection> {
+    static INJ: LazyLock<Arc<Injection>> = LazyLock::new(|| {
+        Arc::new(Injection {
+            robots: vec!["noai".into(), "noimageai".into()],
+            tdm: Some(true),
+            tdm_policy: None,
+            license: Some("https://art.example/license.xml".into()),
+            trap_path: Some("/.fixative/trap/".into()),
+        })
+    });
+    INJ.clone()
 }
 
 /// One document through a new rewriter, in one chunk; the bytes out.
 fn rewrite(doc: &[u8]) -> usize {
-    let Some(mut r) = HtmlInjector::new(injection(), Some("utf-8")) else {
+    let Some(mut r) = HtmlInjector::new(injection(), None, Some("utf-8")) else {
         return 0;
     };
     let n = r.write(doc).len();
@@ -79,7 +83,7 @@ fn bench(c: &mut Criterion) {
         b.iter(|| black_box(page.clone()).len())
     });
     g.bench_function("new rewriter only", |b| {
-        b.iter(|| HtmlInjector::new(injection(), Some("utf-8")).map(|mut r| r.finish().len()))
+        b.iter(|| HtmlInjector::new(injection(), None, Some("utf-8")).map(|mut r| r.finish().len()))
     });
     g.bench_function("rewrite page", |b| b.iter(|| rewrite(black_box(&page))));
     let large = page_with_large_head();

@@ -19,6 +19,15 @@ pub(crate) fn site_directives(ctx: &Ctx) -> Option<&fixative_config::Directives>
         .map(|s| s.variant(ctx.pref).0)
 }
 
+/// The prepared directives (header values, page injection) of the
+/// request's site and preference.
+fn site_prepared(ctx: &Ctx) -> Option<&crate::directives::Prepared> {
+    let rt = ctx.runtime.as_ref()?;
+    ctx.site
+        .and_then(|i| rt.sites.get(i))
+        .map(|s| s.variant(ctx.pref).1)
+}
+
 /// The body is about to change: its length, validators and ranges no
 /// longer hold; it goes out chunked.
 fn mark_body_rewritten(resp: &mut ResponseHeader) -> Result<()> {
@@ -89,24 +98,14 @@ pub(crate) fn start_html_rewrite(
     if !is_html || encoded || empty {
         return Ok(());
     }
-    let injection = crate::html::Injection {
-        robots: if d.html_meta {
-            d.x_robots_tag.clone()
-        } else {
-            Vec::new()
-        },
-        tdm: (d.html_meta && d.tdm_reservation).then_some(!d.usage.train_ai),
-        tdm_policy: d.tdm_policy.clone(),
-        license: (d.html_meta && d.rsl).then(|| crate::directives::LICENSE_PATH.to_string()),
-        trap_path: ctx
-            .runtime
-            .as_ref()
-            .filter(|_| d.trap_link)
-            .map(|rt| rt.engine.trap_path().to_string()),
-        script,
+    let Some(prepared) = site_prepared(ctx) else {
+        return Ok(());
     };
-    let Some(inj) = crate::html::HtmlInjector::new(injection, crate::html::charset_of(ctype))
-    else {
+    let Some(inj) = crate::html::HtmlInjector::new(
+        prepared.html.clone(),
+        script,
+        crate::html::charset_of(ctype),
+    ) else {
         return Ok(());
     };
     ctx.html = Some(Box::new(std::sync::Mutex::new(inj)));

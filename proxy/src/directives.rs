@@ -83,6 +83,9 @@ pub struct Prepared {
     robots: Option<http::HeaderValue>,
     usage: Option<http::HeaderValue>,
     tdm_policy: Option<http::HeaderValue>,
+    /// What pages get injected, shared by every rewritten page (the trap
+    /// path is set once the engine is built: [`Prepared::with_trap`]).
+    pub html: std::sync::Arc<crate::html::Injection>,
 }
 
 /// `tdm-reservation` for a usage: `1` (reserved) unless training is
@@ -129,7 +132,13 @@ impl Prepared {
                 .clone()
                 .filter(|_| !d.usage.train_ai)
                 .and_then(shared_value),
+            html: std::sync::Arc::new(crate::html::Injection::for_site(d, "")),
         }
+    }
+
+    /// Sets the trap path the pages of `d` link to (the engine's).
+    pub fn with_trap(&mut self, d: &Directives, trap_path: &str) {
+        self.html = std::sync::Arc::new(crate::html::Injection::for_site(d, trap_path));
     }
 }
 

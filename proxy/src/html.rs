@@ -21,7 +21,7 @@ struct State {
 }
 
 /// What to inject.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct Injection {
     /// Robots directives for the meta tag (e.g. `noai`, `noimageai`).
     pub robots: Vec<String>,
@@ -34,8 +34,24 @@ pub struct Injection {
     pub license: Option<String>,
     /// Trap path for the hidden link.
     pub trap_path: Option<String>,
-    /// The check script's tag, added to the head.
-    pub script: Option<&'static str>,
+}
+
+impl Injection {
+    /// What a site's directives `d` inject (the trap link to `trap_path`
+    /// when `d.trap_link`); built once per configuration and shared.
+    pub fn for_site(d: &fixative_config::Directives, trap_path: &str) -> Injection {
+        Injection {
+            robots: if d.html_meta {
+                d.x_robots_tag.clone()
+            } else {
+                Vec::new()
+            },
+            tdm: (d.html_meta && d.tdm_reservation).then_some(!d.usage.train_ai),
+            tdm_policy: d.tdm_policy.clone(),
+            license: (d.html_meta && d.rsl).then(|| crate::directives::LICENSE_PATH.to_string()),
+            trap_path: d.trap_link.then(|| trap_path.to_string()),
+        }
+    }
 }
 
 /// Appends `s` to `out` as an attribute value: `&`, `"` and `<` escaped.
@@ -52,9 +68,9 @@ fn push_attr(out: &mut String, s: &str) {
 
 /// The tags that go into the head: the check script, the robots and TDM
 /// metas the page lacks, the licence link. One string, written once.
-fn metas(inj: &Injection, st: &State) -> String {
-    let mut s = String::with_capacity(320 + inj.script.map_or(0, str::len));
-    if let Some(tag) = inj.script {
+fn metas(inj: &Injection, script: Option<&str>, st: &State) -> String {
+    let mut s = String::with_capacity(320 + script.map_or(0, str::len));
+    if let Some(tag) = script {
         s.push_str(tag);
     }
     if !st.robots_seen && !inj.robots.is_empty() {
@@ -135,8 +151,13 @@ pub struct HtmlInjector {
 impl HtmlInjector {
     /// A rewriter for a document in `charset` (from Content-Type), or
     /// `None` when the charset is not ASCII-compatible (UTF-16…): such
-    /// pages pass through untouched.
-    pub fn new(inj: Injection, charset: Option<&str>) -> Option<HtmlInjector> {
+    /// pages pass through untouched. `script`: the check script's tag,
+    /// added to the head.
+    pub fn new(
+        inj: Arc<Injection>,
+        script: Option<&'static str>,
+        charset: Option<&str>,
+    ) -> Option<HtmlInjector> {
         let encoding = match charset {
             Some(label) => encoding_rs::Encoding::for_label(label.trim().as_bytes())?,
             None => encoding_rs::UTF_8,
@@ -145,11 +166,8 @@ impl HtmlInjector {
         let [meta_sel, head_sel, body_sel] = SELECTORS.as_ref()?;
         let out = Arc::new(Mutex::new(Vec::new()));
         let state = Arc::new(Mutex::new(State::default()));
-        let inj = Arc::new(inj);
-
         let (s1, s2, s3, s4) = (state.clone(), state.clone(), state.clone(), state.clone());
-        let (i2, i3, i4) = (inj.clone(), inj.clone(), inj.clone());
-        let robots_tokens = inj.robots.clone();
+        let (i1, i2, i3, i4) = (inj.clone(), inj.clone(), inj.clone(), inj);
         let settings = Settings::new_send()
             .with_encoding(encoding)
             // Off: a charset named only in a `<meta>` is not followed.
@@ -187,7 +205,8 @@ impl HtmlInjector {
                                 .split(',')
                                 .map(|t| t.trim().to_ascii_lowercase())
                                 .collect();
-                            let missing: Vec<&str> = robots_tokens
+                            let missing: Vec<&str> = i1
+                                .robots
                                 .iter()
                                 .filter(|t| !have.contains(&t.to_ascii_lowercase()))
                                 .map(String::as_str)
@@ -221,7 +240,7 @@ impl HtmlInjector {
                                         return Ok(());
                                     };
                                     if !st.metas_done {
-                                        end.before(&metas(&inj, &st), ContentType::Html);
+                                        end.before(&metas(&inj, script, &st), ContentType::Html);
                                         st.metas_done = true;
                                     }
                                     Ok(())
@@ -240,7 +259,7 @@ impl HtmlInjector {
                         if !st.metas_done {
                             // No </head> seen: the metas go just before <body>,
                             // which parsers place in the (implied) head.
-                            el.before(&metas(&i3, &st), ContentType::Html);
+                            el.before(&metas(&i3, script, &st), ContentType::Html);
                             st.metas_done = true;
                         }
                         if !st.link_done {
@@ -255,7 +274,7 @@ impl HtmlInjector {
                 let Ok(mut st) = s4.lock() else { return Ok(()) };
                 let mut tail = String::new();
                 if !st.metas_done {
-                    tail.push_str(&metas(&i4, &st));
+                    tail.push_str(&metas(&i4, script, &st));
                     st.metas_done = true;
                 }
                 if !st.link_done {
@@ -436,19 +455,18 @@ pub fn charset_of(content_type: &str) -> Option<&str> {
 mod tests {
     use super::*;
 
-    fn inj() -> Injection {
-        Injection {
+    fn inj() -> Arc<Injection> {
+        Arc::new(Injection {
             robots: vec!["noai".into(), "noimageai".into()],
             tdm: Some(true),
             tdm_policy: None,
             license: None,
             trap_path: Some("/trap/".into()),
-            script: None,
-        }
+        })
     }
 
     fn run(html: &[u8], charset: Option<&str>, chunk: usize) -> Vec<u8> {
-        let mut r = HtmlInjector::new(inj(), charset).unwrap();
+        let mut r = HtmlInjector::new(inj(), None, charset).unwrap();
         let mut out = Vec::new();
         for c in html.chunks(chunk) {
             out.extend(r.write(c));
@@ -507,7 +525,7 @@ mod tests {
         assert_eq!(find_body(b"<bod", b"y class=a>"), Some(0));
         assert_eq!(find_body(b"<", b"body>"), Some(0));
         assert_eq!(find_body(b"<bo", b"x><body>"), Some(2));
-        let mut inj = HtmlInjector::new(inj(), None).unwrap();
+        let mut inj = HtmlInjector::new(inj(), None, None).unwrap();
         let mut out = Vec::new();
         for b in b"<html><head></head><bo".iter().chain(b"dy><p>x</p>") {
             out.extend(inj.write(std::slice::from_ref(b)));
@@ -585,7 +603,7 @@ mod tests {
             String::from_utf8_lossy(&out)
         );
         assert!(String::from_utf8_lossy(&out).contains("noimageai"));
-        assert!(HtmlInjector::new(inj(), Some("utf-16")).is_none());
+        assert!(HtmlInjector::new(inj(), None, Some("utf-16")).is_none());
         assert_eq!(
             charset_of("text/html; Charset=\"ISO-8859-1\""),
             Some("ISO-8859-1")
@@ -599,19 +617,18 @@ mod tests {
         use super::super::*;
         use proptest::prelude::*;
 
-        fn injection() -> Injection {
-            Injection {
+        fn injection() -> Arc<Injection> {
+            Arc::new(Injection {
                 robots: vec!["noai".into(), "noimageai".into()],
                 tdm: Some(true),
                 tdm_policy: Some("https://example.test/policy".into()),
                 license: None,
                 trap_path: Some("/.well-known/fixative-trap".into()),
-                script: None,
-            }
+            })
         }
 
         fn run(doc: &[u8], cuts: &[usize], charset: Option<&str>) -> Vec<u8> {
-            let Some(mut inj) = HtmlInjector::new(injection(), charset) else {
+            let Some(mut inj) = HtmlInjector::new(injection(), None, charset) else {
                 return doc.to_vec();
             };
             let mut out = Vec::new();

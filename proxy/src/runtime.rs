@@ -202,6 +202,10 @@ impl Runtime {
                 engine.catalog(),
                 engine.trap_path(),
             );
+            s.prepared.with_trap(&s.directives, engine.trap_path());
+            for (d, p) in &mut s.preferences {
+                p.with_trap(d, engine.trap_path());
+            }
         }
         Ok(Runtime {
             router: Router::new(&config),
