@@ -13,19 +13,16 @@ use crate::service::Ctx;
 
 /// The directives of the routed site (none for unrouted requests).
 pub(crate) fn site_directives(ctx: &Ctx) -> Option<&fixative_config::Directives> {
-    let rt = ctx.runtime.as_ref()?;
-    ctx.site
-        .and_then(|i| rt.sites.get(i))
-        .map(|s| s.variant(ctx.pref).0)
+    site_variant(ctx).map(|(d, _)| d)
 }
 
-/// The prepared directives (header values, page injection) of the
-/// request's site and preference.
-fn site_prepared(ctx: &Ctx) -> Option<&crate::directives::Prepared> {
+/// The routed site's directives and their prepared values (header values,
+/// page injection) for the request's preference.
+fn site_variant(ctx: &Ctx) -> Option<(&fixative_config::Directives, &crate::directives::Prepared)> {
     let rt = ctx.runtime.as_ref()?;
     ctx.site
         .and_then(|i| rt.sites.get(i))
-        .map(|s| s.variant(ctx.pref).1)
+        .map(|s| s.variant(ctx.pref))
 }
 
 /// The body is about to change: its length, validators and ranges no
@@ -98,7 +95,7 @@ pub(crate) fn start_html_rewrite(
     if !is_html || encoded || empty {
         return Ok(());
     }
-    let Some(prepared) = site_prepared(ctx) else {
+    let Some((_, prepared)) = site_variant(ctx) else {
         return Ok(());
     };
     let Some(inj) = crate::html::HtmlInjector::new(
