@@ -25,6 +25,14 @@ fn site_variant(ctx: &Ctx) -> Option<(&fixative_config::Directives, &crate::dire
         .map(|s| s.variant(ctx.pref))
 }
 
+/// Whether a header value starts with `prefix`, ASCII case ignored
+/// (compared without a lowercased copy).
+fn starts_ignoring_case(value: &[u8], prefix: &str) -> bool {
+    value
+        .get(..prefix.len())
+        .is_some_and(|p| p.eq_ignore_ascii_case(prefix.as_bytes()))
+}
+
 /// The body is about to change: its length, validators and ranges no
 /// longer hold; it goes out chunked.
 fn mark_body_rewritten(resp: &mut ResponseHeader) -> Result<()> {
@@ -80,10 +88,9 @@ pub(crate) fn start_html_rewrite(
         .get(http::header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .unwrap_or("");
-    let is_html = {
-        let c = ctype.trim_start().to_ascii_lowercase();
-        c.starts_with("text/html") || c.starts_with("application/xhtml+xml")
-    };
+    let is_html = ["text/html", "application/xhtml+xml"]
+        .iter()
+        .any(|t| starts_ignoring_case(ctype.trim_start().as_bytes(), t));
     let encoded = resp
         .headers
         .get(http::header::CONTENT_ENCODING)
@@ -138,12 +145,7 @@ pub(crate) fn start_image_metadata(
         .get(http::header::CONTENT_TYPE)
         .map(|v| v.as_bytes().trim_ascii_start())
         .unwrap_or(b"");
-    // Compared without copying: a prefix, ignoring ASCII case.
-    let starts = |t: &str| {
-        ctype
-            .get(..t.len())
-            .is_some_and(|p| p.eq_ignore_ascii_case(t.as_bytes()))
-    };
+    let starts = |t: &str| starts_ignoring_case(ctype, t);
     let is_image = ["image/jpeg", "image/pjpeg", "image/png", "image/webp"]
         .iter()
         .any(|t| starts(t));

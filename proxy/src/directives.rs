@@ -83,8 +83,7 @@ pub struct Prepared {
     robots: Option<http::HeaderValue>,
     usage: Option<http::HeaderValue>,
     tdm_policy: Option<http::HeaderValue>,
-    /// What pages get injected, shared by every rewritten page (the trap
-    /// path is set once the engine is built: [`Prepared::with_trap`]).
+    /// What pages get injected, shared by every rewritten page.
     pub html: std::sync::Arc<crate::html::Injection>,
 }
 
@@ -112,8 +111,9 @@ fn shared_value(s: String) -> Option<http::HeaderValue> {
 
 impl Prepared {
     /// The values of `d`, as [`apply_headers`] writes them when the origin
-    /// sent none.
-    pub fn new(d: &Directives) -> Prepared {
+    /// sent none, and what its pages get injected (the trap link to
+    /// `trap_path`, the detection trap the engine watches).
+    pub fn new(d: &Directives, trap_path: &str) -> Prepared {
         let usage: Vec<String> = d
             .content_usage
             .split(',')
@@ -132,13 +132,8 @@ impl Prepared {
                 .clone()
                 .filter(|_| !d.usage.train_ai)
                 .and_then(shared_value),
-            html: std::sync::Arc::new(crate::html::Injection::for_site(d, "")),
+            html: std::sync::Arc::new(crate::html::Injection::for_site(d, trap_path)),
         }
-    }
-
-    /// Sets the trap path the pages of `d` link to (the engine's).
-    pub fn with_trap(&mut self, d: &Directives, trap_path: &str) {
-        self.html = std::sync::Arc::new(crate::html::Injection::for_site(d, trap_path));
     }
 }
 
@@ -612,7 +607,7 @@ mod tests {
     fn prepared_headers_equal_the_merge() {
         let mut d = dirs();
         d.tdm_policy = Some("https://example.test/policy".into());
-        let p = Prepared::new(&d);
+        let p = Prepared::new(&d, "/trap/");
         let origin: &[&[(&str, &str)]] = &[
             &[],
             &[("x-robots-tag", "noindex")],

@@ -69,7 +69,9 @@ pub fn client_ip(peer: IpAddr, xff: &[&str], trusted: &[IpNet]) -> IpAddr {
     client
 }
 
-/// The `X-Forwarded-For` value to send upstream.
+/// The `X-Forwarded-For` value to send upstream (the tests' view of
+/// [`write_forwarded_for`]).
+#[cfg(test)]
 pub fn forwarded_for(peer: IpAddr, xff: &[&str], trusted: &[IpNet]) -> String {
     let mut out = ValueBuf::new();
     write_forwarded_for(&mut out, peer, xff, trusted);
@@ -94,7 +96,9 @@ pub fn write_forwarded_for(out: &mut ValueBuf, peer: IpAddr, xff: &[&str], trust
     out.push_display(peer);
 }
 
-/// One RFC 7239 `Forwarded` element for this hop.
+/// One RFC 7239 `Forwarded` element for this hop (the tests' view of
+/// [`write_forwarded_element`]).
+#[cfg(test)]
 pub fn forwarded_element(peer: IpAddr, host: &str, proto: &str) -> String {
     let mut out = ValueBuf::new();
     write_forwarded_element(&mut out, peer, host, proto);

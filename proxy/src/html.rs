@@ -143,7 +143,8 @@ pub struct HtmlInjector {
     /// Whether `<body` has appeared in the text fed so far: from there
     /// on the parser is fed up to each `>` (see [`HtmlInjector::write`]).
     body_seen: bool,
-    /// The last bytes fed before that, for a `<body` cut between chunks.
+    /// The last bytes fed before that, for a `<body` cut between chunks:
+    /// the last `tail_len` bytes of `tail`.
     tail: [u8; 4],
     tail_len: usize,
 }
@@ -343,7 +344,7 @@ impl HtmlInjector {
             let cut = if self.body_seen {
                 memchr::memchr(b'>', rest).map_or(rest.len(), |i| i + 1)
             } else {
-                match find_body(&self.tail[..self.tail_len], rest) {
+                match find_body(self.tail_fed(), rest) {
                     Some(at) => {
                         self.body_seen = true;
                         at
@@ -382,22 +383,16 @@ impl HtmlInjector {
 
     /// Keeps the last (up to 4) bytes fed, with those kept before.
     fn keep_tail(&mut self, part: &[u8]) {
-        let mut joined = [0u8; 8];
-        let old = self.tail.get(..self.tail_len).unwrap_or(&[]);
-        let take = part.len().min(4);
-        let new = part.get(part.len() - take..).unwrap_or(&[]);
-        let n = old.len() + new.len();
-        if let Some(dst) = joined.get_mut(..old.len()) {
-            dst.copy_from_slice(old);
+        for &b in part.get(part.len().saturating_sub(4)..).unwrap_or(&[]) {
+            self.tail.copy_within(1.., 0);
+            self.tail[3] = b;
         }
-        if let Some(dst) = joined.get_mut(old.len()..n) {
-            dst.copy_from_slice(new);
-        }
-        let keep = n.min(4);
-        if let (Some(dst), Some(src)) = (self.tail.get_mut(..keep), joined.get(n - keep..n)) {
-            dst.copy_from_slice(src);
-        }
-        self.tail_len = keep;
+        self.tail_len = (self.tail_len + part.len()).min(4);
+    }
+
+    /// The bytes [`HtmlInjector::keep_tail`] kept.
+    fn tail_fed(&self) -> &[u8] {
+        self.tail.get(4 - self.tail_len..).unwrap_or(&[])
     }
 
     /// Ends the parser (if it still runs): what it holds goes to `out`.

@@ -104,6 +104,8 @@ impl Runtime {
         bot_auth: Option<Arc<fixative_rules::botauth::Directory>>,
     ) -> Result<Runtime, String> {
         let mut sites = Vec::with_capacity(config.sites.len());
+        // The engine's trap path (`Engine::trap_path`), linked from pages.
+        let trap_path = config.detection.trap_path.as_str();
         for site in &config.sites {
             let addrs: Vec<std::net::SocketAddr> = site.upstreams.iter().map(|u| u.addr).collect();
             let mut lb = LoadBalancer::<RoundRobin>::try_from_iter(addrs).map_err(|e| {
@@ -141,11 +143,11 @@ impl Runtime {
                 policy: site.policy.clone(),
                 max_body_bytes: site.max_body_bytes,
                 directives: site.directives.clone(),
-                prepared: crate::directives::Prepared::new(&site.directives),
+                prepared: crate::directives::Prepared::new(&site.directives, trap_path),
                 preferences: (0..site.directives.preferences.len())
                     .map(|i| {
                         let d = site.directives.variant(Some(i));
-                        let p = crate::directives::Prepared::new(&d);
+                        let p = crate::directives::Prepared::new(&d, trap_path);
                         (d, p)
                     })
                     .collect(),
@@ -202,10 +204,6 @@ impl Runtime {
                 engine.catalog(),
                 engine.trap_path(),
             );
-            s.prepared.with_trap(&s.directives, engine.trap_path());
-            for (d, p) in &mut s.preferences {
-                p.with_trap(d, engine.trap_path());
-            }
         }
         Ok(Runtime {
             router: Router::new(&config),
