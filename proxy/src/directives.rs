@@ -9,6 +9,7 @@
 use std::collections::BTreeSet;
 use std::time::Instant;
 
+use crate::names;
 use fixative_config::Directives;
 use fixative_rules::Catalog;
 use pingora::http::ResponseHeader;
@@ -145,37 +146,34 @@ pub fn apply_prepared(
     p: &Prepared,
 ) -> pingora::Result<()> {
     // Looked up by pre-built names (a `&str` name is parsed per lookup).
-    const NAMES: [http::HeaderName; 4] = [
-        http::HeaderName::from_static("x-robots-tag"),
-        http::HeaderName::from_static("content-usage"),
-        http::HeaderName::from_static("tdm-reservation"),
-        http::HeaderName::from_static("tdm-policy"),
+    let names = [
+        &names::X_ROBOTS_TAG,
+        &names::CONTENT_USAGE,
+        &names::TDM_RESERVATION,
+        &names::TDM_POLICY,
     ];
     let h = &resp.headers;
-    let untouched = NAMES.iter().all(|n| !h.contains_key(n));
+    let untouched = names.iter().all(|n| !h.contains_key(n.name()));
     if !untouched {
         return apply_headers(resp, d);
     }
     if let Some(v) = &p.robots {
-        resp.append_header("x-robots-tag", v.clone())?;
+        resp.append_header_prepared(&names::X_ROBOTS_TAG, v.clone())?;
     }
     if d.tdm_reservation {
-        resp.insert_header(
-            "tdm-reservation",
+        resp.insert_header_prepared(
+            &names::TDM_RESERVATION,
             http::HeaderValue::from_static(tdm_value(d)),
         )?;
         if let Some(v) = &p.tdm_policy {
-            resp.insert_header("tdm-policy", v.clone())?;
+            resp.insert_header_prepared(&names::TDM_POLICY, v.clone())?;
         }
     }
     if let Some(v) = &p.usage {
-        resp.insert_header("content-usage", v.clone())?;
+        resp.insert_header_prepared(&names::CONTENT_USAGE, v.clone())?;
     }
     if d.rsl && !has_license_link(resp) {
-        resp.append_header(
-            http::header::LINK,
-            http::HeaderValue::from_static(LICENSE_LINK),
-        )?;
+        resp.append_header_prepared(&names::LINK, http::HeaderValue::from_static(LICENSE_LINK))?;
     }
     Ok(())
 }

@@ -27,6 +27,7 @@ pub mod framing;
 pub mod html;
 pub mod logbuf;
 pub mod metrics;
+pub mod names;
 pub mod origin;
 pub mod pages;
 pub mod rdns;

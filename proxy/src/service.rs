@@ -8,6 +8,7 @@ use std::time::Instant;
 use async_trait::async_trait;
 use bytes::Bytes;
 use fixative_rules::{Action, HeaderLookup, RequestFacts, Verdict};
+use http::HeaderValue;
 use pingora::ErrorType;
 use pingora::http::ResponseHeader;
 use pingora::prelude::*;
@@ -17,6 +18,7 @@ use crate::access_log;
 use crate::directives::{self, WellKnown};
 use crate::facts::{HeaderMapLookup, client_hello, header_values, raw_client_headers};
 use crate::forwarding;
+use crate::names;
 use crate::pages;
 use crate::responses::{
     frame_for_client, ratelimit_headers, respond_html, respond_limited, serve_cloaked,
@@ -24,6 +26,7 @@ use crate::responses::{
 };
 use crate::runtime::{Runtime, normalize_host};
 use crate::state::Shared;
+use crate::value::header_value;
 
 /// Per-request context.
 pub struct Ctx {
@@ -760,19 +763,23 @@ impl ProxyHttp for FixativeProxy {
             .map(|a| a.ip())
             .unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST));
         let peer_trusted = forwarding::is_trusted(peer, trusted);
+        upstream.reserve_headers(names::ADDED_TO_REQUESTS)?;
         // Each value is written into an inline buffer and copied once into
         // its header value: one allocation per header, no `String`s.
         let mut buf = forwarding::ValueBuf::new();
         let xff = header_values(session, "x-forwarded-for");
         forwarding::write_forwarded_for(&mut buf, peer, &xff, trusted);
-        upstream.insert_header("x-forwarded-for", buf.header_value()?)?;
+        upstream.insert_header_prepared(&names::X_FORWARDED_FOR, buf.header_value()?)?;
         let proto = if self.tls_listener { "https" } else { "http" };
         let proto_value = match header_values(session, "x-forwarded-proto").first() {
             Some(&"http") if peer_trusted => "http",
             Some(&"https") if peer_trusted => "https",
             _ => proto,
         };
-        upstream.insert_header("x-forwarded-proto", proto_value)?;
+        upstream.insert_header_prepared(
+            &names::X_FORWARDED_PROTO,
+            HeaderValue::from_static(proto_value),
+        )?;
         buf.clear();
         if peer_trusted {
             for prior in header_values(session, "forwarded") {
@@ -784,16 +791,20 @@ impl ProxyHttp for FixativeProxy {
             }
         }
         forwarding::write_forwarded_element(&mut buf, peer, &ctx.host, proto);
-        upstream.insert_header("forwarded", buf.header_value()?)?;
+        upstream.insert_header_prepared(&names::FORWARDED, buf.header_value()?)?;
         buf.clear();
         buf.push_display(ctx.client_ip);
-        upstream.insert_header("x-real-ip", buf.header_value()?)?;
+        upstream.insert_header_prepared(&names::X_REAL_IP, buf.header_value()?)?;
         if !ctx.host.is_empty() {
-            upstream.insert_header("x-forwarded-host", ctx.host.as_str())?;
+            upstream.insert_header_prepared(&names::X_FORWARDED_HOST, header_value(&ctx.host)?)?;
         }
-        upstream.insert_header("x-request-id", ctx.request_id.as_str())?;
+        upstream
+            .insert_header_prepared(&names::X_REQUEST_ID, header_value(ctx.request_id.as_str())?)?;
         if ctx.page_request {
-            upstream.insert_header(http::header::ACCEPT_ENCODING, "identity")?;
+            upstream.insert_header_prepared(
+                &names::ACCEPT_ENCODING,
+                HeaderValue::from_static("identity"),
+            )?;
         }
         // h2 clients send :authority only; origins expect a Host header.
         if upstream.headers.get(http::header::HOST).is_none() && !ctx.host.is_empty() {
@@ -812,7 +823,8 @@ impl ProxyHttp for FixativeProxy {
         resp: &mut ResponseHeader,
         ctx: &mut Ctx,
     ) -> Result<()> {
-        resp.insert_header("x-request-id", ctx.request_id.as_str())?;
+        resp.reserve_headers(names::ADDED_TO_RESPONSES)?;
+        resp.insert_header_prepared(&names::X_REQUEST_ID, header_value(ctx.request_id.as_str())?)?;
         if let Some(rt) = &ctx.runtime
             && let Some(site) = rt
                 .sites
@@ -854,13 +866,16 @@ impl ProxyHttp for FixativeProxy {
             .as_ref()
             .is_some_and(|r| r.config.server.debug_headers);
         if debug {
-            resp.insert_header("x-fixative-verdict", ctx.verdict.header_value())?;
+            resp.insert_header_prepared(
+                &names::X_FIXATIVE_VERDICT,
+                header_value(ctx.verdict.header_value())?,
+            )?;
         }
         if ctx.verdict.action == Action::Limit
             && let Some((policy, state)) = ratelimit_headers(&ctx.verdict)
         {
-            resp.insert_header("ratelimit-policy", policy)?;
-            resp.insert_header("ratelimit", state)?;
+            resp.insert_header_prepared(&names::RATELIMIT_POLICY, policy)?;
+            resp.insert_header_prepared(&names::RATELIMIT, state)?;
         }
         frame_for_client(session, resp);
         Ok(())

@@ -45,13 +45,19 @@ impl ValueBuf {
     /// The contents as a header value (one copy); an error for bytes a
     /// header value cannot hold (a control character from a client).
     pub fn header_value(&self) -> pingora::Result<http::HeaderValue> {
-        http::HeaderValue::from_bytes(&self.0).map_err(|_| {
-            pingora::Error::explain(
-                pingora::ErrorType::InvalidHTTPHeader,
-                "header value with a byte a header cannot hold",
-            )
-        })
+        header_value(&self.0)
     }
+}
+
+/// `bytes` copied into a header value (one allocation), or Pingora's
+/// invalid-header error for a byte a header cannot hold.
+pub fn header_value(bytes: impl AsRef<[u8]>) -> pingora::Result<http::HeaderValue> {
+    http::HeaderValue::from_bytes(bytes.as_ref()).map_err(|_| {
+        pingora::Error::explain(
+            pingora::ErrorType::InvalidHTTPHeader,
+            "header value with a byte a header cannot hold",
+        )
+    })
 }
 
 impl std::fmt::Write for ValueBuf {
