@@ -10,7 +10,12 @@
 #
 # PERF=DIR records a CPU profile of bare Pingora and Fixative (perf,
 # cpu-clock, call graphs) during each of their runs into
-# DIR/perf-<target>-<path>-<round>.data; read it with
+# DIR/perf-<target>-<path>-<round>.data (and the requests served in .n),
+# then prints where each one's CPU per request goes and the difference, by
+# cause (benches/perf_breakdown.py: Fixative's hooks, kernel by system call,
+# allocator, Pingora, ...). Both proxies are then built with frame pointers
+# (target/perf, or PERF_TARGET) so that call graphs are whole; the throughput figures of
+# such a run are of those builds. Read one profile with
 # `perf report -i FILE --no-children`.
 #
 # ALLOCS=1 also counts heap allocations per request on each path, with a
@@ -37,8 +42,16 @@ THREADS=2
 
 . benches/lib.sh
 bench_prereqs
+BIN=./target/release
+if [ -n "${PERF:-}" ]; then
+  command -v perf >/dev/null || { echo "load.sh: PERF needs perf (Debian: linux-perf)" >&2; exit 1; }
+  # PERF_TARGET: where those builds go (default target/perf).
+  export CARGO_TARGET_DIR=${PERF_TARGET:-target/perf} RUSTFLAGS="-C force-frame-pointers=yes"
+  BIN=$CARGO_TARGET_DIR/release
+fi
 cargo build --release -q --bin fixative
 cargo build --release -q -p fixative-proxy --example bare_pingora
+unset CARGO_TARGET_DIR RUSTFLAGS
 cargo build --release -q -p fixative-protector --example bench_jpeg
 if [ -n "${ALLOCS:-}" ]; then
   CARGO_TARGET_DIR=target/allocs cargo build --release -q --features count-allocs --bin fixative
@@ -74,7 +87,7 @@ NGX
 nginx -c "$work/nginx/nginx.conf" -g 'daemon off;' &
 pids+=($!)
 
-./target/release/examples/bare_pingora "127.0.0.1:$BARE_PORT" "127.0.0.1:$ORIGIN_PORT" "$THREADS" \
+"$BIN/examples/bare_pingora" "127.0.0.1:$BARE_PORT" "127.0.0.1:$ORIGIN_PORT" "$THREADS" \
   >"$work/bare.out" 2>"$work/bare.err" &
 pids+=($!)
 BARE_PID=$!
@@ -101,7 +114,7 @@ secret = "load-benchmark-secret-0123456789"
 # a pass get, so the JPEG path measures metadata insertion, not cloaking.
 grace_images = 10000
 TOML
-./target/release/fixative run --config "$work/fixative.toml" >"$work/fixative.out" 2>"$work/fixative.err" &
+"$BIN/fixative" run --config "$work/fixative.toml" >"$work/fixative.out" 2>"$work/fixative.err" &
 pids+=($!)
 FIXATIVE_PID=$!
 
@@ -166,6 +179,7 @@ for p in "${PATHS[@]}"; do
       if [ -n "$perf_pid" ]; then kill -INT "$perf_pid"; wait "$perf_pid" || true; fi
       c1=$(cpu_ticks "$tpid")
       nreq=$(awk '/requests in/ {print $1}' "$work/wrk.out")
+      [ -n "$perf_pid" ] && echo "${nreq:-0}" > "$PERF/perf-$t-$(basename "$p")-$r.n"
       cpu="-"; [ -n "$tpid" ] && [ "${nreq:-0}" -gt 0 ] && cpu="$(( (c1 - c0) * TICK_US / nreq ))us"
       printf "%-12s %-6s %-9s %10s %10s %10s %8s %9s\n" "$p" "$r" "$t" "$rps" "$p50" "$p99" "$bad" "$cpu"
       echo "$p $t $rps $p50 $p99 ${cpu%us}" >> "$work/results"
@@ -195,6 +209,10 @@ for p in dict.fromkeys(k[0] for k in rows):
         cpus = f"{cpu:>6.0f}us" if cpu else f"{'-':>8}"
         print(f"{p:<12} {t:<9} {rps:>10.0f} {p50:>8.2f} {p99:>8.2f} {ratio:>7.2f}x {dp99:>+7.0f}us {cpus}")
 PY
+
+if [ -n "${PERF:-}" ]; then
+  python3 benches/perf_breakdown.py "$PERF"
+fi
 
 # config_copy NAME PORT ADMIN: $work/NAME.toml, the benchmark's Fixative
 # configuration listening on PORT (admin on ADMIN), logging to
@@ -279,6 +297,7 @@ if [ -n "${ABLATE:-}" ]; then
       read -r rps _ _ _ <<<"$(run_wrk "http://127.0.0.1:${VPORT[$t]}/small.txt" "$work/browser.lua")"
       c1=$(cpu_ticks "${VPID[$t]}")
       nreq=$(awk '/requests in/ {print $1}' "$work/wrk.out")
+      [ -n "$perf_pid" ] && echo "${nreq:-0}" > "$PERF/perf-$t-$(basename "$p")-$r.n"
       echo "$t $rps $(( (c1 - c0) * TICK_US / ${nreq:-1} ))" >> "$work/ablate"
     done
   done
