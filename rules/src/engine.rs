@@ -185,12 +185,12 @@ impl<'a> RequestFacts<'a> {
     }
 }
 
-fn claims_browser(ua: &str) -> bool {
+pub(crate) fn claims_browser(ua: &str) -> bool {
     ua.starts_with("Mozilla/5.0")
         && (ua.contains("Chrome/") || ua.contains("Firefox/") || ua.contains("Safari/"))
 }
 
-fn version_after(ua: &str, tok: &str) -> Option<u32> {
+pub(crate) fn version_after(ua: &str, tok: &str) -> Option<u32> {
     let i = ua.find(tok)? + tok.len();
     ua.get(i..)?
         .split(['.', ' ', ';', ')'])
@@ -514,7 +514,11 @@ impl Engine {
             } else {
                 None
             };
-            crate::uacache::UaClass { catalog, declared }
+            crate::uacache::UaClass {
+                catalog,
+                declared,
+                traits: crate::uacache::UaTraits::of(ua),
+            }
         })
     }
 
@@ -810,10 +814,11 @@ impl Engine {
                         why,
                     );
                 }
+                let traits = class.traits;
                 if f.headers_known
                     && v.crawler.is_none()
                     && v.category.is_none()
-                    && claims_browser(ua)
+                    && traits.claims_browser
                 {
                     if header("accept-language").is_none() {
                         add(
@@ -831,7 +836,7 @@ impl Engine {
                             "browser UA",
                         );
                     }
-                    if header("sec-fetch-mode").is_none() && sends_sec_fetch(ua) {
+                    if header("sec-fetch-mode").is_none() && traits.sends_sec_fetch {
                         add(
                             &mut v,
                             "header.no-sec-fetch",
@@ -840,11 +845,9 @@ impl Engine {
                         );
                     }
                     if let Some(raw) = f.header.raw() {
-                        let chromium = ua.contains("Chrome/")
-                            && !ua.contains("iPhone")
-                            && !ua.contains("iPad")
-                            && !ua.contains("CriOS");
-                        if let Some(why) = crate::fingerprint::Shape::of(raw).mismatch(chromium) {
+                        if let Some(why) =
+                            crate::fingerprint::Shape::of(raw).mismatch(traits.chromium)
+                        {
                             add(
                                 &mut v,
                                 "header.fingerprint",
@@ -856,8 +859,7 @@ impl Engine {
                     if let Some(hello) = f.header.client_hello() {
                         // Chromium and Safari (and every iOS browser, on
                         // WebKit) send GREASE; Firefox does not.
-                        let greasy = ua.contains("Safari/") && !ua.contains("Firefox/");
-                        if let Some(why) = hello.mismatch(greasy) {
+                        if let Some(why) = hello.mismatch(traits.greasy) {
                             add(
                                 &mut v,
                                 "tls.fingerprint",
@@ -868,7 +870,7 @@ impl Engine {
                     }
                     if let Some(hint) = header("sec-ch-ua")
                         && (hint.contains("Chromium") || hint.contains("Google Chrome"))
-                        && !ua.contains("Chrome/")
+                        && !traits.chrome_token
                     {
                         add(
                             &mut v,
@@ -878,9 +880,8 @@ impl Engine {
                         );
                     }
                 }
-                if v.crawler.is_none() && v.category.is_none() && claims_browser(ua) {
-                    let stale = match (version_after(ua, "Chrome/"), version_after(ua, "Firefox/"))
-                    {
+                if v.crawler.is_none() && v.category.is_none() && traits.claims_browser {
+                    let stale = match (traits.chrome, traits.firefox) {
                         (Some(c), _) => c < self.min_versions.chrome,
                         (None, Some(ff)) => ff < self.min_versions.firefox,
                         _ => false,

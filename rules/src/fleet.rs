@@ -323,6 +323,9 @@ pub struct Fleet {
     bans: RwLock<Bans>,
     any_bans: AtomicBool,
     penalties: Vec<Mutex<LruCache<IpAddr, Penalty>>>,
+    /// The latest end of any penalty applied: past it, none is active and
+    /// no lookup is needed (most traffic, most of the time).
+    penalties_until: AtomicU64,
     tallies: Vec<Mutex<LruCache<IpAddr, Tally>>>,
     revoked: Mutex<LruCache<u64, u64>>,
     any_revoked: AtomicBool,
@@ -378,6 +381,7 @@ impl Fleet {
             bans: RwLock::new(Bans::default()),
             any_bans: AtomicBool::new(false),
             penalties: shards(max_clients),
+            penalties_until: AtomicU64::new(0),
             tallies: shards(if shared { max_clients } else { 1 }),
             revoked: Mutex::new(LruCache::new(
                 NonZeroUsize::new(max_revoked.max(1)).unwrap_or(NonZeroUsize::MIN),
@@ -436,6 +440,9 @@ impl Fleet {
                 let Some(s) = self.shard(&self.penalties, &key) else {
                     return false;
                 };
+                // Raised before the entry exists, so that a lookup that
+                // can see the entry also sees it may be active.
+                self.penalties_until.fetch_max(*until, Ordering::AcqRel);
                 let mut g = s.lock().unwrap_or_else(|e| e.into_inner());
                 let p = g.get_or_insert_mut(key, || Penalty {
                     until: 0,
@@ -538,6 +545,9 @@ impl Fleet {
 
     /// The penalty of a client at `now`: `Some(trapped)` while it lasts.
     pub fn penalty(&self, ip: IpAddr, now: u64) -> Option<bool> {
+        if now >= self.penalties_until.load(Ordering::Acquire) {
+            return None;
+        }
         let key = client_key(ip);
         let s = self.shard(&self.penalties, &key)?;
         let mut g = s.lock().unwrap_or_else(|e| e.into_inner());
