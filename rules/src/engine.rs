@@ -844,17 +844,16 @@ impl Engine {
                             "browser UA",
                         );
                     }
-                    if let Some(raw) = f.header.raw() {
-                        if let Some(why) =
+                    if let Some(raw) = f.header.raw()
+                        && let Some(why) =
                             crate::fingerprint::Shape::of(raw).mismatch(traits.chromium)
-                        {
-                            add(
-                                &mut v,
-                                "header.fingerprint",
-                                self.w(Signal::HeaderFingerprint),
-                                &format!("{why}; {}", crate::fingerprint::fingerprint(raw)),
-                            );
-                        }
+                    {
+                        add(
+                            &mut v,
+                            "header.fingerprint",
+                            self.w(Signal::HeaderFingerprint),
+                            &format!("{why}; {}", crate::fingerprint::fingerprint(raw)),
+                        );
                     }
                     if let Some(hello) = f.header.client_hello() {
                         // Chromium and Safari (and every iOS browser, on
