@@ -398,7 +398,7 @@ pub(crate) fn ratelimit_headers(v: &Verdict) -> Option<(HeaderValue, HeaderValue
         buf.push_byte(b'"');
         for (key, n) in numbers {
             buf.push_str(key);
-            buf.push_display(n);
+            buf.push_u64(n);
         }
         buf.header_value().ok()
     };

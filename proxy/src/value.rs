@@ -37,6 +37,24 @@ impl ValueBuf {
         let _ = write!(self, "{v}");
     }
 
+    /// Appends `n` in decimal (what `push_display` writes, without the
+    /// formatting machinery: rate-limit values are on every limited
+    /// response).
+    pub fn push_u64(&mut self, mut n: u64) {
+        let mut digits = [0u8; 20]; // u64::MAX has 20
+        let mut start = digits.len();
+        for d in digits.iter_mut().rev() {
+            *d = b'0' + (n % 10) as u8;
+            start -= 1;
+            n /= 10;
+            if n == 0 {
+                break;
+            }
+        }
+        self.0
+            .extend_from_slice(digits.get(start..).unwrap_or_default());
+    }
+
     /// What has been written.
     pub fn as_str(&self) -> &str {
         std::str::from_utf8(&self.0).unwrap_or("")
@@ -64,5 +82,31 @@ impl std::fmt::Write for ValueBuf {
     fn write_str(&mut self, s: &str) -> std::fmt::Result {
         self.push_str(s);
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// Decimal digits as `Display` writes them.
+        #[test]
+        fn push_u64_writes_what_display_writes(n in any::<u64>()) {
+            let mut b = ValueBuf::new();
+            b.push_str("q=");
+            b.push_u64(n);
+            prop_assert_eq!(b.as_str(), format!("q={n}"));
+        }
+    }
+
+    #[test]
+    fn push_u64_edges() {
+        for n in [0, 9, 10, 99, 100, u64::MAX] {
+            let mut b = ValueBuf::new();
+            b.push_u64(n);
+            assert_eq!(b.as_str(), n.to_string());
+        }
     }
 }
