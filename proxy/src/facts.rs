@@ -87,7 +87,12 @@ pub(crate) fn raw_client_headers(session: &Session, peer_trusted: bool) -> Optio
 
 /// Every value of a request header that is valid text (inline up to two:
 /// a forwarding header almost always comes once, and no allocation).
-pub(crate) fn header_values<'a>(session: &'a Session, name: &str) -> SmallVec<[&'a str; 2]> {
+/// Looked up by a pre-built `HeaderName` where one exists (a `&str` is
+/// parsed on every lookup).
+pub(crate) fn header_values(
+    session: &Session,
+    name: impl http::header::AsHeaderName,
+) -> SmallVec<[&str; 2]> {
     session
         .req_header()
         .headers

@@ -93,7 +93,7 @@ pub fn write_forwarded_for(out: &mut ValueBuf, peer: IpAddr, xff: &[&str], trust
             out.push_str(", ");
         }
     }
-    out.push_display(peer);
+    out.push_ip(peer);
 }
 
 /// One RFC 7239 `Forwarded` element for this hop (the tests' view of
@@ -107,11 +107,17 @@ pub fn forwarded_element(peer: IpAddr, host: &str, proto: &str) -> String {
 
 /// Writes one RFC 7239 `Forwarded` element for this hop.
 pub fn write_forwarded_element(out: &mut ValueBuf, peer: IpAddr, host: &str, proto: &str) {
-    use std::fmt::Write;
-    let _ = match canonical(peer) {
-        IpAddr::V4(v4) => write!(out, "for={v4}"),
-        IpAddr::V6(v6) => write!(out, "for=\"[{v6}]\""),
-    };
+    match canonical(peer) {
+        ip @ IpAddr::V4(_) => {
+            out.push_str("for=");
+            out.push_ip(ip);
+        }
+        ip @ IpAddr::V6(_) => {
+            out.push_str("for=\"[");
+            out.push_ip(ip);
+            out.push_str("]\"");
+        }
+    }
     out.push_str(";host=\"");
     for c in host
         .chars()

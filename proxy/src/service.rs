@@ -282,7 +282,7 @@ impl FixativeProxy {
     fn secure(&self, session: &Session, peer: IpAddr, cfg: &fixative_config::Config) -> bool {
         self.tls_listener
             || (forwarding::is_trusted(peer, &cfg.server.trusted_proxies)
-                && header_values(session, "x-forwarded-proto")
+                && header_values(session, names::X_FORWARDED_PROTO.name())
                     .first()
                     .is_some_and(|p| p.trim().eq_ignore_ascii_case("https")))
     }
@@ -469,7 +469,7 @@ impl ProxyHttp for FixativeProxy {
             .unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST));
         ctx.client_ip = forwarding::client_ip(
             peer,
-            &header_values(session, "x-forwarded-for"),
+            &header_values(session, names::X_FORWARDED_FOR.name()),
             &cfg.server.trusted_proxies,
         );
 
@@ -767,11 +767,11 @@ impl ProxyHttp for FixativeProxy {
         // Each value is written into an inline buffer and copied once into
         // its header value: one allocation per header, no `String`s.
         let mut buf = forwarding::ValueBuf::new();
-        let xff = header_values(session, "x-forwarded-for");
+        let xff = header_values(session, names::X_FORWARDED_FOR.name());
         forwarding::write_forwarded_for(&mut buf, peer, &xff, trusted);
         upstream.insert_header_prepared(&names::X_FORWARDED_FOR, buf.header_value()?)?;
         let proto = if self.tls_listener { "https" } else { "http" };
-        let proto_value = match header_values(session, "x-forwarded-proto").first() {
+        let proto_value = match header_values(session, names::X_FORWARDED_PROTO.name()).first() {
             Some(&"http") if peer_trusted => "http",
             Some(&"https") if peer_trusted => "https",
             _ => proto,
@@ -782,7 +782,7 @@ impl ProxyHttp for FixativeProxy {
         )?;
         buf.clear();
         if peer_trusted {
-            for prior in header_values(session, "forwarded") {
+            for prior in header_values(session, names::FORWARDED.name()) {
                 if prior.trim().is_empty() {
                     continue;
                 }
@@ -793,7 +793,7 @@ impl ProxyHttp for FixativeProxy {
         forwarding::write_forwarded_element(&mut buf, peer, &ctx.host, proto);
         upstream.insert_header_prepared(&names::FORWARDED, buf.header_value()?)?;
         buf.clear();
-        buf.push_display(ctx.client_ip);
+        buf.push_ip(ctx.client_ip);
         upstream.insert_header_prepared(&names::X_REAL_IP, buf.header_value()?)?;
         if !ctx.host.is_empty() {
             upstream.insert_header_prepared(&names::X_FORWARDED_HOST, header_value(&ctx.host)?)?;

@@ -55,6 +55,22 @@ impl ValueBuf {
             .extend_from_slice(digits.get(start..).unwrap_or_default());
     }
 
+    /// Appends an address as `Display` shows it; IPv4, by far the most
+    /// common, without the formatting machinery.
+    pub fn push_ip(&mut self, ip: std::net::IpAddr) {
+        match ip {
+            std::net::IpAddr::V4(v4) => {
+                for (i, octet) in v4.octets().into_iter().enumerate() {
+                    if i > 0 {
+                        self.push_byte(b'.');
+                    }
+                    self.push_u64(u64::from(octet));
+                }
+            }
+            std::net::IpAddr::V6(v6) => self.push_display(v6),
+        }
+    }
+
     /// What has been written.
     pub fn as_str(&self) -> &str {
         std::str::from_utf8(&self.0).unwrap_or("")
@@ -98,6 +114,18 @@ mod tests {
             b.push_str("q=");
             b.push_u64(n);
             prop_assert_eq!(b.as_str(), format!("q={n}"));
+        }
+    }
+
+    proptest! {
+        /// Addresses as `Display` writes them.
+        #[test]
+        fn push_ip_writes_what_display_writes(v4 in any::<[u8; 4]>(), v6 in any::<[u16; 8]>()) {
+            for ip in [std::net::IpAddr::from(v4), std::net::IpAddr::from(v6)] {
+                let mut b = ValueBuf::new();
+                b.push_ip(ip);
+                prop_assert_eq!(b.as_str(), ip.to_string());
+            }
         }
     }
 
