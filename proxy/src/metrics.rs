@@ -56,7 +56,15 @@ pub struct SiteMetrics {
     /// `requests{site, action, category}`: [`ACTIONS`] × (the categories
     /// and `none`).
     requests: Box<[std::sync::OnceLock<prometheus::IntCounter>]>,
+    /// `rule_matches{site, rule, action}` met so far: at most
+    /// [`RULE_HANDLES`] (a policy has a handful of rules; past that, the
+    /// label lookup per request as before).
+    rule_matches:
+        std::sync::Mutex<Vec<(std::sync::Arc<str>, &'static str, prometheus::IntCounter)>>,
 }
+
+/// The most rule-match handles a site keeps.
+const RULE_HANDLES: usize = 64;
 
 /// Category labels: [`fixative_rules::Category::ALL`], then `none`.
 const CATEGORIES: usize = fixative_rules::Category::ALL.len() + 1;
@@ -71,6 +79,30 @@ impl SiteMetrics {
             requests: (0..ACTIONS.len() * CATEGORIES)
                 .map(|_| std::sync::OnceLock::new())
                 .collect(),
+            rule_matches: std::sync::Mutex::new(Vec::new()),
+        }
+    }
+
+    /// Counts a request that matched policy rule `rule` with `action`.
+    pub fn rule_match(&self, m: &Metrics, rule: &std::sync::Arc<str>, action: &'static str) {
+        let Ok(mut handles) = self.rule_matches.lock() else {
+            return m
+                .rule_matches
+                .with_label_values(&[self.site.as_str(), rule, action])
+                .inc();
+        };
+        if let Some((_, _, c)) = handles
+            .iter()
+            .find(|(r, a, _)| *a == action && (std::sync::Arc::ptr_eq(r, rule) || **r == **rule))
+        {
+            return c.inc();
+        }
+        let c = m
+            .rule_matches
+            .with_label_values(&[self.site.as_str(), rule, action]);
+        c.inc();
+        if handles.len() < RULE_HANDLES {
+            handles.push((rule.clone(), action, c));
         }
     }
 
@@ -537,6 +569,35 @@ mod tests {
     /// Every action and category (and none) has its cached counter, and
     /// each request lands in the series its labels name; the duration
     /// and upstream errors land in the site's series.
+    #[test]
+    fn rule_match_handles_count_into_the_labelled_series_and_stay_bounded() {
+        let m = Metrics::new().unwrap();
+        let s = SiteMetrics::new(&m, "gallery");
+        let quota: std::sync::Arc<str> = "quota".into();
+        let same_name: std::sync::Arc<str> = "quota".into(); // another Arc
+        for _ in 0..3 {
+            s.rule_match(&m, &quota, "limit");
+        }
+        s.rule_match(&m, &same_name, "limit");
+        s.rule_match(&m, &quota, "limited");
+        let get = |rule: &str, action: &str| {
+            m.rule_matches
+                .with_label_values(&["gallery", rule, action])
+                .get()
+        };
+        assert_eq!(get("quota", "limit"), 4);
+        assert_eq!(get("quota", "limited"), 1);
+        // Rules past the cap are still counted, without a kept handle.
+        for i in 0..RULE_HANDLES + 10 {
+            let r: std::sync::Arc<str> = format!("r{i}").into();
+            s.rule_match(&m, &r, "block");
+            s.rule_match(&m, &r, "block");
+        }
+        assert_eq!(s.rule_matches.lock().unwrap().len(), RULE_HANDLES);
+        assert_eq!(get("r0", "block"), 2);
+        assert_eq!(get(&format!("r{}", RULE_HANDLES + 9), "block"), 2);
+    }
+
     #[test]
     fn site_handles_count_into_the_labelled_series() {
         let m = Metrics::new().unwrap();

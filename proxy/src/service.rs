@@ -912,12 +912,12 @@ impl ProxyHttp for FixativeProxy {
         let site = self.site_name(ctx);
         let elapsed = ctx.started.elapsed();
         let m = &self.shared.metrics;
-        match ctx
+        let routed = ctx
             .runtime
             .as_ref()
             .zip(ctx.site)
-            .and_then(|(rt, i)| rt.sites.get(i))
-        {
+            .and_then(|(rt, i)| rt.sites.get(i));
+        match routed {
             Some(s) => {
                 s.metrics
                     .request(m, &ctx.verdict, elapsed.as_secs_f64(), ctx.upstream_failed)
@@ -940,9 +940,13 @@ impl ProxyHttp for FixativeProxy {
             }
         }
         if let Some(rule) = &ctx.verdict.rule {
-            m.rule_matches
-                .with_label_values(&[site, rule, ctx.verdict.action.as_str()])
-                .inc();
+            match routed {
+                Some(s) => s.metrics.rule_match(m, rule, ctx.verdict.action.as_str()),
+                None => m
+                    .rule_matches
+                    .with_label_values(&[site, rule, ctx.verdict.action.as_str()])
+                    .inc(),
+            }
         }
         let unix = crate::challenge::unix_now();
         if let Some(rt) = &ctx.runtime
