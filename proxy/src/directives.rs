@@ -9,11 +9,12 @@
 use std::collections::BTreeSet;
 use std::time::Instant;
 
-use crate::names;
 use fixative_config::Directives;
 use fixative_rules::Catalog;
 use pingora::http::ResponseHeader;
 use pingora::prelude::HttpPeer;
+
+use crate::names;
 
 /// The largest origin robots.txt read; RFC 9309 crawlers parse 500 KiB.
 pub const MAX_ORIGIN_DOC: usize = 512 * 1024;

@@ -9,7 +9,7 @@ use std::hash::{Hash, Hasher};
 use std::net::IpAddr;
 use std::num::NonZeroUsize;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use fixative_config::{Quota, QuotaKey};
@@ -107,6 +107,12 @@ pub struct QuotaLimiter {
     last_forced_sweep: AtomicU64,
     aggregated: AtomicU64,
     failed_open: AtomicU64,
+    /// Checks that may still pass [`Self::has_room`] without looking at
+    /// the table: the room it had when last counted (each check adds at
+    /// most one key, so the table cannot pass its cap before the next
+    /// count). Saves a table lookup per request while the table is not
+    /// nearly full, which is the common case.
+    known_room: AtomicUsize,
 }
 
 /// How many times the quota a network aggregate gets.
@@ -198,13 +204,31 @@ impl QuotaLimiter {
             last_forced_sweep: AtomicU64::new(0),
             aggregated: AtomicU64::new(0),
             failed_open: AtomicU64::new(0),
+            known_room: AtomicUsize::new(0),
         }
     }
 
     /// Whether `key` has (or may take) a place in the per-client table.
     fn has_room(&self, key: &LimitKey) -> bool {
+        let spent = self
+            .known_room
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |r| r.checked_sub(1));
+        if spent.is_ok() {
+            return true;
+        }
         // `contains_key` first: one shard; `len` visits every shard.
-        self.store.inner.contains_key(key) || self.store.inner.len() < self.cap
+        if self.store.inner.contains_key(key) {
+            return true;
+        }
+        let len = self.store.inner.len();
+        // Counted: this check may take one place, the next ones half of
+        // the rest (checks counting at the same time each take one too,
+        // as before this shortcut; the last count stored wins).
+        self.known_room.store(
+            self.cap.saturating_sub(len).saturating_sub(1) / 2,
+            Ordering::Release,
+        );
+        len < self.cap
     }
 
     /// Sweeps idle keys now when the table is full, at most once a second.
@@ -542,6 +566,29 @@ mod tests {
         clock.set(Duration::from_secs(600));
         l.sweep();
         assert_eq!(l.len(), 0);
+    }
+
+    /// The room counted once is spent check by check: the per-client
+    /// table fills exactly to its cap, never past it, and keys already
+    /// in it keep being checked once it is full.
+    #[test]
+    fn counted_room_never_takes_the_table_past_its_cap() {
+        let clock = ManualClock::default();
+        let l = QuotaLimiter::new(quota(60, 5), 1000, clock.clone());
+        clock.set(Duration::from_secs(1));
+        let key = |i: u32| l.key(IpAddr::from((0x0a00_0000u32 + i).to_be_bytes()), None, None);
+        for i in 0..5_000u32 {
+            l.check(&key(i));
+            assert!(l.store.inner.len() <= 1000, "{i}: {}", l.store.inner.len());
+        }
+        assert_eq!(l.store.inner.len(), 1000);
+        // The first clients are in the table: their own quota, not the
+        // aggregate's (burst 5: the sixth request is refused).
+        let first = key(0);
+        for _ in 0..4 {
+            assert!(l.check(&first).allowed);
+        }
+        assert!(!l.check(&first).allowed);
     }
 
     /// An attacker filling the table with 200k IPv6 /64s (from a few /48s)
