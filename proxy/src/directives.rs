@@ -15,6 +15,7 @@ use pingora::http::ResponseHeader;
 use pingora::prelude::HttpPeer;
 
 use crate::names;
+use crate::value::header_value;
 
 /// The largest origin robots.txt read; RFC 9309 crawlers parse 500 KiB.
 pub const MAX_ORIGIN_DOC: usize = 512 * 1024;
@@ -198,15 +199,18 @@ pub fn apply_headers(resp: &mut ResponseHeader, d: &Directives) -> pingora::Resu
             .map(String::as_str)
             .collect();
         if !missing.is_empty() {
-            resp.append_header("x-robots-tag", missing.join(", "))?;
+            resp.append_header_prepared(&names::X_ROBOTS_TAG, header_value(missing.join(", "))?)?;
         }
     }
     if d.tdm_reservation && resp.headers.get("tdm-reservation").is_none() {
-        resp.insert_header("tdm-reservation", tdm_value(d))?;
+        resp.insert_header_prepared(
+            &names::TDM_RESERVATION,
+            http::HeaderValue::from_static(tdm_value(d)),
+        )?;
         if let Some(p) = d.tdm_policy.as_ref().filter(|_| !d.usage.train_ai)
             && resp.headers.get("tdm-policy").is_none()
         {
-            resp.insert_header("tdm-policy", p.as_str())?;
+            resp.insert_header_prepared(&names::TDM_POLICY, header_value(p)?)?;
         }
     }
     if !d.content_usage.is_empty() {
@@ -234,10 +238,10 @@ pub fn apply_headers(resp: &mut ResponseHeader, d: &Directives) -> pingora::Resu
             .map(str::to_string)
             .collect();
         members.extend(ours.iter().map(|(k, v)| format!("{k}={v}")));
-        resp.insert_header("content-usage", members.join(", "))?;
+        resp.insert_header_prepared(&names::CONTENT_USAGE, header_value(members.join(", "))?)?;
     }
     if d.rsl && !has_license_link(resp) {
-        resp.append_header(http::header::LINK, LICENSE_LINK)?;
+        resp.append_header_prepared(&names::LINK, http::HeaderValue::from_static(LICENSE_LINK))?;
     }
     Ok(())
 }
