@@ -19,7 +19,7 @@ check() { # crate version
   src=$(find "${CARGO_HOME:-$HOME/.cargo}/registry/src" -maxdepth 2 -type d -name "$crate-$version" | head -1)
   [ -n "$src" ] || { echo "$crate $version: not in the registry cache" >&2; exit 1; }
   cp -r "$src" "$tmp/$crate"
-  (cd "$tmp/$crate" && patch -s -p1 < "$vendor/$crate.patch")
+  (cd "$tmp/$crate" && git apply -p1 "$vendor/$crate.patch")
   diff -r "$tmp/$crate/src" "$vendor/$crate/src" \
     || { echo "$crate: vendor/$crate/src is not release $version + $crate.patch" >&2; exit 1; }
   cp -r "$vendor/$crate" "$tmp/$crate-test"
