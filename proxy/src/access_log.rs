@@ -12,7 +12,6 @@
 //! serde_json), about half the time serde's per-field calls took.
 
 use std::cell::RefCell;
-use std::io::Write as _;
 use std::net::IpAddr;
 use std::sync::OnceLock;
 use std::time::Duration;
@@ -102,21 +101,11 @@ fn write_line(e: &Entry<'_>, out: &mut Vec<u8>) {
     field(out, "request_id");
     json_str(out, e.request_id);
     field(out, "client_ip");
+    // Digits, dots, hex and colons: nothing to escape.
+    let mut ip = crate::value::ValueBuf::new();
+    ip.push_ip(e.client_ip);
     out.push(b'"');
-    match e.client_ip {
-        IpAddr::V4(v4) => {
-            for (i, octet) in v4.octets().into_iter().enumerate() {
-                if i > 0 {
-                    out.push(b'.');
-                }
-                json_int(out, octet);
-            }
-        }
-        // Hex digits and colons (and dots): nothing to escape.
-        IpAddr::V6(v6) => {
-            let _ = write!(out, "{v6}");
-        }
-    }
+    out.extend_from_slice(ip.as_bytes());
     out.push(b'"');
     for (name, value) in [
         ("site", e.site),

@@ -40,19 +40,8 @@ impl ValueBuf {
     /// Appends `n` in decimal (what `push_display` writes, without the
     /// formatting machinery: rate-limit values are on every limited
     /// response).
-    pub fn push_u64(&mut self, mut n: u64) {
-        let mut digits = [0u8; 20]; // u64::MAX has 20
-        let mut start = digits.len();
-        for d in digits.iter_mut().rev() {
-            *d = b'0' + (n % 10) as u8;
-            start -= 1;
-            n /= 10;
-            if n == 0 {
-                break;
-            }
-        }
-        self.0
-            .extend_from_slice(digits.get(start..).unwrap_or_default());
+    pub fn push_u64(&mut self, n: u64) {
+        self.push_str(itoa::Buffer::new().format(n));
     }
 
     /// Appends an address as `Display` shows it; IPv4, by far the most
@@ -69,6 +58,11 @@ impl ValueBuf {
             }
             std::net::IpAddr::V6(v6) => self.push_display(v6),
         }
+    }
+
+    /// What has been written, as bytes.
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.0
     }
 
     /// What has been written.
