@@ -127,6 +127,7 @@ fn bench(c: &mut Criterion) {
                 http10: false,
                 rdns: fixative_rules::Rdns::Unknown,
                 unix_time: 0,
+                known: fixative_rules::Known::default(),
             };
             black_box(engine.evaluate(black_box(&facts), "default"))
         })
@@ -147,6 +148,7 @@ fn bench(c: &mut Criterion) {
                 http10: false,
                 rdns: fixative_rules::Rdns::Unknown,
                 unix_time: 0,
+                known: fixative_rules::Known::default(),
             };
             black_box(engine.evaluate(black_box(&facts), "default"))
         })
@@ -211,6 +213,7 @@ fn bench_pass(c: &mut Criterion) {
                 http10: false,
                 rdns: fixative_rules::Rdns::Unknown,
                 unix_time: now,
+                known: fixative_rules::Known::default(),
             };
             black_box(engine.evaluate(black_box(&facts), "default"))
         })

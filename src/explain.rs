@@ -137,6 +137,7 @@ pub fn run(cfg: &Config, a: &Args) -> ExitCode {
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_secs())
             .unwrap_or(0),
+        known: fixative_rules::Known::default(),
     };
     let v = engine.evaluate(&facts, policy);
     // The usage preference of this path on the routed site.

@@ -246,6 +246,7 @@ pub fn replay(
             http10: p.http10,
             rdns: fixative_rules::Rdns::Unknown,
             unix_time: p.time.map(|t| t.max(0.0) as u64).unwrap_or(0),
+            known: fixative_rules::Known::default(),
         };
         let v = engine.evaluate(&facts, policy);
         if let Some(status) = p.status {

@@ -7,6 +7,7 @@ use std::time::Instant;
 
 use async_trait::async_trait;
 use bytes::Bytes;
+use fixative_rules::state::RequestKind;
 use fixative_rules::{Action, HeaderLookup, RequestFacts, Verdict};
 use http::HeaderValue;
 use pingora::ErrorType;
@@ -50,6 +51,9 @@ pub struct Ctx {
     pub(crate) now: std::time::Duration,
     /// A GET for an HTML page (by path and Accept).
     pub(crate) page_request: bool,
+    /// The kind of resource asked for (by path and Accept), worked out
+    /// once in `early_request_filter` and passed on to the engine.
+    pub(crate) kind: Option<RequestKind>,
     /// The streaming HTML rewriter of this response, when active (boxed:
     /// the rewriter is ~1 KiB, which every request's context and the
     /// futures holding it would otherwise carry and copy).
@@ -396,6 +400,7 @@ impl ProxyHttp for FixativeProxy {
             upstream_failed: false,
             now: std::time::Duration::ZERO,
             page_request: false,
+            kind: None,
             html: None,
             image: None,
             max_body: None,
@@ -430,10 +435,9 @@ impl ProxyHttp for FixativeProxy {
             .headers
             .get(http::header::ACCEPT)
             .and_then(|v| v.to_str().ok());
-        let path = req.uri.path();
-        ctx.page_request = req.method == http::Method::GET
-            && fixative_rules::request_kind(path, accept)
-                == fixative_rules::state::RequestKind::Page;
+        let kind = fixative_rules::request_kind(req.uri.path(), accept);
+        ctx.kind = Some(kind);
+        ctx.page_request = req.method == http::Method::GET && kind == RequestKind::Page;
         if ctx.page_request {
             session.upstream_compression.adjust_decompression(true);
             if let Some(c) = session
@@ -535,7 +539,9 @@ impl ProxyHttp for FixativeProxy {
             .get(http::header::USER_AGENT)
             .and_then(|v| v.to_str().ok())
             .unwrap_or("");
-        let rdns_cached = if rt.engine.wants_rdns(ua) {
+        // Classified once: for reverse DNS here, passed on to the engine.
+        let ua_class = rt.engine.classify_ua(ua);
+        let rdns_cached = if rt.engine.rdns_wanted(&ua_class) {
             let c = self.shared.rdns.cached(ctx.client_ip);
             if c == crate::rdns::Cached::Unknown {
                 self.shared
@@ -586,6 +592,10 @@ impl ProxyHttp for FixativeProxy {
                     crate::rdns::Cached::Confirmed(n) => fixative_rules::Rdns::Confirmed(n),
                 },
                 unix_time: crate::challenge::unix_now(),
+                known: fixative_rules::Known {
+                    kind: ctx.kind,
+                    user_agent: Some(ua_class),
+                },
             };
             rt.engine.evaluate(&facts, policy)
         };
@@ -610,15 +620,13 @@ impl ProxyHttp for FixativeProxy {
         // maze) answer every request that is neither limited nor blocked;
         // challenge and tarpit verdicts lead there too.
         let own = crate::challenge::Endpoint::of(session.req_header().uri.path());
-        let image_get = session.req_header().method == http::Method::GET
-            && fixative_rules::request_kind(
-                session.req_header().uri.path(),
-                session
-                    .req_header()
-                    .headers
-                    .get(http::header::ACCEPT)
-                    .and_then(|v| v.to_str().ok()),
-            ) == fixative_rules::state::RequestKind::Image;
+        let kind = ctx.kind.unwrap_or_else(|| {
+            let req = session.req_header();
+            let accept = req.headers.get(http::header::ACCEPT);
+            fixative_rules::request_kind(req.uri.path(), accept.and_then(|v| v.to_str().ok()))
+        });
+        let image_get =
+            session.req_header().method == http::Method::GET && kind == RequestKind::Image;
         let answered = match ctx.verdict.action {
             Action::Limited => {
                 respond_limited(session, ctx).await?;

@@ -72,6 +72,22 @@ pub struct RequestFacts<'a> {
     pub rdns: Rdns<'a>,
     /// Wall-clock time, Unix seconds: passes expire by it.
     pub unix_time: u64,
+    /// What the caller already worked out about this request (the proxy
+    /// does, to decide compression and reverse DNS before asking for a
+    /// verdict); the engine works out what is `None` itself.
+    pub known: Known,
+}
+
+/// Facts about a request its caller has already derived, passed on so that
+/// the engine does not derive them again. Each must be what the engine
+/// would derive from the same [`RequestFacts`]: [`request_kind`] of the
+/// path and `Accept`, and [`Engine::classify_ua`] of `user_agent`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Known {
+    /// The kind of resource asked for.
+    pub kind: Option<RequestKind>,
+    /// The classification of the `User-Agent`.
+    pub user_agent: Option<crate::uacache::UaClass>,
 }
 
 /// Forward-confirmed reverse DNS of the client address.
@@ -181,6 +197,7 @@ impl<'a> RequestFacts<'a> {
             rdns: Rdns::Unknown,
             // Moves with `now` (penalties are kept on both clocks).
             unix_time: now.as_secs(),
+            known: Known::default(),
         }
     }
 }
@@ -495,7 +512,13 @@ impl Engine {
     /// Whether a user agent claims a crawler that verifies by reverse DNS,
     /// so that the proxy should look the client up (asynchronously).
     pub fn wants_rdns(&self, user_agent: &str) -> bool {
-        self.classify(user_agent).catalog.is_some_and(|(i, weak)| {
+        self.rdns_wanted(&self.classify(user_agent))
+    }
+
+    /// [`Engine::wants_rdns`] of a user agent already classified (by
+    /// [`Engine::classify_ua`]).
+    pub fn rdns_wanted(&self, class: &crate::uacache::UaClass) -> bool {
+        class.catalog.is_some_and(|(i, weak)| {
             !weak
                 && self
                     .catalog
@@ -503,6 +526,12 @@ impl Engine {
                     .get(i)
                     .is_some_and(|c| !c.rdns.is_empty())
         })
+    }
+
+    /// The catalog entry, self-declaration and browser claims of a user
+    /// agent (cached per distinct user agent), for [`Known::user_agent`].
+    pub fn classify_ua(&self, ua: &str) -> crate::uacache::UaClass {
+        self.classify(ua)
     }
 
     /// The catalog entry and self-declaration of a user agent (cached).
@@ -734,7 +763,7 @@ impl Engine {
                 "no User-Agent",
             ),
             Some(ua) => {
-                let class = self.classify(ua);
+                let class = f.known.user_agent.unwrap_or_else(|| self.classify(ua));
                 if let Some((index, m_weak)) = class.catalog
                     && let Some(c) = self.catalog.crawlers().get(index)
                 {
@@ -927,7 +956,10 @@ impl Engine {
         }
 
         // Behaviour (stateful).
-        let kind = request_kind(f.path, header("accept"));
+        let kind = f
+            .known
+            .kind
+            .unwrap_or_else(|| request_kind(f.path, header("accept")));
         let trap_hit = f.path.starts_with(self.trap_path.as_str());
         let mut stats = self.behaviour.record(f.client_ip, f.now, kind, trap_hit);
         if trap_hit {

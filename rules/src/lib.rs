@@ -23,7 +23,7 @@ mod verdict;
 
 pub use catalog::{Catalog, Crawler};
 pub use engine::{
-    BuildError, Engine, HeaderLookup, NoHeaders, Rdns, RequestFacts, StateSizes, name_under,
+    BuildError, Engine, HeaderLookup, Known, NoHeaders, Rdns, RequestFacts, StateSizes, name_under,
     request_kind,
 };
 pub use fixative_config::weights;

@@ -56,6 +56,7 @@ fn a_known_browser_request_allocates_nothing() {
         http10: false,
         rdns: fixative_rules::Rdns::Unknown,
         unix_time: 0,
+        known: fixative_rules::Known::default(),
     };
     // The first request creates the client's state (behaviour, limiter key).
     let first = e.evaluate(&facts(1000), "default");
@@ -122,6 +123,7 @@ fn an_image_request_with_a_fingerprint_allocates_nothing() {
         http10: false,
         rdns: fixative_rules::Rdns::Unknown,
         unix_time: 0,
+        known: fixative_rules::Known::default(),
     };
     let first = e.evaluate(&facts(1000, "/gallery/"), "default");
     assert_eq!(first.score, 0, "{first:?}");

@@ -43,6 +43,7 @@ fn eval(
             http10: false,
             rdns: fixative_rules::Rdns::Unknown,
             unix_time: 0,
+            known: fixative_rules::Known::default(),
         },
         "default",
     )

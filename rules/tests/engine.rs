@@ -82,6 +82,7 @@ impl Req {
             // Wall-clock time advances with the engine's clock, as in the
             // proxy and in replays (penalties are kept by both).
             unix_time: 1_800_000_000 + self.t.as_secs(),
+            known: fixative_rules::Known::default(),
         };
         e.evaluate(&facts, policy)
     }
@@ -346,6 +347,7 @@ fn reverse_dns_verifies_and_unmasks_crawlers() {
             http10: false,
             rdns,
             unix_time: 0,
+            known: fixative_rules::Known::default(),
         };
         e.evaluate(&facts, "default")
     };
@@ -647,6 +649,7 @@ action = "observe"
             http10: false,
             rdns: fixative_rules::Rdns::Unknown,
             unix_time: now,
+            known: fixative_rules::Known::default(),
         };
         e.evaluate(&facts, "p")
     };
@@ -827,6 +830,7 @@ quota = {{ rate = 60, per = "minute", burst = 5 }}
             http10: false,
             rdns: fixative_rules::Rdns::Unknown,
             unix_time: now,
+            known: fixative_rules::Known::default(),
         };
         e.evaluate(&facts, "p")
     };
@@ -906,4 +910,81 @@ quota = {{ rate = 60, per = "minute", burst = 5 }}
     let v = eval(&a, "192.0.2.2", "/api/y");
     assert_eq!(v.action, Action::Limited);
     assert!(v.shared_limit.is_none());
+}
+
+/// What the proxy passes in [`fixative_rules::Known`] (the request kind and
+/// the user agent's class, worked out before it asks for a verdict) changes
+/// nothing: two engines, one told and one working it out itself, give the
+/// same verdicts to the same sequence of requests (state builds up alike:
+/// behaviour, quotas, penalties).
+#[test]
+fn known_facts_give_the_verdicts_the_engine_works_out_itself() {
+    use proptest::prelude::*;
+    use proptest::test_runner::{Config as RunConfig, TestRunner};
+    let mut uas: Vec<String> = BROWSERS.iter().map(|s| s.to_string()).collect();
+    uas.extend(REAL_CRAWLER_UAS.iter().map(|(_, ua)| ua.to_string()));
+    uas.extend(["", " ", "curl/8.5.0", "python-requests/2.32", "Mozilla/5.0"].map(String::from));
+    let paths = [
+        "/",
+        "/gallery/",
+        "/a.jpg",
+        "/b.PNG?x=1",
+        "/c.css",
+        "/page.html",
+        "/img?f=1.webp",
+        "/d/e.svg#x",
+        "/robots.txt",
+    ];
+    let accepts = [
+        None,
+        Some("image/avif,image/webp,*/*"),
+        Some("text/html,*/*;q=0.8"),
+    ];
+    let step = (
+        0..uas.len(),
+        0..paths.len(),
+        0..accepts.len(),
+        0u8..4,
+        any::<String>(),
+        any::<bool>(),
+    );
+    let mut runner = TestRunner::new(RunConfig::with_cases(64));
+    runner
+        .run(&proptest::collection::vec(step, 1..40), |steps| {
+            let (told, alone) = (engine(), engine());
+            for (k, (u, p, a, client, random_ua, use_random)) in steps.into_iter().enumerate() {
+                let ua = if use_random {
+                    random_ua.as_str()
+                } else {
+                    uas[u].as_str()
+                };
+                let mut headers = BTreeMap::new();
+                if let Some(a) = accepts[a] {
+                    headers.insert("accept".to_string(), a.to_string());
+                }
+                let facts = |known| RequestFacts {
+                    now: Duration::from_millis(1_000 + 250 * k as u64),
+                    client_ip: ip(&format!("198.51.100.{client}")),
+                    method: "GET",
+                    host: "a.test",
+                    path: paths[p],
+                    user_agent: Some(ua),
+                    headers_known: true,
+                    header: &headers,
+                    http10: false,
+                    rdns: fixative_rules::Rdns::Unknown,
+                    unix_time: 1_800_000_000 + k as u64,
+                    known,
+                };
+                let known = fixative_rules::Known {
+                    kind: Some(fixative_rules::request_kind(paths[p], accepts[a])),
+                    user_agent: Some(told.classify_ua(ua)),
+                };
+                let v1 = told.evaluate(&facts(known), "default");
+                let v2 = alone.evaluate(&facts(fixative_rules::Known::default()), "default");
+                prop_assert_eq!(v1, v2);
+            }
+            Ok(())
+        })
+        .unwrap();
 }

@@ -110,6 +110,7 @@ fn eval(e: &Engine, ip: &str, policy: &str) -> fixative_rules::Verdict {
         http10: false,
         rdns: fixative_rules::Rdns::Unknown,
         unix_time: 0,
+        known: fixative_rules::Known::default(),
     };
     e.evaluate(&facts, policy)
 }
