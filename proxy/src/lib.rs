@@ -228,6 +228,7 @@ fn writable(dir: &std::path::Path) -> bool {
 /// Logging must already be installed ([`init_logging`]).
 pub fn run(config: Config) -> Result<(), String> {
     preflight(&config)?;
+    names::reserve_headroom();
     let metrics = Arc::new(metrics::Metrics::new().map_err(|e| format!("metrics: {e}"))?);
     let link = fleet::FleetLink::start(&config, metrics.clone())?;
     let first = runtime::Runtime::build(config.clone(), metrics.clone(), link.fleet.clone(), None)?;

@@ -67,8 +67,90 @@ pub const ADDED_TO_REQUESTS: usize = 8;
 /// `Transfer-Encoding`).
 pub const ADDED_TO_RESPONSES: usize = 10;
 
+/// Makes Pingora build the header maps of what it reads (requests from
+/// clients, responses from origins) with room for the headers Fixative adds
+/// to them, so that adding them does not regrow the maps (a regrowth
+/// reallocates and rehashes both the value map and the case map). Called
+/// once at start. The request Pingora sends upstream is a copy of the
+/// client's, whose value lists are copied at their length: those still
+/// grow once, by one reallocation each.
+pub fn reserve_headroom() {
+    pingora::http::set_header_headroom(ADDED_TO_REQUESTS.max(ADDED_TO_RESPONSES));
+}
+
 #[cfg(test)]
 mod tests {
+    /// With the headroom, a header built as Pingora builds what it reads
+    /// (sized by the count of headers read) takes every header Fixative
+    /// adds without its map growing; without it, the map grows.
+    #[test]
+    fn headroom_means_added_headers_never_regrow_a_read_header() {
+        let added: Vec<&PreparedHeaderName> = vec![
+            &X_REQUEST_ID,
+            &X_ROBOTS_TAG,
+            &TDM_RESERVATION,
+            &TDM_POLICY,
+            &CONTENT_USAGE,
+            &LINK,
+            &X_FIXATIVE_VERDICT,
+            &RATELIMIT_POLICY,
+            &RATELIMIT,
+        ];
+        let read = [
+            "date",
+            "content-type",
+            "content-length",
+            "etag",
+            "server",
+            "x-origin",
+        ];
+        let grows = |headroom: usize| {
+            pingora::http::set_header_headroom(headroom);
+            let mut resp = ResponseHeader::build(200, Some(read.len())).unwrap();
+            for h in read {
+                resp.append_header(h, "v").unwrap();
+            }
+            let before = resp.headers.capacity();
+            resp.reserve_headers(ADDED_TO_RESPONSES).unwrap();
+            for n in &added {
+                resp.insert_header_prepared(n, http::HeaderValue::from_static("v"))
+                    .unwrap();
+            }
+            resp.insert_header("transfer-encoding", "chunked").unwrap();
+            let resp_grew = resp.headers.capacity() != before;
+
+            let mut req = RequestHeader::build("GET", b"/", Some(read.len())).unwrap();
+            for h in read {
+                req.append_header(h, "v").unwrap();
+            }
+            let before = req.headers.capacity();
+            req.reserve_headers(ADDED_TO_REQUESTS).unwrap();
+            for n in [
+                &X_FORWARDED_FOR,
+                &X_FORWARDED_PROTO,
+                &FORWARDED,
+                &X_REAL_IP,
+                &X_FORWARDED_HOST,
+                &X_REQUEST_ID,
+                &ACCEPT_ENCODING,
+            ] {
+                req.insert_header_prepared(n, http::HeaderValue::from_static("v"))
+                    .unwrap();
+            }
+            req.insert_header("host", "a.test").unwrap();
+            (resp_grew, req.headers.capacity() != before)
+        };
+        // Process-wide: this test alone sets it among these unit tests
+        // (others neither set nor depend on it), and it leaves the value
+        // Fixative runs with.
+        assert_eq!(grows(0), (true, true));
+        reserve_headroom();
+        assert_eq!(
+            grows(ADDED_TO_REQUESTS.max(ADDED_TO_RESPONSES)),
+            (false, false)
+        );
+    }
+
     use super::*;
     use pingora::http::{RequestHeader, ResponseHeader};
 

@@ -928,9 +928,29 @@ fn http_header_map_upper_bound(size_hint: Option<usize>) -> usize {
     // We select the size hint or the max size here, ensuring that we pick a value substantially lower
     // than 1 << 15 with room to grow the header map.
     std::cmp::min(
-        size_hint.unwrap_or(INIT_HEADER_SIZE),
+        size_hint.map_or(INIT_HEADER_SIZE, |n| {
+            n.saturating_add(HEADER_HEADROOM.load(std::sync::atomic::Ordering::Relaxed))
+        }),
         PINGORA_MAX_HEADER_COUNT,
     )
+}
+
+/// See [set_header_headroom()].
+static HEADER_HEADROOM: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// The most headroom [set_header_headroom()] gives.
+pub const MAX_HEADER_HEADROOM: usize = 64;
+
+/// Room for `n` (at most [MAX_HEADER_HEADROOM]) more headers in every header built from now on
+/// with a size hint, as the headers of requests and responses read from the wire are (the hint is
+/// the number of headers read): a proxy that adds up to `n` headers to them never grows their
+/// maps (a growth reallocates both the value map and the case map). 0, the default, sizes them
+/// exactly, as without this call. Process-wide.
+pub fn set_header_headroom(n: usize) {
+    HEADER_HEADROOM.store(
+        n.min(MAX_HEADER_HEADROOM),
+        std::sync::atomic::Ordering::Relaxed,
+    );
 }
 
 #[inline]
