@@ -385,10 +385,10 @@ pub(crate) fn ratelimit_headers(v: &Verdict) -> Option<(HeaderValue, HeaderValue
         l.reset
     };
     // The policy name as a quoted string: only the characters that need
-    // no escaping. Each value written once into an inline buffer.
-    let mut buf = crate::value::ValueBuf::new();
+    // no escaping. Both values written into one buffer, shared.
+    let mut values = crate::value::Values::new();
     let mut value = |numbers: [(&str, u64); 2]| {
-        buf.clear();
+        let buf = values.buf();
         buf.push_byte(b'"');
         for b in name.bytes() {
             if b.is_ascii_alphanumeric() || b == b'-' || b == b'_' {
@@ -400,11 +400,12 @@ pub(crate) fn ratelimit_headers(v: &Verdict) -> Option<(HeaderValue, HeaderValue
             buf.push_str(key);
             buf.push_u64(n);
         }
-        buf.header_value().ok()
+        values.end()
     };
-    let policy = value([(";q=", u64::from(l.quota)), (";w=", l.window)])?;
-    let state = value([(";r=", u64::from(l.remaining)), (";t=", t)])?;
-    Some((policy, state))
+    let policy = value([(";q=", u64::from(l.quota)), (";w=", l.window)]);
+    let state = value([(";r=", u64::from(l.remaining)), (";t=", t)]);
+    let values = values.share();
+    Some((values.get(policy).ok()?, values.get(state).ok()?))
 }
 
 /// 429 with `Retry-After` and rate-limit headers, and a short page.

@@ -27,7 +27,7 @@ use crate::responses::{
 };
 use crate::runtime::{Runtime, normalize_host};
 use crate::state::Shared;
-use crate::value::header_value;
+use crate::value::{Values, header_value};
 
 /// Per-request context.
 pub struct Ctx {
@@ -35,6 +35,8 @@ pub struct Ctx {
     pub(crate) started: Instant,
     /// Request id (also `X-Request-Id`).
     pub(crate) request_id: crate::state::RequestId,
+    /// The request id as the header value sent upstream, for the response.
+    pub(crate) request_id_value: Option<HeaderValue>,
     /// The configuration generation this request uses.
     pub(crate) runtime: Option<Arc<Runtime>>,
     /// Index of the routed site.
@@ -392,6 +394,7 @@ impl ProxyHttp for FixativeProxy {
         Ctx {
             started: Instant::now(),
             request_id: self.shared.next_request_id(),
+            request_id_value: None,
             runtime: None,
             site: None,
             client_ip: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
@@ -772,42 +775,51 @@ impl ProxyHttp for FixativeProxy {
             .unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST));
         let peer_trusted = forwarding::is_trusted(peer, trusted);
         upstream.reserve_headers(names::ADDED_TO_REQUESTS)?;
-        // Each value is written into an inline buffer and copied once into
-        // its header value: one allocation per header, no `String`s.
-        let mut buf = forwarding::ValueBuf::new();
+        // The values are written one after another into one inline buffer,
+        // which becomes one shared allocation for all of them.
+        let mut values = Values::new();
         let xff = header_values(session, names::X_FORWARDED_FOR.name());
-        forwarding::write_forwarded_for(&mut buf, peer, &xff, trusted);
-        upstream.insert_header_prepared(&names::X_FORWARDED_FOR, buf.header_value()?)?;
+        forwarding::write_forwarded_for(values.buf(), peer, &xff, trusted);
+        let xff = values.end();
         let proto = if self.tls_listener { "https" } else { "http" };
         let proto_value = match header_values(session, names::X_FORWARDED_PROTO.name()).first() {
             Some(&"http") if peer_trusted => "http",
             Some(&"https") if peer_trusted => "https",
             _ => proto,
         };
-        upstream.insert_header_prepared(
-            &names::X_FORWARDED_PROTO,
-            HeaderValue::from_static(proto_value),
-        )?;
-        buf.clear();
         if peer_trusted {
             for prior in header_values(session, names::FORWARDED.name()) {
                 if prior.trim().is_empty() {
                     continue;
                 }
-                buf.push_str(prior);
-                buf.push_str(", ");
+                values.buf().push_str(prior);
+                values.buf().push_str(", ");
             }
         }
-        forwarding::write_forwarded_element(&mut buf, peer, &ctx.host, proto);
-        upstream.insert_header_prepared(&names::FORWARDED, buf.header_value()?)?;
-        buf.clear();
-        buf.push_ip(ctx.client_ip);
-        upstream.insert_header_prepared(&names::X_REAL_IP, buf.header_value()?)?;
+        forwarding::write_forwarded_element(values.buf(), peer, &ctx.host, proto);
+        let forwarded = values.end();
+        values.buf().push_ip(ctx.client_ip);
+        let real_ip = values.end();
+        values.buf().push_str(&ctx.host);
+        let host = values.end();
+        values.buf().push_str(ctx.request_id.as_str());
+        let id = values.end();
+        let values = values.share();
+
+        upstream.insert_header_prepared(&names::X_FORWARDED_FOR, values.get(xff)?)?;
+        upstream.insert_header_prepared(
+            &names::X_FORWARDED_PROTO,
+            HeaderValue::from_static(proto_value),
+        )?;
+        upstream.insert_header_prepared(&names::FORWARDED, values.get(forwarded)?)?;
+        upstream.insert_header_prepared(&names::X_REAL_IP, values.get(real_ip)?)?;
         if !ctx.host.is_empty() {
-            upstream.insert_header_prepared(&names::X_FORWARDED_HOST, header_value(&ctx.host)?)?;
+            upstream.insert_header_prepared(&names::X_FORWARDED_HOST, values.get(host)?)?;
         }
-        upstream
-            .insert_header_prepared(&names::X_REQUEST_ID, header_value(ctx.request_id.as_str())?)?;
+        // Kept for the response (a second reference, not a copy).
+        let id = values.get(id)?;
+        upstream.insert_header_prepared(&names::X_REQUEST_ID, id.clone())?;
+        ctx.request_id_value = Some(id);
         if ctx.page_request {
             upstream.insert_header_prepared(
                 &names::ACCEPT_ENCODING,
@@ -832,7 +844,11 @@ impl ProxyHttp for FixativeProxy {
         ctx: &mut Ctx,
     ) -> Result<()> {
         resp.reserve_headers(names::ADDED_TO_RESPONSES)?;
-        resp.insert_header_prepared(&names::X_REQUEST_ID, header_value(ctx.request_id.as_str())?)?;
+        let id = match ctx.request_id_value.take() {
+            Some(id) => id,
+            None => header_value(ctx.request_id.as_str())?,
+        };
+        resp.insert_header_prepared(&names::X_REQUEST_ID, id)?;
         if let Some(rt) = &ctx.runtime
             && let Some(site) = rt
                 .sites

@@ -1,14 +1,91 @@
 //! Header values built without a `String`: written into an inline
 //! buffer, then copied once into the `HeaderValue` (one allocation per
 //! header; a `String` converted into a `HeaderValue` costs two when its
-//! capacity is not its length).
+//! capacity is not its length), or several written into one buffer and
+//! shared ([`Values`]: one allocation for all of them).
 
 use smallvec::SmallVec;
 
-/// A header value being built: inline up to 128 bytes (a forwarding or
-/// rate-limit header almost always fits), then on the heap.
+/// A header value being built: inline up to 256 bytes (a forwarding or
+/// rate-limit header, or all of a request's, almost always fits), then on
+/// the heap.
 #[derive(Default)]
-pub struct ValueBuf(SmallVec<[u8; 128]>);
+pub struct ValueBuf(SmallVec<[u8; 256]>);
+
+impl AsRef<[u8]> for ValueBuf {
+    fn as_ref(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+/// Header values written one after another into one inline buffer, then
+/// shared ([`Values::share`]): each value is a slice of one heap
+/// allocation, where a `HeaderValue` built on its own costs one
+/// allocation each. For the values a hook writes together: a request's
+/// forwarding headers and id, a response's rate-limit pair.
+#[derive(Default)]
+pub struct Values {
+    buf: ValueBuf,
+    ends: SmallVec<[usize; 8]>,
+}
+
+impl Values {
+    /// No values yet.
+    pub fn new() -> Values {
+        Values::default()
+    }
+
+    /// The buffer, to write the next value at its end.
+    pub fn buf(&mut self) -> &mut ValueBuf {
+        &mut self.buf
+    }
+
+    /// Ends the value written since the previous one; returns its index
+    /// for [`SharedValues::get`].
+    pub fn end(&mut self) -> usize {
+        self.ends.push(self.buf.0.len());
+        self.ends.len() - 1
+    }
+
+    /// The values, moved into one shared allocation.
+    pub fn share(self) -> SharedValues {
+        SharedValues {
+            bytes: bytes::Bytes::from_owner(self.buf),
+            ends: self.ends,
+        }
+    }
+}
+
+/// The values of a [`Values`], in one shared allocation.
+pub struct SharedValues {
+    bytes: bytes::Bytes,
+    ends: SmallVec<[usize; 8]>,
+}
+
+impl SharedValues {
+    /// Value `i` as a header value (a slice of the shared allocation, no
+    /// copy); Pingora's invalid-header error for a byte a header value
+    /// cannot hold, or for an index no value has.
+    pub fn get(&self, i: usize) -> pingora::Result<http::HeaderValue> {
+        let start = match i.checked_sub(1) {
+            Some(j) => self.ends.get(j).copied(),
+            None => Some(0),
+        };
+        let range = start.zip(self.ends.get(i).copied());
+        let Some((start, end)) = range.filter(|(s, e)| s <= e && *e <= self.bytes.len()) else {
+            return Err(pingora::Error::explain(
+                pingora::ErrorType::InternalError,
+                "no such header value",
+            ));
+        };
+        http::HeaderValue::from_maybe_shared(self.bytes.slice(start..end)).map_err(|_| {
+            pingora::Error::explain(
+                pingora::ErrorType::InvalidHTTPHeader,
+                "header value with a byte a header cannot hold",
+            )
+        })
+    }
+}
 
 impl ValueBuf {
     /// An empty buffer.
@@ -121,6 +198,63 @@ mod tests {
                 prop_assert_eq!(b.as_str(), ip.to_string());
             }
         }
+    }
+
+    proptest! {
+        /// Shared values are the bytes written, each as `header_value`
+        /// would make it (the same value, or the same refusal).
+        #[test]
+        fn shared_values_are_what_was_written(parts in proptest::collection::vec(any::<Vec<u8>>(), 0..12)) {
+            let mut vs = Values::new();
+            let idx: Vec<usize> = parts
+                .iter()
+                .map(|p| {
+                    for &b in p {
+                        vs.buf().push_byte(b);
+                    }
+                    vs.end()
+                })
+                .collect();
+            let shared = vs.share();
+            for (i, p) in idx.into_iter().zip(&parts) {
+                let got = shared.get(i).ok();
+                let want = header_value(p).ok();
+                prop_assert_eq!(got, want);
+            }
+            prop_assert!(shared.get(parts.len()).is_err());
+        }
+    }
+
+    /// Every value handed out is a slice of the one shared buffer (the
+    /// allocations themselves are counted by `tests/allocations.rs`), and
+    /// outlives the set it came from.
+    #[test]
+    fn shared_values_are_slices_of_one_buffer() {
+        let mut vs = Values::new();
+        for s in [
+            "10.0.0.1, 127.0.0.1",
+            "for=127.0.0.1;host=\"a.test\";proto=http",
+            "10.0.0.1",
+            "a.test",
+            "3f2a9c1e0b7d4e5f",
+        ] {
+            vs.buf().push_str(s);
+            vs.end();
+        }
+        let shared = vs.share();
+        let a = shared.get(0).unwrap();
+        let b = shared.get(3).unwrap();
+        assert_eq!(a, "10.0.0.1, 127.0.0.1");
+        assert_eq!(b, "a.test");
+        // Slices of one buffer.
+        let base = shared.bytes.as_ptr() as usize;
+        for v in [&a, &b] {
+            let p = v.as_bytes().as_ptr() as usize;
+            assert!(p >= base && p + v.len() <= base + shared.bytes.len());
+        }
+        drop(shared);
+        assert_eq!(a, "10.0.0.1, 127.0.0.1");
+        assert_eq!(b, "a.test");
     }
 
     #[test]
