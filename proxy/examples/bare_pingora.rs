@@ -1,15 +1,12 @@
-//! A bare Pingora proxy: the baseline `benches/load.sh` measures Fixative
-//! against. Same Pingora version and features, same allocator (mimalloc)
-//! and the same worker-thread count as Fixative; it forwards every request
-//! to one upstream and does nothing else (no detection, no rewrite, no log).
+//! A bare Pingora proxy ([`fixative_proxy::baseline`]): the baseline
+//! `benches/load.sh` measures Fixative against. Same Pingora version and
+//! features, same allocator (mimalloc) and the same worker-thread count as
+//! Fixative; it forwards every request to one upstream and does nothing
+//! else (no detection, no rewrite, no log).
 //!
 //! ```sh
 //! cargo run --release -p fixative-proxy --example bare_pingora -- 127.0.0.1:8081 127.0.0.1:8080 2
 //! ```
-
-use async_trait::async_trait;
-use pingora::prelude::*;
-use pingora::server::configuration::ServerConf;
 
 #[cfg(not(feature = "count-allocs"))]
 #[global_allocator]
@@ -21,26 +18,6 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 #[cfg(feature = "count-allocs")]
 #[global_allocator]
 static GLOBAL: fixative_proxy::metrics::CountingAlloc = fixative_proxy::metrics::CountingAlloc;
-
-struct Bare {
-    upstream: String,
-}
-
-#[async_trait]
-impl ProxyHttp for Bare {
-    type CTX = ();
-
-    fn new_ctx(&self) {}
-
-    /// Every request goes to the one upstream, over plain HTTP/1.1.
-    async fn upstream_peer(&self, _session: &mut Session, _ctx: &mut ()) -> Result<Box<HttpPeer>> {
-        Ok(Box::new(HttpPeer::new(
-            self.upstream.as_str(),
-            false,
-            String::new(),
-        )))
-    }
-}
 
 fn main() {
     let mut args = std::env::args().skip(1);
@@ -57,29 +34,5 @@ fn main() {
             eprintln!("allocations {n}");
         }
     });
-    let tmp = std::env::temp_dir();
-    let pid = std::process::id();
-    let conf = ServerConf {
-        threads,
-        // Stop at once when benches/load.sh is done (Pingora's default
-        // graceful shutdown keeps serving for minutes after SIGTERM, and
-        // the next run would share the machine with it).
-        grace_period_seconds: Some(0),
-        graceful_shutdown_timeout_seconds: Some(1),
-        pid_file: tmp
-            .join(format!("bare-pingora-{pid}.pid"))
-            .display()
-            .to_string(),
-        upgrade_sock: tmp
-            .join(format!("bare-pingora-{pid}.sock"))
-            .display()
-            .to_string(),
-        ..ServerConf::default()
-    };
-    let mut server = Server::new_with_opt_and_conf(None, conf);
-    server.bootstrap();
-    let mut proxy = http_proxy_service(&server.configuration, Bare { upstream });
-    proxy.add_tcp(&listen);
-    server.add_service(proxy);
-    server.run_forever();
+    fixative_proxy::baseline::run(&listen, &upstream, threads)
 }

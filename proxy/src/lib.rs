@@ -10,6 +10,7 @@ pub mod access_log;
 pub mod activity;
 pub mod admin;
 pub mod background;
+pub mod baseline;
 mod bodies;
 pub mod botauth;
 pub mod challenge;
