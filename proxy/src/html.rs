@@ -126,10 +126,15 @@ style=\"position:absolute;left:-10000px;top:auto;width:1px;height:1px;overflow:h
 type Sink = Box<dyn FnMut(&[u8]) + Send>;
 
 /// The selectors, parsed once (lol_html's `element!` parses its selector
-/// for every rewriter, i.e. every response).
+/// for every rewriter, i.e. every response). Only the two metas that
+/// matter are matched (names compared ignoring ASCII case, as HTML does),
+/// so that the other metas of a head (description, viewport, …) cost no
+/// handler call and no copy of their attributes.
 static SELECTORS: LazyLock<Option<[Selector; 3]>> = LazyLock::new(|| {
     Some([
-        "meta[name]".parse().ok()?,
+        r#"meta[name="robots" i], meta[name="tdm-reservation" i]"#
+            .parse()
+            .ok()?,
         "head".parse().ok()?,
         "body".parse().ok()?,
     ])
@@ -502,6 +507,29 @@ mod tests {
             1,
             "{out}"
         );
+    }
+
+    /// Other metas are left alone and do not count as ours; the two that
+    /// do are recognised whatever the case of their name.
+    #[test]
+    fn only_the_robots_and_tdm_metas_are_read() {
+        let html = b"<html><head><meta name=\"description\" content=\"noai\">\
+<meta name=\"robots-extra\" content=\"x\"><meta NAME=\"TDM-Reservation\" content=\"0\">\
+<meta name=\"viewport\" content=\"width=device-width\"></head><body></body></html>";
+        let out = String::from_utf8(run(html, None, 7)).unwrap();
+        // No robots meta of the page's own: ours is added, in full.
+        assert!(out.contains("<meta name=\"robots\" content=\"noai, noimageai\">"), "{out}");
+        // The page's TDM reservation stands; none of ours is added.
+        assert_eq!(out.matches("tdm-reservation").count(), 0, "{out}");
+        assert_eq!(out.matches("TDM-Reservation").count(), 1, "{out}");
+        // The others pass unchanged.
+        for m in [
+            "<meta name=\"description\" content=\"noai\">",
+            "<meta name=\"robots-extra\" content=\"x\">",
+            "<meta name=\"viewport\" content=\"width=device-width\">",
+        ] {
+            assert!(out.contains(m), "{m} in {out}");
+        }
     }
 
     /// After `<body>` nothing is parsed: the rest leaves byte for byte
