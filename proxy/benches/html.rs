@@ -61,6 +61,7 @@ fn injection() -> Arc<Injection> {
             tdm_policy: None,
             license: Some("https://art.example/license.xml".into()),
             trap_path: Some("/.fixative/trap/".into()),
+            prebuilt: Default::default(),
         })
     });
     INJ.clone()

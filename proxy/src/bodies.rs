@@ -40,7 +40,10 @@ fn mark_body_rewritten(resp: &mut ResponseHeader) -> Result<()> {
     resp.remove_header(&http::header::ETAG);
     resp.remove_header(&http::header::ACCEPT_RANGES);
     resp.remove_header("content-md5");
-    resp.insert_header(http::header::TRANSFER_ENCODING, "chunked")?;
+    resp.insert_header(
+        http::header::TRANSFER_ENCODING,
+        http::HeaderValue::from_static("chunked"),
+    )?;
     Ok(())
 }
 

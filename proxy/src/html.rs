@@ -3,7 +3,7 @@
 //! buffered whole; an existing robots meta is merged, not duplicated.
 
 use std::borrow::Cow;
-use std::sync::{Arc, LazyLock, Mutex};
+use std::sync::{Arc, LazyLock, Mutex, OnceLock};
 
 use lol_html::html_content::ContentType;
 use lol_html::send::{ElementContentHandlers, HtmlRewriter, Settings};
@@ -34,9 +34,46 @@ pub struct Injection {
     pub license: Option<String>,
     /// Trap path for the hidden link.
     pub trap_path: Option<String>,
+    /// The tags as written into a page with no robots or TDM meta of its
+    /// own (the usual case), built on first use and kept with the
+    /// injection (one per site and configuration), not per page.
+    pub prebuilt: OnceLock<Prebuilt>,
+}
+
+/// See [`Injection::prebuilt`].
+#[derive(Debug, Clone)]
+pub struct Prebuilt {
+    metas: String,
+    trap: String,
 }
 
 impl Injection {
+    fn prebuilt(&self) -> &Prebuilt {
+        self.prebuilt.get_or_init(|| Prebuilt {
+            metas: metas(self, None, &State::default()),
+            trap: trap_link(self),
+        })
+    }
+
+    /// The hidden trap link (empty without a trap path).
+    fn trap_html(&self) -> &str {
+        &self.prebuilt().trap
+    }
+
+    /// Calls `put` with the tags for the head, in order: what
+    /// [`metas`] writes, from the prebuilt tags when the page has neither
+    /// meta of its own.
+    fn put_metas(&self, script: Option<&str>, st: &State, mut put: impl FnMut(&str)) {
+        if !st.robots_seen && !st.tdm_seen {
+            if let Some(s) = script {
+                put(s);
+            }
+            put(&self.prebuilt().metas);
+        } else {
+            put(&metas(self, script, st));
+        }
+    }
+
     /// What a site's directives `d` inject (the trap link to `trap_path`
     /// when `d.trap_link`); built once per configuration and shared.
     pub fn for_site(d: &fixative_config::Directives, trap_path: &str) -> Injection {
@@ -50,6 +87,7 @@ impl Injection {
             tdm_policy: d.tdm_policy.clone(),
             license: (d.html_meta && d.rsl).then(|| crate::directives::LICENSE_PATH.to_string()),
             trap_path: d.trap_link.then(|| trap_path.to_string()),
+            prebuilt: OnceLock::new(),
         }
     }
 }
@@ -246,7 +284,9 @@ impl HtmlInjector {
                                         return Ok(());
                                     };
                                     if !st.metas_done {
-                                        end.before(&metas(&inj, script, &st), ContentType::Html);
+                                        inj.put_metas(script, &st, |t| {
+                                            end.before(t, ContentType::Html)
+                                        });
                                         st.metas_done = true;
                                     }
                                     Ok(())
@@ -265,11 +305,11 @@ impl HtmlInjector {
                         if !st.metas_done {
                             // No </head> seen: the metas go just before <body>,
                             // which parsers place in the (implied) head.
-                            el.before(&metas(&i3, script, &st), ContentType::Html);
+                            i3.put_metas(script, &st, |t| el.before(t, ContentType::Html));
                             st.metas_done = true;
                         }
                         if !st.link_done {
-                            el.prepend(&trap_link(&i3), ContentType::Html);
+                            el.prepend(i3.trap_html(), ContentType::Html);
                             st.link_done = true;
                         }
                         Ok(())
@@ -284,7 +324,7 @@ impl HtmlInjector {
                     st.metas_done = true;
                 }
                 if !st.link_done {
-                    tail.push_str(&trap_link(&i4));
+                    tail.push_str(i4.trap_html());
                     st.link_done = true;
                 }
                 if !tail.is_empty() {
@@ -462,6 +502,7 @@ mod tests {
             tdm_policy: None,
             license: None,
             trap_path: Some("/trap/".into()),
+            prebuilt: Default::default(),
         })
     }
 
@@ -509,6 +550,41 @@ mod tests {
         );
     }
 
+    /// The tags put from the prebuilt strings are what `metas` and
+    /// `trap_link` write, for every state and with or without the script,
+    /// and for injections with and without each part.
+    #[test]
+    fn prebuilt_tags_are_what_metas_writes() {
+        let full = inj();
+        let bare = Arc::new(Injection::default());
+        let policy = Arc::new(Injection {
+            tdm_policy: Some("https://a.test/p?x=\"1\"&y".into()),
+            license: Some("/license.xml".into()),
+            ..(*full).clone()
+        });
+        for i in [full, bare, policy] {
+            assert_eq!(i.trap_html(), trap_link(&i));
+            for (robots_seen, tdm_seen) in
+                [(false, false), (true, false), (false, true), (true, true)]
+            {
+                let st = State {
+                    robots_seen,
+                    tdm_seen,
+                    ..State::default()
+                };
+                for script in [None, Some("<script src=\"/c.js\"></script>")] {
+                    let mut put = String::new();
+                    i.put_metas(script, &st, |t| put.push_str(t));
+                    assert_eq!(
+                        put,
+                        metas(&i, script, &st),
+                        "{robots_seen} {tdm_seen} {script:?}"
+                    );
+                }
+            }
+        }
+    }
+
     /// Other metas are left alone and do not count as ours; the two that
     /// do are recognised whatever the case of their name.
     #[test]
@@ -518,7 +594,10 @@ mod tests {
 <meta name=\"viewport\" content=\"width=device-width\"></head><body></body></html>";
         let out = String::from_utf8(run(html, None, 7)).unwrap();
         // No robots meta of the page's own: ours is added, in full.
-        assert!(out.contains("<meta name=\"robots\" content=\"noai, noimageai\">"), "{out}");
+        assert!(
+            out.contains("<meta name=\"robots\" content=\"noai, noimageai\">"),
+            "{out}"
+        );
         // The page's TDM reservation stands; none of ours is added.
         assert_eq!(out.matches("tdm-reservation").count(), 0, "{out}");
         assert_eq!(out.matches("TDM-Reservation").count(), 1, "{out}");
@@ -647,6 +726,7 @@ mod tests {
                 tdm_policy: Some("https://example.test/policy".into()),
                 license: None,
                 trap_path: Some("/.well-known/fixative-trap".into()),
+                prebuilt: Default::default(),
             })
         }
 
