@@ -215,8 +215,12 @@ struct Handle(tj::tjhandle);
 
 impl Handle {
     fn transform() -> Option<Handle> {
+        Handle::init(tj::TJINIT_TJINIT_TRANSFORM)
+    }
+
+    fn init(kind: tj::TJINIT) -> Option<Handle> {
         // SAFETY: plain constructor; null on failure.
-        let h = unsafe { tj::tj3Init(tj::TJINIT_TJINIT_TRANSFORM as c_int) };
+        let h = unsafe { tj::tj3Init(kind as c_int) };
         (!h.is_null()).then_some(Handle(h))
     }
 
@@ -236,6 +240,112 @@ impl Drop for Handle {
         // SAFETY: created by tj3Init, destroyed once.
         unsafe { tj::tj3Destroy(self.0) }
     }
+}
+
+/// Most scans a progressive JPEG may have when decoded here (a real one
+/// has about ten; thousands of tiny scans are a known way to make a
+/// decoder work for minutes).
+const MAX_SCANS: c_int = 500;
+
+/// A JPEG decoded with libjpeg-turbo's scaled inverse DCT: by 1/8, 1/4 or
+/// 1/2, the smallest of them that keeps the long side at least `max_side`
+/// (so only the coefficients that size needs are transformed, and colour
+/// conversion runs on the scaled pixels). `None`
+/// when no scale fits (the image is under twice `max_side`), for what this
+/// does not take (not 8-bit, lossless, CMYK, past `limits`) and for a
+/// corrupt file (warnings are errors here): the caller decodes it another
+/// way or refuses it.
+pub fn decode_scaled(data: &[u8], limits: &Limits, max_side: u32) -> Option<Scaled> {
+    let h = Handle::init(tj::TJINIT_TJINIT_DECOMPRESS)?;
+    let max_pixels = c_int::try_from(limits.max_pixels).unwrap_or(c_int::MAX);
+    let max_mb = c_int::try_from(limits.max_alloc / (1024 * 1024)).unwrap_or(c_int::MAX);
+    let ok = h.set(tj::TJPARAM_TJPARAM_STOPONWARNING, 1)
+        && h.set(tj::TJPARAM_TJPARAM_MAXPIXELS, max_pixels)
+        && h.set(tj::TJPARAM_TJPARAM_MAXMEMORY, max_mb.max(1))
+        && h.set(tj::TJPARAM_TJPARAM_SCANLIMIT, MAX_SCANS);
+    if !ok || max_side == 0 {
+        return None;
+    }
+    // SAFETY: valid handle; the buffer is read within its length.
+    if unsafe { tj::tj3DecompressHeader(h.0, data.as_ptr(), data.len() as tj::size_t) } != 0 {
+        return None;
+    }
+    let colorspace = h.get(tj::TJPARAM_TJPARAM_COLORSPACE);
+    let gray = colorspace == tj::TJCS_TJCS_GRAY as c_int;
+    if h.get(tj::TJPARAM_TJPARAM_PRECISION) != 8
+        || h.get(tj::TJPARAM_TJPARAM_LOSSLESS) != 0
+        || !(gray
+            || colorspace == tj::TJCS_TJCS_YCbCr as c_int
+            || colorspace == tj::TJCS_TJCS_RGB as c_int)
+    {
+        return None;
+    }
+    let w = u32::try_from(h.get(tj::TJPARAM_TJPARAM_JPEGWIDTH)).ok()?;
+    let ht = u32::try_from(h.get(tj::TJPARAM_TJPARAM_JPEGHEIGHT)).ok()?;
+    if w == 0 || ht == 0 || w > limits.max_side || ht > limits.max_side {
+        return None;
+    }
+    if u64::from(w) * u64::from(ht) > limits.max_pixels {
+        return None;
+    }
+    // libjpeg-turbo's TJSCALED: the size rounded up.
+    let scaled = |n: u32, denom: u32| n.div_ceil(denom);
+    let denom = [8u32, 4, 2]
+        .into_iter()
+        .find(|&d| scaled(w, d).max(scaled(ht, d)) >= max_side)?;
+    let factor = tj::tjscalingfactor {
+        num: 1,
+        denom: c_int::try_from(denom).ok()?,
+    };
+    // SAFETY: valid handle, after the header was read.
+    if unsafe { tj::tj3SetScalingFactor(h.0, factor) } != 0 {
+        return None;
+    }
+    let (sw, sh) = (scaled(w, denom), scaled(ht, denom));
+    let channels: usize = if gray { 1 } else { 3 };
+    let len = usize::try_from(sw)
+        .ok()?
+        .checked_mul(usize::try_from(sh).ok()?)?
+        .checked_mul(channels)?;
+    let mut pixels = vec![0u8; len];
+    let format = if gray {
+        tj::TJPF_TJPF_GRAY
+    } else {
+        tj::TJPF_TJPF_RGB
+    };
+    // SAFETY: valid handle with the header read and the scale set; `pixels`
+    // holds exactly sw × sh pixels of `channels` bytes (pitch 0: rows
+    // packed), which is what libjpeg-turbo writes at this scale.
+    let r = unsafe {
+        tj::tj3Decompress8(
+            h.0,
+            data.as_ptr(),
+            data.len() as tj::size_t,
+            pixels.as_mut_ptr(),
+            0,
+            format as c_int,
+        )
+    };
+    (r == 0).then_some(Scaled {
+        pixels,
+        width: sw,
+        height: sh,
+        gray,
+        full: (w, ht),
+    })
+}
+
+/// What [`decode_scaled`] decoded.
+pub struct Scaled {
+    /// RGB, 3 bytes a pixel, or one gray byte a pixel (`gray`); rows packed.
+    pub pixels: Vec<u8>,
+    /// Size at the scale decoded.
+    pub width: u32,
+    pub height: u32,
+    /// A grayscale file.
+    pub gray: bool,
+    /// The image's full size.
+    pub full: (u32, u32),
 }
 
 /// The luma quantizer steps (DC, first horizontal AC, first vertical AC)
@@ -424,6 +534,74 @@ mod tests {
             }
         }
         out
+    }
+
+    /// libjpeg-turbo's scaled decode picks the scale the pure-Rust decoder
+    /// picks and gives the same picture (within what two inverse DCTs
+    /// differ by), for 4:2:0, 4:4:4, progressive and grayscale files and
+    /// odd sizes; grayscale stays one channel; no scale below twice the
+    /// size asked for; limits hold.
+    #[test]
+    fn scaled_decode_matches_the_rust_decoder() {
+        use jpeg_encoder::SamplingFactor as S;
+        for (w, h, s, gray, progressive, max_side) in [
+            (2000u32, 1500u32, S::F_2_2, false, false, 512u32),
+            (1003, 677, S::F_1_1, false, true, 128),
+            (1601, 1203, S::F_2_2, true, false, 400),
+            (640, 480, S::F_2_1, false, false, 300),
+        ] {
+            let rgb = DynamicImage::ImageRgb8(photo(w, h, w ^ h));
+            let img = if gray {
+                DynamicImage::ImageLuma8(rgb.to_luma8())
+            } else {
+                rgb
+            };
+            let data = jpeg_p(&img, 88, s, progressive);
+            let ours = decode_scaled(&data, &Limits::default(), max_side).unwrap();
+            assert_eq!(ours.full, (w, h));
+            assert_eq!(ours.gray, gray);
+            let mut d = jpeg_decoder::Decoder::new(std::io::Cursor::new(&data));
+            d.read_info().unwrap();
+            let (tw, th) = crate::pipeline::fit(w, h, max_side);
+            let (rw, rh) = d.scale(tw as u16, th as u16).unwrap();
+            assert_eq!(
+                (ours.width, ours.height),
+                (u32::from(rw), u32::from(rh)),
+                "{w}x{h}"
+            );
+            let theirs = d.decode().unwrap();
+            assert_eq!(ours.pixels.len(), theirs.len());
+            let as_rgb = |p: Vec<u8>| {
+                if gray {
+                    DynamicImage::ImageLuma8(
+                        image::GrayImage::from_raw(ours.width, ours.height, p).unwrap(),
+                    )
+                    .to_rgb8()
+                } else {
+                    RgbImage::from_raw(ours.width, ours.height, p).unwrap()
+                }
+            };
+            let db = psnr(&as_rgb(ours.pixels.clone()), &as_rgb(theirs));
+            assert!(db > 35.0, "{w}x{h} gray={gray}: {db:.1} dB");
+        }
+        let data = jpeg(&DynamicImage::ImageRgb8(photo(900, 600, 3)), 90, S::F_2_2);
+        // Under twice the size asked for: no scale, the caller decodes whole.
+        assert!(decode_scaled(&data, &Limits::default(), 500).is_none());
+        assert!(decode_scaled(&data, &Limits::default(), 450).is_some());
+        // Past the limits: refused before decoding.
+        let small = Limits {
+            max_side: 800,
+            ..Limits::default()
+        };
+        assert!(decode_scaled(&data, &small, 200).is_none());
+        let few = Limits {
+            max_pixels: 500_000,
+            ..Limits::default()
+        };
+        assert!(decode_scaled(&data, &few, 200).is_none());
+        // Not a JPEG, or cut short: refused, no panic.
+        assert!(decode_scaled(b"not a jpeg", &Limits::default(), 100).is_none());
+        assert!(decode_scaled(&data[..data.len() / 2], &Limits::default(), 200).is_none());
     }
 
     /// The mark is read back, chroma is untouched, luma changes only by
