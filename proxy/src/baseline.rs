@@ -6,7 +6,6 @@
 
 use async_trait::async_trait;
 use pingora::prelude::*;
-use pingora::server::configuration::ServerConf;
 
 /// The proxy application: Pingora's default for every hook but the peer.
 pub struct Bare {
@@ -33,25 +32,10 @@ impl ProxyHttp for Bare {
 /// Serves `listen`, forwarding to `upstream`, on `threads` worker threads;
 /// never returns.
 pub fn run(listen: &str, upstream: &str, threads: usize) -> ! {
-    let tmp = std::env::temp_dir();
-    let pid = std::process::id();
-    let conf = ServerConf {
-        threads,
-        // Stop at once when benches/load.sh is done (Pingora's default
-        // graceful shutdown keeps serving for minutes after SIGTERM, and
-        // the next run would share the machine with it).
-        grace_period_seconds: Some(0),
-        graceful_shutdown_timeout_seconds: Some(1),
-        pid_file: tmp
-            .join(format!("bare-pingora-{pid}.pid"))
-            .display()
-            .to_string(),
-        upgrade_sock: tmp
-            .join(format!("bare-pingora-{pid}.sock"))
-            .display()
-            .to_string(),
-        ..ServerConf::default()
-    };
+    // Grace 0: stop at once when benches/load.sh is done (Pingora's
+    // default graceful shutdown keeps serving for minutes after SIGTERM,
+    // and the next run would share the machine with it).
+    let conf = crate::server_conf("bare-pingora", threads, 0);
     let mut server = Server::new_with_opt_and_conf(None, conf);
     server.bootstrap();
     let mut proxy = http_proxy_service(

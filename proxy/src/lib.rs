@@ -224,6 +224,27 @@ fn writable(dir: &std::path::Path) -> bool {
     unsafe { libc::access(c.as_ptr(), libc::W_OK | libc::X_OK) == 0 }
 }
 
+/// Pingora's server settings for a process named `name`: `threads`
+/// workers, `grace` seconds of graceful shutdown, its pid file and upgrade
+/// socket in the temporary directory, named after it and the process id.
+pub(crate) fn server_conf(name: &str, threads: usize, grace: u64) -> ServerConf {
+    let tmp = std::env::temp_dir();
+    let pid = std::process::id();
+    let file = |suffix: &str| {
+        tmp.join(format!("{name}-{pid}{suffix}"))
+            .display()
+            .to_string()
+    };
+    ServerConf {
+        threads,
+        grace_period_seconds: Some(grace),
+        graceful_shutdown_timeout_seconds: Some(1),
+        pid_file: file(".pid"),
+        upgrade_sock: file("-upgrade.sock"),
+        ..ServerConf::default()
+    }
+}
+
 /// Runs Fixative until a shutdown signal; returns after a graceful stop.
 ///
 /// Logging must already be installed ([`init_logging`]).
@@ -245,22 +266,11 @@ pub fn run(config: Config) -> Result<(), String> {
         ledger,
     ));
 
-    let tmp = std::env::temp_dir();
-    let pid = std::process::id();
-    let conf = ServerConf {
-        threads: config.server.threads,
-        grace_period_seconds: Some(config.server.grace_period.as_secs()),
-        graceful_shutdown_timeout_seconds: Some(1),
-        pid_file: tmp
-            .join(format!("fixative-{pid}.pid"))
-            .display()
-            .to_string(),
-        upgrade_sock: tmp
-            .join(format!("fixative-{pid}-upgrade.sock"))
-            .display()
-            .to_string(),
-        ..ServerConf::default()
-    };
+    let conf = server_conf(
+        "fixative",
+        config.server.threads,
+        config.server.grace_period.as_secs(),
+    );
     let mut server = Server::new_with_opt_and_conf(None, conf);
     server.bootstrap();
 
