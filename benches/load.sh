@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Load benchmark: wrk against the origin directly, a bare Pingora proxy
-# (proxy/examples/bare_pingora.rs: same Pingora, allocator and threads) and
+# (proxy/src/baseline.rs, run by proxy/examples/bare_pingora.rs: same Pingora,
+# allocator and threads) and
 # Fixative (default policy, access log to a file), interleaved in one run,
 # on three paths: a 1 KiB file, an HTML page (rewritten by Fixative) and a
 # ~200 KiB JPEG (XMP metadata inserted by Fixative). Prints req/s, p50 and
