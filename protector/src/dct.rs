@@ -213,15 +213,57 @@ unsafe extern "C" fn filter(
 /// A TurboJPEG instance, destroyed on drop.
 struct Handle(tj::tjhandle);
 
-impl Handle {
-    fn transform() -> Option<Handle> {
-        Handle::init(tj::TJINIT_TJINIT_TRANSFORM)
-    }
+/// What [`Handle::open`] read from a JPEG's headers.
+struct Header {
+    width: u32,
+    height: u32,
+    colorspace: c_int,
+    subsamp: c_int,
+}
 
-    fn init(kind: tj::TJINIT) -> Option<Handle> {
+impl Handle {
+    /// A handle of `kind` (transform or decompress) with `data`'s headers
+    /// read under `limits` (pixels, memory; warnings are errors) and the
+    /// `extra` parameters (set before the headers are read): `None` for a
+    /// file this module does not take in any case (not 8-bit, lossless, a
+    /// side of 0 or past `limits`, headers libjpeg-turbo refuses).
+    fn open(
+        kind: tj::TJINIT,
+        data: &[u8],
+        limits: &Limits,
+        extra: &[(tj::TJPARAM, c_int)],
+    ) -> Option<(Handle, Header)> {
         // SAFETY: plain constructor; null on failure.
         let h = unsafe { tj::tj3Init(kind as c_int) };
-        (!h.is_null()).then_some(Handle(h))
+        let h = (!h.is_null()).then_some(Handle(h))?;
+        let max_pixels = c_int::try_from(limits.max_pixels).unwrap_or(c_int::MAX);
+        let max_mb = c_int::try_from(limits.max_alloc / (1024 * 1024)).unwrap_or(c_int::MAX);
+        let ok = h.set(tj::TJPARAM_TJPARAM_STOPONWARNING, 1)
+            && h.set(tj::TJPARAM_TJPARAM_MAXPIXELS, max_pixels)
+            && h.set(tj::TJPARAM_TJPARAM_MAXMEMORY, max_mb.max(1))
+            && extra.iter().all(|&(p, v)| h.set(p, v));
+        if !ok {
+            return None;
+        }
+        // SAFETY: valid handle; the buffer is read within its length.
+        if unsafe { tj::tj3DecompressHeader(h.0, data.as_ptr(), data.len() as tj::size_t) } != 0 {
+            return None;
+        }
+        if h.get(tj::TJPARAM_TJPARAM_PRECISION) != 8 || h.get(tj::TJPARAM_TJPARAM_LOSSLESS) != 0 {
+            return None;
+        }
+        let width = u32::try_from(h.get(tj::TJPARAM_TJPARAM_JPEGWIDTH)).ok()?;
+        let height = u32::try_from(h.get(tj::TJPARAM_TJPARAM_JPEGHEIGHT)).ok()?;
+        if width == 0 || height == 0 || width > limits.max_side || height > limits.max_side {
+            return None;
+        }
+        let header = Header {
+            width,
+            height,
+            colorspace: h.get(tj::TJPARAM_TJPARAM_COLORSPACE),
+            subsamp: h.get(tj::TJPARAM_TJPARAM_SUBSAMP),
+        };
+        Some((h, header))
     }
 
     fn set(&self, param: tj::TJPARAM, value: c_int) -> bool {
@@ -256,35 +298,24 @@ const MAX_SCANS: c_int = 500;
 /// corrupt file (warnings are errors here): the caller decodes it another
 /// way or refuses it.
 pub fn decode_scaled(data: &[u8], limits: &Limits, max_side: u32) -> Option<Scaled> {
-    let h = Handle::init(tj::TJINIT_TJINIT_DECOMPRESS)?;
-    let max_pixels = c_int::try_from(limits.max_pixels).unwrap_or(c_int::MAX);
-    let max_mb = c_int::try_from(limits.max_alloc / (1024 * 1024)).unwrap_or(c_int::MAX);
-    let ok = h.set(tj::TJPARAM_TJPARAM_STOPONWARNING, 1)
-        && h.set(tj::TJPARAM_TJPARAM_MAXPIXELS, max_pixels)
-        && h.set(tj::TJPARAM_TJPARAM_MAXMEMORY, max_mb.max(1))
-        && h.set(tj::TJPARAM_TJPARAM_SCANLIMIT, MAX_SCANS);
-    if !ok || max_side == 0 {
+    if max_side == 0 {
         return None;
     }
-    // SAFETY: valid handle; the buffer is read within its length.
-    if unsafe { tj::tj3DecompressHeader(h.0, data.as_ptr(), data.len() as tj::size_t) } != 0 {
-        return None;
-    }
-    let colorspace = h.get(tj::TJPARAM_TJPARAM_COLORSPACE);
+    let (h, header) = Handle::open(
+        tj::TJINIT_TJINIT_DECOMPRESS,
+        data,
+        limits,
+        &[(tj::TJPARAM_TJPARAM_SCANLIMIT, MAX_SCANS)],
+    )?;
+    let colorspace = header.colorspace;
     let gray = colorspace == tj::TJCS_TJCS_GRAY as c_int;
-    if h.get(tj::TJPARAM_TJPARAM_PRECISION) != 8
-        || h.get(tj::TJPARAM_TJPARAM_LOSSLESS) != 0
-        || !(gray
-            || colorspace == tj::TJCS_TJCS_YCbCr as c_int
-            || colorspace == tj::TJCS_TJCS_RGB as c_int)
+    if !(gray
+        || colorspace == tj::TJCS_TJCS_YCbCr as c_int
+        || colorspace == tj::TJCS_TJCS_RGB as c_int)
     {
         return None;
     }
-    let w = u32::try_from(h.get(tj::TJPARAM_TJPARAM_JPEGWIDTH)).ok()?;
-    let ht = u32::try_from(h.get(tj::TJPARAM_TJPARAM_JPEGHEIGHT)).ok()?;
-    if w == 0 || ht == 0 || w > limits.max_side || ht > limits.max_side {
-        return None;
-    }
+    let (w, ht) = (header.width, header.height);
     if u64::from(w) * u64::from(ht) > limits.max_pixels {
         return None;
     }
@@ -395,36 +426,20 @@ pub fn embed_jpeg(
     limits: &Limits,
 ) -> Option<(Vec<u8>, u32, u32)> {
     let (q, progressive) = luma_quantizer(data)?;
-    let h = Handle::transform()?;
-    let max_pixels = c_int::try_from(limits.max_pixels).unwrap_or(c_int::MAX);
-    let max_mb = c_int::try_from(limits.max_alloc / (1024 * 1024)).unwrap_or(c_int::MAX);
-    let ok = h.set(tj::TJPARAM_TJPARAM_STOPONWARNING, 1)
-        && h.set(tj::TJPARAM_TJPARAM_MAXPIXELS, max_pixels)
-        && h.set(tj::TJPARAM_TJPARAM_MAXMEMORY, max_mb.max(1))
-        // ICC profile only (see the module's doc).
-        && h.set(tj::TJPARAM_TJPARAM_SAVEMARKERS, 4);
-    if !ok {
-        return None;
-    }
-    // SAFETY: valid handle; the buffer is read within its length.
-    if unsafe { tj::tj3DecompressHeader(h.0, data.as_ptr(), data.len() as tj::size_t) } != 0 {
-        return None;
-    }
-    let colorspace = h.get(tj::TJPARAM_TJPARAM_COLORSPACE);
-    let subsamp = h.get(tj::TJPARAM_TJPARAM_SUBSAMP);
-    if h.get(tj::TJPARAM_TJPARAM_PRECISION) != 8
-        || h.get(tj::TJPARAM_TJPARAM_LOSSLESS) != 0
-        || !(colorspace == tj::TJCS_TJCS_YCbCr as c_int
-            || colorspace == tj::TJCS_TJCS_GRAY as c_int)
-        || subsamp == tj::TJSAMP_TJSAMP_UNKNOWN
+    // ICC profile only (see the module's doc).
+    let (h, header) = Handle::open(
+        tj::TJINIT_TJINIT_TRANSFORM,
+        data,
+        limits,
+        &[(tj::TJPARAM_TJPARAM_SAVEMARKERS, 4)],
+    )?;
+    if !(header.colorspace == tj::TJCS_TJCS_YCbCr as c_int
+        || header.colorspace == tj::TJCS_TJCS_GRAY as c_int)
+        || header.subsamp == tj::TJSAMP_TJSAMP_UNKNOWN
     {
         return None;
     }
-    let w = u32::try_from(h.get(tj::TJPARAM_TJPARAM_JPEGWIDTH)).ok()?;
-    let ht = u32::try_from(h.get(tj::TJPARAM_TJPARAM_JPEGHEIGHT)).ok()?;
-    if w == 0 || ht == 0 || w > limits.max_side || ht > limits.max_side {
-        return None;
-    }
+    let (w, ht) = (header.width, header.height);
     let field = watermark::field(w, ht, payload, key, strength)?;
     let state = State {
         cols: spans(&field.col),

@@ -399,22 +399,27 @@ fn resize(img: &DynamicImage, tw: u32, th: u32) -> Option<DynamicImage> {
 /// 12-bit, a broken file): the full decode handles or refuses it.
 fn decode_jpeg_scaled(data: &[u8], limits: &Limits, max_side: u32) -> Option<DynamicImage> {
     // libjpeg-turbo first (SIMD entropy decoding and scaled IDCT: ~2× the
-    // pure-Rust decoder below on a 12 MP photograph); that decoder for
-    // what it declines.
-    if let Some(d) = crate::dct::decode_scaled(data, limits, max_side) {
-        let (sw, sh) = (d.width, d.height);
-        let img = if d.gray {
-            DynamicImage::ImageLuma8(image::GrayImage::from_raw(sw, sh, d.pixels)?)
-        } else {
-            DynamicImage::ImageRgb8(RgbImage::from_raw(sw, sh, d.pixels)?)
-        };
-        let (tw, th) = fit(d.full.0, d.full.1, max_side);
-        return if (sw, sh) == (tw, th) {
-            Some(img)
-        } else {
-            resize(&img, tw, th)
-        };
+    // pure-Rust decoder on a 12 MP photograph); that decoder for what it
+    // declines.
+    let (img, (w, h)) = match crate::dct::decode_scaled(data, limits, max_side) {
+        Some(d) => (packed_image(d.width, d.height, d.gray, d.pixels)?, d.full),
+        None => decode_jpeg_scaled_rust(data, limits, max_side)?,
+    };
+    let (tw, th) = fit(w, h, max_side);
+    if (img.width(), img.height()) == (tw, th) {
+        Some(img)
+    } else {
+        resize(&img, tw, th)
     }
+}
+
+/// jpeg-decoder's scaled decode (see [`decode_jpeg_scaled`]): the image at
+/// the scale decoded, and the full size.
+fn decode_jpeg_scaled_rust(
+    data: &[u8],
+    limits: &Limits,
+    max_side: u32,
+) -> Option<(DynamicImage, (u32, u32))> {
     let mut d = jpeg_decoder::Decoder::new(Cursor::new(data));
     d.set_max_decoding_buffer_size(usize::try_from(limits.max_alloc).unwrap_or(usize::MAX));
     d.read_info().ok()?;
@@ -428,21 +433,24 @@ fn decode_jpeg_scaled(data: &[u8], limits: &Limits, max_side: u32) -> Option<Dyn
         .scale(u16::try_from(tw).ok()?, u16::try_from(th).ok()?)
         .ok()?;
     let pixels = d.decode().ok()?;
-    let (sw, sh) = (u32::from(sw), u32::from(sh));
-    let img = match info.pixel_format {
-        jpeg_decoder::PixelFormat::RGB24 => {
-            DynamicImage::ImageRgb8(RgbImage::from_raw(sw, sh, pixels)?)
-        }
-        jpeg_decoder::PixelFormat::L8 => {
-            DynamicImage::ImageLuma8(image::GrayImage::from_raw(sw, sh, pixels)?)
-        }
+    let gray = match info.pixel_format {
+        jpeg_decoder::PixelFormat::RGB24 => false,
+        jpeg_decoder::PixelFormat::L8 => true,
         _ => return None,
     };
-    if (sw, sh) == (tw, th) {
-        Some(img)
+    Some((
+        packed_image(u32::from(sw), u32::from(sh), gray, pixels)?,
+        (w, h),
+    ))
+}
+
+/// Packed 8-bit RGB (or gray) pixels as an image.
+fn packed_image(w: u32, h: u32, gray: bool, pixels: Vec<u8>) -> Option<DynamicImage> {
+    Some(if gray {
+        DynamicImage::ImageLuma8(image::GrayImage::from_raw(w, h, pixels)?)
     } else {
-        resize(&img, tw, th)
-    }
+        DynamicImage::ImageRgb8(RgbImage::from_raw(w, h, pixels)?)
+    })
 }
 
 fn visible_mark(img: &mut RgbImage) {

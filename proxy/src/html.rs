@@ -37,19 +37,29 @@ pub struct Injection {
     /// The tags as written into a page with no robots or TDM meta of its
     /// own (the usual case), built on first use and kept with the
     /// injection (one per site and configuration), not per page.
-    pub prebuilt: OnceLock<Prebuilt>,
+    pub prebuilt: Prebuilt,
 }
 
-/// See [`Injection::prebuilt`].
-#[derive(Debug, Clone)]
-pub struct Prebuilt {
+/// See [`Injection::prebuilt`]. Derived from the injection's other fields,
+/// so a clone (whose fields may then change) starts empty.
+#[derive(Debug, Default)]
+pub struct Prebuilt(OnceLock<Tags>);
+
+impl Clone for Prebuilt {
+    fn clone(&self) -> Prebuilt {
+        Prebuilt::default()
+    }
+}
+
+#[derive(Debug)]
+struct Tags {
     metas: String,
     trap: String,
 }
 
 impl Injection {
-    fn prebuilt(&self) -> &Prebuilt {
-        self.prebuilt.get_or_init(|| Prebuilt {
+    fn prebuilt(&self) -> &Tags {
+        self.prebuilt.0.get_or_init(|| Tags {
             metas: metas(self, None, &State::default()),
             trap: trap_link(self),
         })
@@ -87,7 +97,7 @@ impl Injection {
             tdm_policy: d.tdm_policy.clone(),
             license: (d.html_meta && d.rsl).then(|| crate::directives::LICENSE_PATH.to_string()),
             trap_path: d.trap_link.then(|| trap_path.to_string()),
-            prebuilt: OnceLock::new(),
+            prebuilt: Prebuilt::default(),
         }
     }
 }
@@ -561,6 +571,14 @@ mod tests {
             license: Some("/license.xml".into()),
             ..(*full).clone()
         });
+        // Built before the clone below: the clone must not keep them.
+        assert_eq!(full.trap_html(), trap_link(&full));
+        let moved = Injection {
+            trap_path: Some("/elsewhere/".into()),
+            ..(*full).clone()
+        };
+        assert_eq!(moved.trap_html(), trap_link(&moved));
+        assert!(moved.trap_html().contains("/elsewhere/"));
         for i in [full, bare, policy] {
             assert_eq!(i.trap_html(), trap_link(&i));
             for (robots_seen, tdm_seen) in

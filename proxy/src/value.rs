@@ -78,12 +78,7 @@ impl SharedValues {
                 "no such header value",
             ));
         };
-        http::HeaderValue::from_maybe_shared(self.bytes.slice(start..end)).map_err(|_| {
-            pingora::Error::explain(
-                pingora::ErrorType::InvalidHTTPHeader,
-                "header value with a byte a header cannot hold",
-            )
-        })
+        http::HeaderValue::from_maybe_shared(self.bytes.slice(start..end)).map_err(|_| refused())
     }
 }
 
@@ -146,23 +141,21 @@ impl ValueBuf {
     pub fn as_str(&self) -> &str {
         std::str::from_utf8(&self.0).unwrap_or("")
     }
-
-    /// The contents as a header value (one copy); an error for bytes a
-    /// header value cannot hold (a control character from a client).
-    pub fn header_value(&self) -> pingora::Result<http::HeaderValue> {
-        header_value(&self.0)
-    }
 }
 
 /// `bytes` copied into a header value (one allocation), or Pingora's
 /// invalid-header error for a byte a header cannot hold.
 pub fn header_value(bytes: impl AsRef<[u8]>) -> pingora::Result<http::HeaderValue> {
-    http::HeaderValue::from_bytes(bytes.as_ref()).map_err(|_| {
-        pingora::Error::explain(
-            pingora::ErrorType::InvalidHTTPHeader,
-            "header value with a byte a header cannot hold",
-        )
-    })
+    http::HeaderValue::from_bytes(bytes.as_ref()).map_err(|_| refused())
+}
+
+/// Pingora's error for a byte a header value cannot hold (a control
+/// character from a client).
+fn refused() -> pingora::BError {
+    pingora::Error::explain(
+        pingora::ErrorType::InvalidHTTPHeader,
+        "header value with a byte a header cannot hold",
+    )
 }
 
 impl std::fmt::Write for ValueBuf {
