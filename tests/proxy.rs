@@ -473,7 +473,13 @@ async fn https_origin_behind_upstream_tls() {
         .send()
         .await
         .unwrap();
-    assert_eq!(r.status(), 200);
+    assert_eq!(
+        r.status(),
+        200,
+        "edge:\n{}\nTLS origin:\n{}",
+        edge.stderr(),
+        https_origin.stderr()
+    );
     let v: serde_json::Value = r.json().await.unwrap();
     assert_eq!(v["origin"], "deep");
     assert_eq!(v["body_len"], 3);

@@ -40,6 +40,44 @@ fn dir_state(dir: &std::path::Path) -> Vec<(std::ffi::OsString, u64, std::time::
     v
 }
 
+/// The addresses to connect to to see each proxy listener (plain, TLS,
+/// demo origin) accept: an unspecified address (`0.0.0.0`, `::`) is
+/// reached on loopback of its family.
+fn listener_addresses(config: &fixative_config::Config) -> Vec<std::net::SocketAddr> {
+    let server = &config.server;
+    server
+        .listen
+        .iter()
+        .copied()
+        .chain(server.tls.as_ref().map(|t| t.listen))
+        .chain(config.demo.as_ref().map(|d| d.listen))
+        .map(|mut a| {
+            if a.ip().is_unspecified() {
+                a.set_ip(match a {
+                    std::net::SocketAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
+                    std::net::SocketAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
+                });
+            }
+            a
+        })
+        .collect()
+}
+
+/// Returns once a TCP connection to every address has succeeded (each
+/// tried every 20 ms until it does; the connection is closed at once).
+async fn wait_accepting(addrs: &[std::net::SocketAddr]) {
+    const RETRY: std::time::Duration = std::time::Duration::from_millis(20);
+    for a in addrs {
+        loop {
+            let tried = tokio::time::timeout(RETRY * 10, tokio::net::TcpStream::connect(a)).await;
+            if matches!(tried, Ok(Ok(_))) {
+                break;
+            }
+            tokio::time::sleep(RETRY).await;
+        }
+    }
+}
+
 impl HealthChecks {
     /// Creates the task.
     pub fn new(shared: Arc<Shared>) -> Self {
@@ -54,6 +92,15 @@ impl HealthChecks {
 #[async_trait]
 impl BackgroundService for HealthChecks {
     async fn start(&self, mut shutdown: ShutdownWatch) {
+        // Pingora binds each service's listeners in that service's own
+        // thread, in no set order: ready (`/readyz`) only once every
+        // proxy listener accepts connections, so that a load balancer
+        // or a script never sends to a port that is not open yet.
+        let listeners = listener_addresses(&self.shared.runtime.load().config);
+        tokio::select! {
+            _ = shutdown.changed() => return,
+            _ = wait_accepting(&listeners) => {}
+        }
         self.shared.ready.store(true, Ordering::Release);
         loop {
             let rt = self.shared.runtime.load_full();
@@ -192,5 +239,62 @@ impl ShutdownSignalWatch for Signals {
                 ShutdownSignal::GracefulUpgrade
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::{SocketAddr, TcpListener};
+    use std::time::Duration;
+
+    #[test]
+    fn unspecified_listeners_are_reached_on_loopback() {
+        let dir = tempfile::tempdir().unwrap();
+        let ck = rcgen::generate_simple_self_signed(vec!["a.test".to_string()]).unwrap();
+        std::fs::write(dir.path().join("c.pem"), ck.cert.pem()).unwrap();
+        std::fs::write(dir.path().join("k.pem"), ck.signing_key.serialize_pem()).unwrap();
+        let config = fixative_config::Config::from_toml(
+            "[server]\nlisten = [\"0.0.0.0:8080\", \"[::]:8081\", \"127.0.0.2:8082\"]\n\
+             tls = { listen = \"0.0.0.0:8443\", cert = \"c.pem\", key = \"k.pem\" }\n\
+             [demo]\nlisten = \"127.0.0.1:9000\"\n\
+             [[site]]\nname = \"a\"\nhosts = [\"a.test\"]\nupstreams = [\"127.0.0.1:9000\"]\n",
+            "test.toml",
+            Some(dir.path()),
+        );
+        let Ok(config) = config else {
+            panic!("config: {config:?}");
+        };
+        let want: Vec<SocketAddr> = [
+            "127.0.0.1:8080",
+            "[::1]:8081",
+            "127.0.0.2:8082",
+            "127.0.0.1:8443",
+            "127.0.0.1:9000",
+        ]
+        .iter()
+        .map(|a| a.parse().unwrap())
+        .collect();
+        assert_eq!(listener_addresses(&config), want);
+    }
+
+    #[tokio::test]
+    async fn ready_waits_for_every_listener_to_accept() {
+        let open = TcpListener::bind("127.0.0.1:0").unwrap();
+        let late = TcpListener::bind("127.0.0.1:0").unwrap();
+        let late_addr = late.local_addr().unwrap();
+        drop(late);
+        let addrs = [open.local_addr().unwrap(), late_addr];
+        // One listener is not there: not ready, however long we wait.
+        let waited = tokio::time::timeout(Duration::from_millis(400), wait_accepting(&addrs)).await;
+        assert!(waited.is_err(), "ready with a listener missing");
+        // It binds later: ready soon after.
+        let bind_later = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(100));
+            TcpListener::bind(late_addr).unwrap()
+        });
+        let waited = tokio::time::timeout(Duration::from_secs(10), wait_accepting(&addrs)).await;
+        assert!(waited.is_ok(), "not ready although every listener accepts");
+        drop(bind_later.join());
     }
 }
