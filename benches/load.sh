@@ -27,8 +27,9 @@
 # ABLATE=1 then measures the 1 KiB path again against Fixative with one
 # feature switched off at a time by configuration (access log off; policy
 # `off`: verdicts computed, nothing enforced, no rate-limit headers; no
-# directive headers), interleaved with bare Pingora: how much of the gap
-# each feature is.
+# directive headers) and with all three off, interleaved with bare
+# Pingora: how much of the gap each feature is, and what is left with
+# none of them (detection still runs: it cannot be configured away).
 #
 # Traffic looks like browsers: a Firefox user agent and headers, from
 # 10,000 client addresses given in X-Forwarded-For (127.0.0.1 is a trusted
@@ -267,6 +268,9 @@ if [ -n "${ABLATE:-}" ]; then
       log-off) sed -i "s#^access = .*#access = \"off\"#" "$work/$name.toml" ;;
       policy-off) sed -i '/^default = true/a policy = "off"' "$work/$name.toml" ;;
       no-directives) sed -i '/^default = true/a directives = { x_robots_tag = [], tdm_reservation = false, content_usage = "", rsl = false }' "$work/$name.toml" ;;
+      all-off)
+        sed -i "s#^access = .*#access = \"off\"#" "$work/$name.toml"
+        sed -i '/^default = true/a policy = "off"\ndirectives = { x_robots_tag = [], tdm_reservation = false, content_usage = "", rsl = false }' "$work/$name.toml" ;;
     esac
     ./target/release/fixative run --config "$work/$name.toml" >"$work/$name.out" 2>"$work/$name.err" &
     pids+=($!); VPID[$name]=$!; VPORT[$name]=$port
@@ -281,12 +285,13 @@ if [ -n "${ABLATE:-}" ]; then
       log-off) [ ! -s "$work/access-$name.log" ] ;;
       policy-off) ! grep -q '^ratelimit:' <<<"$head" ;;
       no-directives) ! grep -q '^x-robots-tag:' <<<"$head" ;;
+      all-off) [ ! -s "$work/access-$name.log" ] && ! grep -q '^ratelimit:' <<<"$head" && ! grep -q '^x-robots-tag:' <<<"$head" ;;
     esac || { echo "load.sh: the $name variant still has its feature on" >&2; exit 1; }
   }
   # `full` is a fresh process with the benchmark's configuration: the
   # variants are compared with it, not with the Fixative that already
   # served every path (its tables and heap have grown).
-  VARIANTS="full log-off policy-off no-directives"
+  VARIANTS="full log-off policy-off no-directives all-off"
   for v in $VARIANTS; do variant "$v"; done
   VPORT[bare]=$BARE_PORT; VPID[bare]=$BARE_PID
   echo
@@ -298,7 +303,6 @@ if [ -n "${ABLATE:-}" ]; then
       read -r rps _ _ _ <<<"$(run_wrk "http://127.0.0.1:${VPORT[$t]}/small.txt" "$work/browser.lua")"
       c1=$(cpu_ticks "${VPID[$t]}")
       nreq=$(awk '/requests in/ {print $1}' "$work/wrk.out")
-      [ -n "$perf_pid" ] && echo "${nreq:-0}" > "$PERF/perf-$t-$(basename "$p")-$r.n"
       echo "$t $rps $(( (c1 - c0) * TICK_US / ${nreq:-1} ))" >> "$work/ablate"
     done
   done

@@ -572,8 +572,14 @@ async fn shared_state_survives_reloads_and_restarts() {
     );
     assert_eq!(get(&a, "/", BOT, "198.51.100.50").await, 429, "quota kept");
     assert_eq!(get(&a, "/", BROWSER, "192.0.2.99").await, 200);
-    // A node started afterwards loads it all from the store.
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // A node started afterwards loads it all from the store, once the
+    // node has written the ban and the penalty there (its outbox is
+    // written behind the requests).
+    wait_until(
+        "the ban and the penalty in the store",
+        Duration::from_secs(5),
+        || redis.int(&["ZCARD", "r:bans"]) >= 1 && redis.int(&["ZCARD", "r:pen"]) >= 1,
+    );
     drop(a);
     let fresh = node(origin.addr, Some(&redis), "r:");
     wait_until("connected", Duration::from_secs(5), || {

@@ -252,7 +252,18 @@ async fn round_robin_and_health_checks_across_upstreams() {
 
     // Take b down; once the health check notices, every request succeeds on a.
     b.stop();
-    tokio::time::sleep(Duration::from_millis(1000)).await;
+    let t = Instant::now();
+    let mut on_a = 0;
+    while on_a < 5 {
+        assert!(
+            t.elapsed() < Duration::from_secs(10),
+            "the health check never took b out"
+        );
+        let r = c.get(fx.url("/")).send().await.unwrap();
+        let a_answered = r.status() == 200 && r.headers()["x-origin"] == "a";
+        on_a = if a_answered { on_a + 1 } else { 0 };
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     for _ in 0..10 {
         let r = c.get(fx.url("/")).send().await.unwrap();
         assert_eq!(r.status(), 200);
