@@ -173,7 +173,24 @@ async fn get(c: &reqwest::Client, fx: &Fixative, ua: &str, headers: &[(String, S
     for (k, v) in headers {
         r = r.header(k.as_str(), v.as_str());
     }
-    r.send().await.unwrap().status().as_u16()
+    let r = r.send().await.unwrap();
+    // The access-log line is written after the response has gone, so the
+    // next request's line could come first: wait for this one, the test
+    // reads the lines in the order of its requests.
+    let id = r.headers()["x-request-id"].to_str().unwrap().to_string();
+    let t = std::time::Instant::now();
+    while !fx
+        .access_log()
+        .iter()
+        .any(|l| l["request_id"] == id.as_str())
+    {
+        assert!(
+            t.elapsed() < Duration::from_secs(10),
+            "request {id} never logged"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    r.status().as_u16()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
