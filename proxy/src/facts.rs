@@ -1,13 +1,18 @@
-//! What the engine needs from a Pingora session: request headers, the
-//! client's raw HTTP/1 header bytes and its TLS ClientHello.
+//! What the engine needs from a Pingora session — request headers, the
+//! client's raw HTTP/1 header bytes, its TLS ClientHello, the scheme —
+//! and the engine's verdict on them ([`verdict`]).
 
-use smallvec::SmallVec;
+use std::net::IpAddr;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use fixative_rules::HeaderLookup;
+use fixative_rules::{HeaderLookup, RequestFacts, Verdict};
 use pingora::proxy::Session;
+use smallvec::SmallVec;
 
+use crate::forwarding;
+use crate::runtime::Runtime;
+use crate::service::Ctx;
 use crate::state::Shared;
 
 /// Header lookup over Pingora's request headers.
@@ -100,4 +105,115 @@ pub(crate) fn header_values(
         .iter()
         .filter_map(|v| v.to_str().ok())
         .collect()
+}
+
+/// The scheme the client used: `https` on the TLS listener, what a trusted
+/// load balancer says in `X-Forwarded-Proto`, else `http`.
+fn request_scheme(session: &Session, tls_listener: bool, peer_trusted: bool) -> &'static str {
+    if tls_listener {
+        return "https";
+    }
+    let forwarded = session
+        .req_header()
+        .headers
+        .get("x-forwarded-proto")
+        .and_then(|v| v.to_str().ok());
+    match forwarded {
+        Some(p) if peer_trusted && p.eq_ignore_ascii_case("https") => "https",
+        _ => "http",
+    }
+}
+
+/// The engine's verdict on the request: its facts (headers, raw header
+/// bytes, ClientHello, scheme and authority, cached reverse DNS, the
+/// request kind and user-agent class worked out once) gathered from the
+/// session, evaluated under the site's policy. Starts reverse-DNS lookups
+/// in the background for crawlers that want one (this request stays
+/// unverified).
+pub(crate) fn verdict(
+    shared: &Shared,
+    session: &Session,
+    ctx: &Ctx,
+    rt: &Runtime,
+    peer: IpAddr,
+    tls_listener: bool,
+) -> Verdict {
+    let path = session
+        .req_header()
+        .uri
+        .path_and_query()
+        .map(|p| p.as_str())
+        .unwrap_or("/");
+    let method = session.req_header().method.as_str();
+    let policy = rt
+        .sites
+        .get(ctx.site.unwrap_or(0))
+        .map(|s| s.policy.as_str())
+        .unwrap_or("default");
+    // Reverse DNS: use a cached answer; otherwise look it up in the
+    // background for later requests (this one stays unverified).
+    let ua = session
+        .req_header()
+        .headers
+        .get(http::header::USER_AGENT)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    // Classified once: for reverse DNS here, passed on to the engine.
+    let ua_class = rt.engine.classify_ua(ua);
+    let rdns_cached = if rt.engine.rdns_wanted(&ua_class) {
+        let c = shared.rdns.cached(ctx.client_ip);
+        if c == crate::rdns::Cached::Unknown {
+            shared
+                .rdns
+                .spawn_verify(ctx.client_ip, rt.rdns_suffixes.clone());
+        }
+        c
+    } else {
+        crate::rdns::Cached::Unknown
+    };
+    let peer_trusted = forwarding::is_trusted(peer, &rt.config.server.trusted_proxies);
+    let headers = HeaderMapLookup(
+        &session.req_header().headers,
+        raw_client_headers(session, peer_trusted),
+        if tls_listener || peer_trusted {
+            client_hello(session, shared, &rt.config, peer_trusted)
+        } else {
+            None
+        },
+        request_scheme(session, tls_listener, peer_trusted),
+        session
+            .req_header()
+            .uri
+            .authority()
+            .map(|a| a.as_str())
+            .or_else(|| {
+                session
+                    .req_header()
+                    .headers
+                    .get(http::header::HOST)
+                    .and_then(|v| v.to_str().ok())
+            }),
+    );
+    let facts = RequestFacts {
+        now: ctx.now,
+        client_ip: ctx.client_ip,
+        method,
+        host: &ctx.host,
+        path,
+        user_agent: headers.get("user-agent"),
+        headers_known: true,
+        header: &headers,
+        http10: session.req_header().version == http::Version::HTTP_10,
+        rdns: match &rdns_cached {
+            crate::rdns::Cached::Unknown => fixative_rules::Rdns::Unknown,
+            crate::rdns::Cached::Failed => fixative_rules::Rdns::Failed,
+            crate::rdns::Cached::Confirmed(n) => fixative_rules::Rdns::Confirmed(n),
+        },
+        unix_time: crate::challenge::unix_now(),
+        known: fixative_rules::Known {
+            kind: ctx.kind,
+            user_agent: Some(ua_class),
+        },
+    };
+    rt.engine.evaluate(&facts, policy)
 }

@@ -32,6 +32,7 @@ pub mod names;
 pub mod origin;
 pub mod pages;
 pub mod rdns;
+mod record;
 pub mod responses;
 pub mod runtime;
 pub mod service;
@@ -39,6 +40,7 @@ pub mod state;
 pub mod tarpit;
 pub mod tlshello;
 pub mod value;
+mod verdicts;
 
 use std::sync::Arc;
 

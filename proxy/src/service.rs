@@ -1,5 +1,11 @@
-//! The Pingora `ProxyHttp` implementation: routing, verdicts, forwarding,
-//! error pages, access log and metrics.
+//! The Pingora `ProxyHttp` implementation: one method per phase, each
+//! doing its phase's job and calling the module that does the work —
+//! `facts` (the engine's verdict from the session), `verdicts` (challenge
+//! and tarpit verdicts, Fixative's own endpoints), `responses` (every
+//! response Fixative writes itself), `forwarding` (headers to the
+//! origin), `directives` and `bodies` (what changes in the origin's
+//! response), `errors` (failures as responses), `access_log`, `metrics`
+//! and `record` (what a finished request leaves behind).
 
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
@@ -8,7 +14,7 @@ use std::time::Instant;
 use async_trait::async_trait;
 use bytes::Bytes;
 use fixative_rules::state::RequestKind;
-use fixative_rules::{Action, HeaderLookup, RequestFacts, Verdict};
+use fixative_rules::{Action, Verdict};
 use http::HeaderValue;
 use pingora::ErrorType;
 use pingora::http::ResponseHeader;
@@ -17,7 +23,7 @@ use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 
 use crate::access_log;
 use crate::directives::{self, WellKnown};
-use crate::facts::{HeaderMapLookup, client_hello, header_values, raw_client_headers};
+use crate::facts::header_values;
 use crate::forwarding;
 use crate::names;
 use crate::pages;
@@ -71,23 +77,6 @@ pub struct Ctx {
     /// The `[[site.preference]]` that applies to this response (`None`:
     /// the site's default): by path, or as the origin named it.
     pub(crate) pref: Option<usize>,
-}
-
-/// The scheme the client used: `https` on the TLS listener, what a trusted
-/// load balancer says in `X-Forwarded-Proto`, else `http`.
-fn request_scheme(session: &Session, tls_listener: bool, peer_trusted: bool) -> &'static str {
-    if tls_listener {
-        return "https";
-    }
-    let forwarded = session
-        .req_header()
-        .headers
-        .get("x-forwarded-proto")
-        .and_then(|v| v.to_str().ok());
-    match forwarded {
-        Some(p) if peer_trusted && p.eq_ignore_ascii_case("https") => "https",
-        _ => "http",
-    }
 }
 
 /// The directives of the request's site; the default site's (or the first
@@ -159,121 +148,6 @@ pub struct FixativeProxy {
 }
 
 impl FixativeProxy {
-    /// Fixative's endpoints and the `challenge` and `tarpit` verdicts.
-    /// Returns whether the request was answered.
-    async fn serve_challenge(
-        &self,
-        session: &mut Session,
-        ctx: &mut Ctx,
-        rt: &Runtime,
-        own: Option<crate::challenge::Endpoint>,
-        secure: bool,
-    ) -> Result<bool> {
-        use crate::challenge::Endpoint;
-        let ua = session
-            .req_header()
-            .headers
-            .get(http::header::USER_AGENT)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("")
-            .to_string();
-        let metrics = &self.shared.metrics;
-        let verified = ctx
-            .verdict
-            .reasons
-            .iter()
-            .any(|r| r.signal == "crawler.verified");
-        if own == Some(Endpoint::Maze) || matches!(ctx.verdict.action, Action::Tarpit(_)) {
-            let status = match ctx.verdict.action {
-                Action::Tarpit(s) => s,
-                _ => 404,
-            };
-            let caps = &rt.config.tarpit;
-            let slot = if !verified {
-                self.shared
-                    .tarpit
-                    .enter(ctx.client_ip, caps.max_connections, caps.max_per_client)
-            } else {
-                None
-            };
-            let Some(slot) = slot else {
-                if !verified {
-                    metrics.tarpit_refused.inc();
-                }
-                let html = if status == 404 {
-                    let (t, x) = pages::status_text(404);
-                    pages::page(404, t, x, &ctx.request_id)
-                } else {
-                    pages::blocked(&ctx.request_id)
-                };
-                respond_html(session, status, html, ctx).await?;
-                return Ok(true);
-            };
-            metrics.tarpit_active.inc();
-            let seed = {
-                use std::hash::{BuildHasher, Hasher};
-                let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-                h.write(session.req_header().uri.path().as_bytes());
-                h.finish()
-            };
-            let r = crate::tarpit::serve(session, caps, seed, metrics).await;
-            metrics.tarpit_active.dec();
-            drop(slot);
-            r?;
-            return Ok(true);
-        }
-        let cc = crate::challenge::Ctx {
-            keys: rt.engine.keys(),
-            cfg: &rt.config.challenge,
-            client_ip: ctx.client_ip,
-            user_agent: &ua,
-            secure,
-            request_id: &ctx.request_id,
-            metrics,
-            spent: &self.shared.spent,
-            fleet: &self.shared.fleet,
-            debug_verdict: rt
-                .config
-                .server
-                .debug_headers
-                .then(|| ctx.verdict.header_value()),
-        };
-        if let Some(ep) = own {
-            crate::challenge::serve(session, ep, &cc).await?;
-            return Ok(true);
-        }
-        if let Action::Challenge(status) = ctx.verdict.action {
-            let req = session.req_header();
-            let accept = req
-                .headers
-                .get(http::header::ACCEPT)
-                .and_then(|v| v.to_str().ok());
-            let kind = fixative_rules::request_kind(req.uri.path(), accept);
-            let readable = req.method == http::Method::GET || req.method == http::Method::HEAD;
-            if readable && kind == fixative_rules::state::RequestKind::Page {
-                let back = req
-                    .uri
-                    .path_and_query()
-                    .map(|p| p.as_str().to_string())
-                    .unwrap_or_else(|| "/".into());
-                crate::challenge::serve_interstitial(session, status, &back, &cc).await?;
-                return Ok(true);
-            }
-            if readable
-                && kind == fixative_rules::state::RequestKind::Image
-                && let Some(i) = ctx.site
-            {
-                // People who have not passed yet still see the artwork.
-                serve_cloaked(session, ctx, rt, i, metrics).await?;
-                return Ok(true);
-            }
-            let html = pages::blocked(&ctx.request_id);
-            respond_html(session, status, html, ctx).await?;
-            return Ok(true);
-        }
-        Ok(false)
-    }
-
     /// Creates the application; `tls_listener` says whether this service
     /// terminates TLS (for `X-Forwarded-Proto`).
     pub fn new(shared: Arc<Shared>, tls_listener: bool) -> FixativeProxy {
@@ -291,86 +165,6 @@ impl FixativeProxy {
                 && header_values(session, names::X_FORWARDED_PROTO.name())
                     .first()
                     .is_some_and(|p| p.trim().eq_ignore_ascii_case("https")))
-    }
-
-    /// Feeds the dashboard (per-second counts, crawlers, robots.txt
-    /// violators) and the evidence ledger with a finished request.
-    fn record_activity(
-        &self,
-        session: &Session,
-        ctx: &Ctx,
-        entry: &access_log::Entry<'_>,
-        unix: u64,
-    ) {
-        let v = &ctx.verdict;
-        let activity = &self.shared.activity;
-        activity.record(
-            unix,
-            v.action.as_str(),
-            v.category.map(|c| c.as_str()),
-            v.crawler.as_ref(),
-        );
-        let (Some(rt), Some(i)) = (&ctx.runtime, ctx.site) else {
-            return;
-        };
-        let Some(site) = rt.sites.get(i) else { return };
-        let ledger = self
-            .shared
-            .evidence
-            .as_ref()
-            .zip(rt.config.evidence.as_ref())
-            .filter(|(_, cfg)| crate::evidence::wanted(cfg, site, v))
-            .map(|(l, _)| l);
-        let fetched = activity.robots_fetched(&site.name, ctx.client_ip);
-        if ledger.is_none() && fetched.is_none() {
-            return;
-        }
-        let req = session.req_header();
-        let ua = req
-            .headers
-            .get(http::header::USER_AGENT)
-            .and_then(|h| h.to_str().ok())
-            .unwrap_or("");
-        let path = req.uri.path();
-        let agents = crate::evidence::agents(rt, v.crawler.as_deref(), ua);
-        if let Some(at) = fetched {
-            activity.violation_after(
-                at,
-                &site.name,
-                ctx.client_ip,
-                ua,
-                v.crawler.as_deref(),
-                &agents,
-                path,
-                unix,
-            );
-        }
-        if let Some(ledger) = ledger {
-            let xmp = ctx
-                .image
-                .as_ref()
-                .and_then(|s| s.outcome())
-                .filter(|o| *o == fixative_protector::xmp::Outcome::Inserted)
-                .map(|_| site.variant(ctx.pref).0.data_mining.as_str())
-                .or(ctx
-                    .variant
-                    .map(|_| site.variant(ctx.pref).0.data_mining.as_str()));
-            let visit = crate::evidence::visit(
-                rt,
-                site,
-                activity,
-                &crate::evidence::Finished {
-                    entry,
-                    user_agent: ua,
-                    response: session.response_written(),
-                    xmp,
-                    variant: ctx.variant,
-                    robots_fetched: fetched,
-                },
-                &agents,
-            );
-            ledger.record(visit);
-        }
     }
 
     fn site_name<'a>(&self, ctx: &'a Ctx) -> &'a str {
@@ -521,87 +315,9 @@ impl ProxyHttp for FixativeProxy {
             return Ok(true);
         }
 
-        let path = session
-            .req_header()
-            .uri
-            .path_and_query()
-            .map(|p| p.as_str())
-            .unwrap_or("/");
-        let method = session.req_header().method.as_str();
         ctx.now = rt.epoch.elapsed();
-        let policy = rt
-            .sites
-            .get(ctx.site.unwrap_or(0))
-            .map(|s| s.policy.as_str())
-            .unwrap_or("default");
-        // Reverse DNS: use a cached answer; otherwise look it up in the
-        // background for later requests (this one stays unverified).
-        let ua = session
-            .req_header()
-            .headers
-            .get(http::header::USER_AGENT)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("");
-        // Classified once: for reverse DNS here, passed on to the engine.
-        let ua_class = rt.engine.classify_ua(ua);
-        let rdns_cached = if rt.engine.rdns_wanted(&ua_class) {
-            let c = self.shared.rdns.cached(ctx.client_ip);
-            if c == crate::rdns::Cached::Unknown {
-                self.shared
-                    .rdns
-                    .spawn_verify(ctx.client_ip, rt.rdns_suffixes.clone());
-            }
-            c
-        } else {
-            crate::rdns::Cached::Unknown
-        };
-        ctx.verdict = {
-            let peer_trusted = forwarding::is_trusted(peer, &cfg.server.trusted_proxies);
-            let headers = HeaderMapLookup(
-                &session.req_header().headers,
-                raw_client_headers(session, peer_trusted),
-                if self.tls_listener || peer_trusted {
-                    client_hello(session, &self.shared, &cfg, peer_trusted)
-                } else {
-                    None
-                },
-                request_scheme(session, self.tls_listener, peer_trusted),
-                session
-                    .req_header()
-                    .uri
-                    .authority()
-                    .map(|a| a.as_str())
-                    .or_else(|| {
-                        session
-                            .req_header()
-                            .headers
-                            .get(http::header::HOST)
-                            .and_then(|v| v.to_str().ok())
-                    }),
-            );
-            let facts = RequestFacts {
-                now: ctx.now,
-                client_ip: ctx.client_ip,
-                method,
-                host: &ctx.host,
-                path,
-                user_agent: headers.get("user-agent"),
-                headers_known: true,
-                header: &headers,
-                http10: session.req_header().version == http::Version::HTTP_10,
-                rdns: match &rdns_cached {
-                    crate::rdns::Cached::Unknown => fixative_rules::Rdns::Unknown,
-                    crate::rdns::Cached::Failed => fixative_rules::Rdns::Failed,
-                    crate::rdns::Cached::Confirmed(n) => fixative_rules::Rdns::Confirmed(n),
-                },
-                unix_time: crate::challenge::unix_now(),
-                known: fixative_rules::Known {
-                    kind: ctx.kind,
-                    user_agent: Some(ua_class),
-                },
-            };
-            rt.engine.evaluate(&facts, policy)
-        };
+        ctx.verdict =
+            crate::facts::verdict(&self.shared, session, ctx, &rt, peer, self.tls_listener);
         // A signed agent whose keys are not known yet: fetch them in the
         // background (this request stays unverified).
         if let Some(agent) = &ctx.verdict.signature_pending {
@@ -642,11 +358,13 @@ impl ProxyHttp for FixativeProxy {
             }
             Action::Challenge(_) | Action::Tarpit(_) => {
                 let secure = self.secure(session, peer, &cfg);
-                self.serve_challenge(session, ctx, &rt, own, secure).await?
+                crate::verdicts::serve_challenge(&self.shared, session, ctx, &rt, own, secure)
+                    .await?
             }
             _ if own.is_some() => {
                 let secure = self.secure(session, peer, &cfg);
-                self.serve_challenge(session, ctx, &rt, own, secure).await?
+                crate::verdicts::serve_challenge(&self.shared, session, ctx, &rt, own, secure)
+                    .await?
             }
             Action::Cloak if image_get => match ctx.site {
                 Some(i) => {
@@ -998,7 +716,7 @@ impl ProxyHttp for FixativeProxy {
                 .filter(|s| !s.directives.preferences.is_empty())
                 .map(|s| s.directives.preference_name(ctx.pref)),
         };
-        self.record_activity(session, ctx, &entry, unix);
+        crate::record::record_activity(&self.shared, session, ctx, &entry, unix);
         access_log::emit(&entry);
     }
 }
