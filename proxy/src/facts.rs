@@ -6,6 +6,7 @@ use std::net::IpAddr;
 use std::sync::Arc;
 
 use bytes::Bytes;
+use fixative_rules::state::RequestKind;
 use fixative_rules::{HeaderLookup, RequestFacts, Verdict};
 use pingora::proxy::Session;
 use smallvec::SmallVec;
@@ -105,6 +106,23 @@ pub(crate) fn header_values(
         .iter()
         .filter_map(|v| v.to_str().ok())
         .collect()
+}
+
+/// The request's kind (page, image, ...) from its path and `Accept`;
+/// `early_request_filter` keeps it in `Ctx::kind` for the later phases.
+pub(crate) fn request_kind(session: &Session) -> RequestKind {
+    let req = session.req_header();
+    let accept = req
+        .headers
+        .get(http::header::ACCEPT)
+        .and_then(|v| v.to_str().ok());
+    fixative_rules::request_kind(req.uri.path(), accept)
+}
+
+/// The kind `early_request_filter` kept, or worked out now for a request
+/// that did not pass through it.
+pub(crate) fn kind(session: &Session, ctx: &Ctx) -> RequestKind {
+    ctx.kind.unwrap_or_else(|| request_kind(session))
 }
 
 /// The scheme the client used: `https` on the TLS listener, what a trusted

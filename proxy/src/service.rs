@@ -227,14 +227,10 @@ impl ProxyHttp for FixativeProxy {
         // Pages get no-train meta tags: ask the origin for identity, decode
         // it if it compresses anyway, and compress again for clients that
         // accept it. Decided here: later, Pingora's compression is fixed.
-        let req = session.req_header();
-        let accept = req
-            .headers
-            .get(http::header::ACCEPT)
-            .and_then(|v| v.to_str().ok());
-        let kind = fixative_rules::request_kind(req.uri.path(), accept);
+        let kind = crate::facts::request_kind(session);
         ctx.kind = Some(kind);
-        ctx.page_request = req.method == http::Method::GET && kind == RequestKind::Page;
+        ctx.page_request =
+            session.req_header().method == http::Method::GET && kind == RequestKind::Page;
         if ctx.page_request {
             session.upstream_compression.adjust_decompression(true);
             if let Some(c) = session
@@ -339,11 +335,7 @@ impl ProxyHttp for FixativeProxy {
         // maze) answer every request that is neither limited nor blocked;
         // challenge and tarpit verdicts lead there too.
         let own = crate::challenge::Endpoint::of(session.req_header().uri.path());
-        let kind = ctx.kind.unwrap_or_else(|| {
-            let req = session.req_header();
-            let accept = req.headers.get(http::header::ACCEPT);
-            fixative_rules::request_kind(req.uri.path(), accept.and_then(|v| v.to_str().ok()))
-        });
+        let kind = crate::facts::kind(session, ctx);
         let image_get =
             session.req_header().method == http::Method::GET && kind == RequestKind::Image;
         let answered = match ctx.verdict.action {

@@ -98,12 +98,8 @@ pub(crate) async fn serve_challenge(
         return Ok(true);
     }
     if let Action::Challenge(status) = ctx.verdict.action {
+        let kind = crate::facts::kind(session, ctx);
         let req = session.req_header();
-        let accept = req
-            .headers
-            .get(http::header::ACCEPT)
-            .and_then(|v| v.to_str().ok());
-        let kind = fixative_rules::request_kind(req.uri.path(), accept);
         let readable = req.method == http::Method::GET || req.method == http::Method::HEAD;
         if readable && kind == fixative_rules::state::RequestKind::Page {
             let back = req
