@@ -305,7 +305,11 @@ pub fn decode_scaled(data: &[u8], limits: &Limits, max_side: u32) -> Option<Scal
         tj::TJINIT_TJINIT_DECOMPRESS,
         data,
         limits,
-        &[(tj::TJPARAM_TJPARAM_SCANLIMIT, MAX_SCANS)],
+        &[
+            (tj::TJPARAM_TJPARAM_SCANLIMIT, MAX_SCANS),
+            (tj::TJPARAM_TJPARAM_FASTDCT, 1),
+            (tj::TJPARAM_TJPARAM_FASTUPSAMPLE, 1),
+        ],
     )?;
     let colorspace = header.colorspace;
     let gray = colorspace == tj::TJCS_TJCS_GRAY as c_int;
